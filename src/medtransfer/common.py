@@ -1,0 +1,109 @@
+"""Helpers every stage shares: atomic writes, hashing, provenance, seeding."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medtransfer import __version__
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; move it into place only on success.
+
+    A crash or exception leaves ``target`` untouched (and no partial file that looks
+    finished), because the rename is the last step and is atomic on one filesystem.
+    The temporary name keeps the target's suffix so libraries that pick a format by
+    extension (numpy, torch, PIL) behave.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.stem}.", suffix=f".partial{''.join(target.suffixes)}", dir=target.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text_atomic(target: str | os.PathLike, text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(target: str | os.PathLike, obj: Any) -> None:
+    write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_revision(start: str | os.PathLike | None = None) -> str:
+    """The git revision of the code that produced a result (``unknown`` outside git).
+
+    ``MEDTRANSFER_GIT_REVISION`` overrides it, for installs without a checkout.
+    """
+    if os.environ.get("MEDTRANSFER_GIT_REVISION"):
+        return os.environ["MEDTRANSFER_GIT_REVISION"]
+    where = Path(start) if start else Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=where, capture_output=True,
+            text=True, timeout=10, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{rev}-dirty" if dirty else rev
+
+
+def package_version() -> str:
+    return __version__
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch; deterministic algorithms where torch has them."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` picks CUDA when present; an explicit ``cuda`` without a GPU is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device {device!r} was requested but no CUDA GPU is visible; "
+            "set `device: auto` or `device: cpu` in the config"
+        )
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}; use one of auto, cpu, cuda, cuda:N")
+    return device

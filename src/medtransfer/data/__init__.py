@@ -1,0 +1,1 @@
+"""Datasets: adapters that turn a download into an index, splits, demo data, image cache."""

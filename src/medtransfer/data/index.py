@@ -1,0 +1,146 @@
+"""The dataset index: one row per image with its label, split and patient.
+
+Every adapter (the published datasets, users' CSV or ImageFolder data, the demo
+datasets) produces the same table, so everything downstream reads one format:
+
+    path,label,label_name,split,patient,split_rule
+
+``path`` is the image file, ``label`` an integer in ``0..C-1``, ``split`` is ``train``
+or ``test``, ``patient`` may be empty, ``split_rule`` says how the split was made
+(``given``, ``published``, ``patient:seed=42``...).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medtransfer.common import atomic_path
+
+INDEX_COLUMNS = ["path", "label", "label_name", "split", "patient", "split_rule"]
+SPLITS = ("given", "published", "patient", "random")
+
+
+def write_index(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+    check_index(frame, str(path))
+    with atomic_path(path) as tmp:
+        frame[INDEX_COLUMNS].to_csv(tmp, index=False)
+
+
+def read_index(path: str | os.PathLike) -> pd.DataFrame:
+    frame = pd.read_csv(path, dtype={"patient": str, "label_name": str, "path": str}, keep_default_na=False)
+    check_index(frame, str(path))
+    return frame
+
+
+def class_names(frame: pd.DataFrame) -> list[str]:
+    pairs = frame[["label", "label_name"]].drop_duplicates().sort_values("label")
+    return [str(n) for n in pairs["label_name"]]
+
+
+def check_index(frame: pd.DataFrame, source: str) -> None:
+    """Raise a clear error for a missing column, bad split name, gap in labels, empty class."""
+    missing = [c for c in INDEX_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{source}: index lacks columns {missing}; expected {INDEX_COLUMNS}")
+    if frame.empty:
+        raise ValueError(f"{source}: the dataset index is empty; check the dataset root and layout")
+    bad = sorted(set(frame["split"]) - {"train", "test"})
+    if bad:
+        raise ValueError(f"{source}: unknown split values {bad}; use 'train' or 'test'")
+    labels = sorted(int(v) for v in set(frame["label"]))
+    if labels != list(range(len(labels))):
+        raise ValueError(f"{source}: labels must be 0..C-1 with every class present, got {labels}")
+    for part in ("train", "test"):
+        if not (frame["split"] == part).any():
+            raise ValueError(f"{source}: the {part} split is empty; check the split settings")
+
+
+def published_split(n: int, seed: int = 42, train_fraction: float = 0.8) -> np.ndarray:
+    """The published 80/20 rule: shuffle the row order with ``seed``, first 80% train."""
+    order = np.random.RandomState(seed).permutation(n)
+    split = np.full(n, "test", dtype=object)
+    split[order[: int(round(train_fraction * n))]] = "train"
+    return split
+
+
+def patient_split(
+    patients: pd.Series, labels: pd.Series, seed: int = 42, train_fraction: float = 0.8,
+) -> np.ndarray:
+    """Split by patient so no patient is in both train and test.
+
+    Patients are shuffled with ``seed`` and assigned greedily, per majority label, so
+    each class keeps roughly ``train_fraction`` of its images in train (stratified
+    where the grouping allows).
+    """
+    frame = pd.DataFrame({"patient": patients.astype(str).values, "label": labels.values})
+    if (frame["patient"] == "").any():
+        raise ValueError("patient split needs a patient id for every image; use split: published")
+    per_patient = frame.groupby("patient")["label"].agg(lambda s: s.value_counts().idxmax())
+    sizes = frame.groupby("patient").size()
+    rng = np.random.RandomState(seed)
+    train_patients: set[str] = set()
+    for _, group in per_patient.groupby(per_patient):
+        names = list(group.index)
+        rng.shuffle(names)
+        target, taken = train_fraction * sizes[names].sum(), 0
+        for name in names:
+            if taken < target:
+                train_patients.add(name)
+                taken += sizes[name]
+    return np.where(frame["patient"].isin(train_patients), "train", "test").astype(object)
+
+
+def apply_split(frame: pd.DataFrame, rule: str, seed: int, source: str) -> pd.DataFrame:
+    """Fill ``split``/``split_rule`` by ``rule``; ``given`` keeps a split the data brought."""
+    frame = frame.copy()
+    if rule == "given":
+        if "split" not in frame.columns or frame["split"].isin(["", None]).any():
+            raise ValueError(f"{source}: split 'given' needs a split column with train/test on every row")
+        frame["split_rule"] = "given"
+    elif rule == "published":
+        frame["split"] = published_split(len(frame), seed=42)
+        frame["split_rule"] = "published:80/20,seed=42"
+    elif rule == "random":
+        frame["split"] = published_split(len(frame), seed=seed)
+        frame["split_rule"] = f"random:80/20,seed={seed}"
+    elif rule == "patient":
+        frame["split"] = patient_split(frame["patient"], frame["label"], seed=seed)
+        frame["split_rule"] = f"patient:80/20,seed={seed}"
+    else:
+        raise ValueError(f"{source}: unknown split {rule!r}; expected one of {SPLITS}")
+    return frame
+
+
+def index_from_csv(csv: str | os.PathLike, root: str | os.PathLike | None = None, *,
+                   split: str = "given", seed: int = 42, classes: list[str] | None = None) -> pd.DataFrame:
+    """Users' own data: a CSV with ``path,label`` and optional ``split``, ``patient``.
+
+    Relative paths are taken relative to ``root`` (default: the CSV's folder). Labels
+    may be names or integers; names are numbered in sorted order unless ``classes``
+    gives the order.
+    """
+    csv = Path(csv)
+    if not csv.is_file():
+        raise FileNotFoundError(f"dataset CSV {csv} not found; expected a CSV with columns path,label[,split,patient]")
+    frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    for col in ("path", "label"):
+        if col not in frame.columns:
+            raise ValueError(f"{csv}: missing column {col!r}; expected columns path,label[,split,patient]")
+    base = Path(root) if root is not None else csv.parent
+    frame["path"] = [str(p if Path(p).is_absolute() else base / p) for p in frame["path"]]
+    names = classes or sorted(set(frame["label"]), key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))
+    unknown = sorted(set(frame["label"]) - set(names))
+    if unknown:
+        raise ValueError(f"{csv}: unknown labels {unknown}; the configured classes are {names}")
+    frame["label_name"] = frame["label"]
+    frame["label"] = frame["label"].map({n: i for i, n in enumerate(names)}).astype(int)
+    if "patient" not in frame.columns:
+        frame["patient"] = ""
+    if split == "given" and "split" not in frame.columns:
+        split = "published"
+    frame = apply_split(frame, split, seed, str(csv))
+    return frame[INDEX_COLUMNS]

@@ -1,0 +1,174 @@
+"""Backbones in torchvision layout, with the padding of the framework that trained them.
+
+Converted weights keep torchvision's parameter names; only the *padding* of some
+layers differs between frameworks, so the same state dict loads into any variant:
+
+- ``torch``: stock torchvision ResNet-50 (symmetric padding everywhere).
+- ``tf_same``: every convolution and the stem max-pool use TensorFlow/Haiku "SAME"
+  padding, which pads more at the bottom/right for strided layers (BYOL, Haiku).
+- ``tf_same_maxpool``: only the stem max-pool is "SAME"; convolutions use explicit
+  symmetric padding as in torchvision (SimCLR-v1's ResNet).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+PADDINGS = ("torch", "tf_same", "tf_same_maxpool")
+ARCHS = ("resnet18", "resnet50")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+WEIGHTS_FORMAT_VERSION = 1
+
+
+def _same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow "SAME" padding (extra pixel at the bottom/right)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom = _same_pads(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
+        left, right = _same_pads(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom))
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class SameMaxPool2d(nn.Module):
+    """Max-pool with TensorFlow "SAME" padding (pads with -inf, extra at bottom/right)."""
+
+    def __init__(self, kernel_size: int = 3, stride: int = 2) -> None:
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom = _same_pads(x.shape[-2], self.kernel_size, self.stride)
+        left, right = _same_pads(x.shape[-1], self.kernel_size, self.stride)
+        x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+        return F.max_pool2d(x, self.kernel_size, self.stride)
+
+
+def _to_same_conv(conv: nn.Conv2d) -> SameConv2d:
+    same = SameConv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0,
+        conv.dilation, conv.groups, conv.bias is not None,
+    )
+    same.load_state_dict(conv.state_dict())
+    return same
+
+
+def _apply_padding(model: nn.Module, padding: str) -> nn.Module:
+    if padding not in PADDINGS:
+        raise ValueError(f"unknown padding {padding!r}; expected one of {PADDINGS}")
+    if padding in ("tf_same", "tf_same_maxpool"):
+        model.maxpool = SameMaxPool2d(3, 2)
+    if padding == "tf_same":
+        for name, module in list(model.named_modules()):
+            if isinstance(module, nn.Conv2d) and not isinstance(module, SameConv2d):
+                parent_name, _, child = name.rpartition(".")
+                parent = model.get_submodule(parent_name) if parent_name else model
+                setattr(parent, child, _to_same_conv(module))
+    return model
+
+
+def build_backbone(arch: str = "resnet50", padding: str = "torch") -> nn.Module:
+    """A randomly initialised backbone whose ``fc`` is the identity (pooled features out)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHS}")
+    model = getattr(torchvision.models, arch)(weights=None)
+    model.fc = nn.Identity()
+    return _apply_padding(model, padding)
+
+
+def backbone_keys(arch: str = "resnet50") -> dict[str, tuple[int, ...]]:
+    """Every state-dict key of a headless backbone with its shape (what a converter must produce)."""
+    with torch.device("meta"):
+        model = getattr(torchvision.models, arch)(weights=None)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.startswith("fc.")}
+
+
+def check_state_dict(state_dict: dict[str, torch.Tensor], arch: str, source: str) -> None:
+    """Raise with the full list of missing, unexpected and mis-shaped keys."""
+    expected = backbone_keys(arch)
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    shapes = sorted(
+        f"{k}: got {tuple(state_dict[k].shape)}, expected {expected[k]}"
+        for k in set(expected) & set(state_dict)
+        if tuple(state_dict[k].shape) != expected[k]
+    )
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"{source}: the weights do not fit a {arch} backbone. "
+            f"missing ({len(missing)}): {missing[:20]}; unexpected ({len(unexpected)}): "
+            f"{unexpected[:20]}; wrong shapes ({len(shapes)}): {shapes[:20]}. "
+            "Check the file is the model you meant and that its `format` is right."
+        )
+
+
+@dataclass
+class WeightsMeta:
+    """What travels with converted weights: how to build the model and feed it."""
+
+    arch: str = "resnet50"
+    padding: str = "torch"
+    mean: tuple[float, float, float] | None = IMAGENET_MEAN
+    std: tuple[float, float, float] | None = IMAGENET_STD
+    source_format: str = "torchvision"
+    source_sha256: str = ""
+    model: str = ""
+    dropped: dict[str, str] = field(default_factory=dict)
+    demo: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta: WeightsMeta) -> None:
+    """Write the canonical weights file (plain tensors and builtins: loads with weights_only)."""
+    from medtransfer.common import atomic_path
+
+    check_state_dict(state_dict, meta.arch, str(path))
+    payload = {
+        "format_version": WEIGHTS_FORMAT_VERSION,
+        "meta": meta.to_dict(),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_weights(path: str | os.PathLike) -> tuple[nn.Module, WeightsMeta]:
+    """Build the backbone described by a canonical weights file, load strictly, eval mode."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format_version") != WEIGHTS_FORMAT_VERSION:
+        raise ValueError(
+            f"{path} is not a medtransfer weights file (format_version "
+            f"{WEIGHTS_FORMAT_VERSION}); convert it with `python -m medtransfer.weights convert`"
+        )
+    raw = payload["meta"]
+    meta = WeightsMeta(**{k: (tuple(v) if k in ("mean", "std") and v else v) for k, v in raw.items()})
+    model = build_backbone(meta.arch, meta.padding)
+    model.load_state_dict(payload["state_dict"], strict=True)
+    return model.eval(), meta
+
+
+def normalise(x: torch.Tensor, meta: WeightsMeta) -> torch.Tensor:
+    """Map a float batch in [0, 1] (N,3,H,W) to the model's own input normalisation."""
+    if meta.mean is None:
+        return x
+    mean = torch.tensor(meta.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(meta.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std

@@ -1,0 +1,1 @@
+"""Model weights: registry, download, conversion to torchvision layout, demo weights."""
