@@ -107,3 +107,22 @@ def resolve_device(device: str = "auto") -> str:
     if device != "cpu" and not device.startswith("cuda"):
         raise ValueError(f"unknown device {device!r}; use one of auto, cpu, cuda, cuda:N")
     return device
+
+
+def log_to_file(path: str | os.PathLike) -> None:
+    """Send this process's logging and warnings to ``path`` (a rule's ``log:`` file)."""
+    import logging
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        filename=path, level=logging.INFO, force=True,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.captureWarnings(True)
+
+
+def set_threads(threads: int) -> None:
+    """Let torch use the rule's threads, never more than this machine's cores."""
+    import torch
+
+    torch.set_num_threads(max(1, min(int(threads), os.cpu_count() or 1)))

@@ -49,3 +49,77 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
             features=data["features"], labels=data["labels"], split=data["split"],
             meta=json.loads(str(data["meta"])),
         )
+
+
+def run_meta(
+    *, model: str, dataset: str, weights_meta: Any, index: Any, precision: str, size: int, seed: int,
+) -> dict[str, Any]:
+    """Provenance shared by every protocol: what went into a (model, dataset) result.
+
+    ``weights_meta`` is a :class:`medtransfer.models.WeightsMeta`; ``index`` the dataset
+    index frame. The weights hash is the *source* file's sha256 (the published file).
+    """
+    from medtransfer.data.cache import preprocessing_name
+    from medtransfer.data.index import class_names
+
+    norm = "imagenet_mean_std" if weights_meta.mean is not None else "none([0,1])"
+    return {
+        "model": model, "dataset": dataset,
+        "weights_sha256": weights_meta.source_sha256, "weights_demo": bool(weights_meta.demo),
+        "weights_format": weights_meta.source_format, "padding": weights_meta.padding,
+        "split": str(index["split_rule"].iloc[0]), "precision": precision,
+        "preprocessing": f"{preprocessing_name(size)}+normalise:{norm}",
+        "seed": int(seed), "classes": class_names(index),
+    }
+
+
+def batches_to_model_input(batch_uint8: "np.ndarray", weights_meta: Any, device: str, channels_last: bool):
+    """uint8 NHWC images -> normalised float NCHW tensor on ``device``."""
+    import torch
+
+    from medtransfer.models import normalise
+
+    x = torch.from_numpy(np.ascontiguousarray(batch_uint8)).to(device, non_blocking=True)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    x = normalise(x, weights_meta)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def extract(
+    *, weights: str | os.PathLike, cache: str | os.PathLike, index: str | os.PathLike,
+    out: str | os.PathLike, model: str, dataset: str, precision: str = "fp32",
+    batch_size: int = 64, device: str = "auto", seed: int = 0,
+) -> FeatureSet:
+    """Pooled features of every cached image, backbone in eval mode, written to ``out``.
+
+    ``precision``: ``fp32`` or ``bf16`` (autocast); bf16 also switches to channels_last,
+    which is what makes it fast (performance.md). Precision changes results, so it is
+    recorded in the provenance.
+    """
+    import torch
+
+    from medtransfer.common import resolve_device
+    from medtransfer.data.cache import load_cache
+    from medtransfer.data.index import read_index
+    from medtransfer.models import load_weights
+
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"unknown precision {precision!r}; expected 'fp32' or 'bf16'")
+    device = resolve_device(device)
+    frame, images = read_index(index), load_cache(cache)
+    if len(frame) != len(images):
+        raise ValueError(f"{cache} holds {len(images)} images but {index} lists {len(frame)}; rebuild the cache")
+    net, wmeta = load_weights(weights)
+    channels_last = precision == "bf16"
+    net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    chunks = []
+    with torch.inference_mode(), torch.autocast(device.split(":")[0], torch.bfloat16, enabled=precision == "bf16"):
+        for start in range(0, len(images), batch_size):
+            x = batches_to_model_input(images[start:start + batch_size], wmeta, device, channels_last)
+            chunks.append(net(x).float().cpu().numpy())
+    meta = run_meta(model=model, dataset=dataset, weights_meta=wmeta, index=frame,
+                    precision=precision, size=images.shape[1], seed=seed)
+    fs = FeatureSet(features=np.concatenate(chunks), labels=frame["label"].to_numpy(np.int64),
+                    split=frame["split"].to_numpy(str), meta=meta)
+    save_features(out, fs)
+    return fs

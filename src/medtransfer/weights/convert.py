@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ def _torch_load(path: Path) -> object:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, pickle.UnpicklingError) as err:
         raise ValueError(
             f"{path}: cannot read this as a PyTorch weights file ({type(err).__name__}: "
             f"{str(err).splitlines()[0][:300]}). The file may be truncated or corrupt: "

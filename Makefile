@@ -1,0 +1,28 @@
+# The two commands: `make all` (set up and run the default study), `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 8
+
+.PHONY: all test venv lint clean
+
+all: $(VENV)/.installed
+	$(BIN)/snakemake --cores $(CORES) all
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+venv: $(VENV)/.installed
+
+# Re-install when the package's dependencies change.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+lint: $(VENV)/.installed
+	$(BIN)/snakemake --lint
+
+clean:
+	rm -rf results resources/weights resources/demo reports logs benchmarks .snakemake

@@ -1,0 +1,36 @@
+# medtransfer: how well do self-supervised ImageNet models transfer to medical imaging?
+#
+# The table of contents of the workflow. Each stage lives in workflow/rules/<stage>.smk,
+# runs one thin script from workflow/scripts/, and calls the logic in src/medtransfer/.
+#
+#   weights  -> download (or generate demo files), convert to torchvision layout
+#   data     -> demo datasets, dataset index with the split, decoded image cache
+#   features -> pooled features per (model, dataset), computed once
+#   linear, fewshot, finetune -> evaluation rows with provenance
+#   report   -> paired comparisons, reports/table.csv, reports/figures/
+#
+# Usage: snakemake --cores 8 all            (the embedded demo study, config/config.yaml)
+#        snakemake --cores 8 --configfile config/paper.yaml all   (the published study)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/weights.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/linear.smk"
+include: "workflow/rules/fewshot.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.table.output.table,
+        figures=expand(rules.figure.output.figure, protocol=PROTOCOLS),

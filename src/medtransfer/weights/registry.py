@@ -1,0 +1,93 @@
+"""The published models: where their files come from and how to read and feed them.
+
+Facts from ../shared/reference/weights.md. A study config may override any field
+of a registered model (e.g. a local ``path`` or a mirror ``url``) or add a model of
+its own with ``url`` or ``path``, ``format`` and ``normalisation``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from medtransfer.models import ARCHS
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model: source (``url`` or local ``path``), file ``format``, how to feed it.
+
+    ``sha256`` pins the source file; when empty the first download records it in the
+    lock file and later downloads are verified against that. ``demo`` marks randomly
+    initialised stand-ins (the embedded demo study), carried into every result row.
+    """
+
+    name: str
+    format: str
+    url: str = ""
+    path: str = ""
+    filename: str = ""
+    sha256: str = ""
+    arch: str = "resnet50"
+    normalisation: str = "imagenet"
+    top1: float | None = None
+    demo: bool = False
+    notes: str = ""
+
+
+TORCHVISION_V1 = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec("supervised", "torchvision", TORCHVISION_V1, filename="resnet50-0676ba61.pth",
+                  top1=76.1, notes="torchvision ResNet50_Weights.IMAGENET1K_V1"),
+        ModelSpec("moco-v2", "moco",
+                  "https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar",
+                  filename="moco_v2_800ep_pretrain.pth.tar", top1=71.1),
+        ModelSpec("swav", "swav", "https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar",
+                  filename="swav_800ep_pretrain.pth.tar", top1=75.3),
+        ModelSpec("pirl", "pirl",
+                  "https://www.dropbox.com/sh/87d24jqsl6ra7t2/AADN4jKnvTI0U5oT6hTmQZz8a/PIRL.pth?dl=1",
+                  filename="PIRL.pth", top1=61.7),
+        ModelSpec("byol", "byol", "https://storage.googleapis.com/deepmind-byol/checkpoints/pretrain_res50x1.pkl",
+                  filename="pretrain_res50x1.pkl", top1=74.3),
+        ModelSpec("simclr-v1", "simclr_tf", "https://storage.cloud.google.com/simclr-gcs/checkpoints/ResNet50_1x.zip",
+                  filename="ResNet50_1x.zip", normalisation="none", top1=69.3,
+                  notes="login-only URL; the same files are in the public bucket gs://simclr-checkpoints/simclrv1/1x"),
+    ]
+}
+
+_FIELDS = {f.name for f in fields(ModelSpec)}
+
+
+def resolve_model(name: str, overrides: Mapping[str, Any] | None = None) -> ModelSpec:
+    """The registry entry for ``name`` with the config's ``overrides`` applied.
+
+    A name not in the registry is a user model: it must give ``format`` and a ``url``
+    or ``path``.
+    """
+    from medtransfer.weights.convert import FORMATS, NORMALISATIONS
+
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - _FIELDS)
+    if unknown:
+        raise ValueError(f"model {name!r}: unknown setting(s) {unknown}; allowed: {sorted(_FIELDS - {'name'})}")
+    if name in REGISTRY:
+        spec = replace(REGISTRY[name], **overrides)
+    elif "format" not in overrides or not (overrides.get("url") or overrides.get("path")):
+        raise ValueError(
+            f"model {name!r} is not one of the published models {sorted(REGISTRY)}; a model of your own "
+            "needs `format` and a `url` or `path` in the config"
+        )
+    else:
+        spec = ModelSpec(name=name, **overrides)
+    if spec.format not in FORMATS:
+        raise ValueError(f"model {name!r}: unknown format {spec.format!r}; expected one of {sorted(FORMATS)}")
+    if spec.normalisation not in NORMALISATIONS:
+        raise ValueError(f"model {name!r}: unknown normalisation {spec.normalisation!r}; "
+                         f"expected one of {sorted(NORMALISATIONS)}")
+    if spec.arch not in ARCHS:
+        raise ValueError(f"model {name!r}: unknown arch {spec.arch!r}; expected one of {ARCHS}")
+    return spec

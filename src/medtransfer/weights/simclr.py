@@ -1,0 +1,223 @@
+"""SimCLR-v1 (a TensorFlow 1 checkpoint) <-> torchvision ResNet-50, without TensorFlow.
+
+SimCLR-v1's ResNet names its layers only by creation order: ``base_model/conv2d``,
+``conv2d_1``, ... and ``base_model/batch_normalization[_N]``. The mapping therefore
+rebuilds that order for torchvision's modules (stem; then per bottleneck block the
+projection shortcut FIRST, then conv1..conv3) and pairs it with the integer N, never with
+a lexicographic sort of the names (which puts ``conv2d_10`` before ``conv2d_2``).
+Every variable is either mapped, or dropped with a reason, or reported as unexpected.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medtransfer.common import atomic_path
+from medtransfer.models import backbone_keys, check_state_dict
+from medtransfer.weights import tfbundle
+from medtransfer.weights.convert import Converted
+
+ARCH = "resnet50"
+BLOCKS_PER_STAGE = (3, 4, 6, 3)  # ResNet-50
+PUBLISHED_FOLDER = "ResNet50_1x"  # the folder inside the published ResNet50_1x.zip
+PUBLISHED_STEP = 225206
+_BN_PARAMS = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+_BACKBONE_VAR = re.compile(r"^base_model/(conv2d|batch_normalization)(?:_(\d+))?/(\w+)$")
+_DROP_RULES = (  # (pattern, reason); checked in order, the first match wins
+    (re.compile(r"/Momentum$"), "optimizer slot (LARS momentum): training state, not weights"),
+    (re.compile(r"^global_step$"), "training step counter"),
+    (re.compile(r"^head_supervised/"), "supervised linear classifier head (replaced by the evaluation head)"),
+    (re.compile(r"^head_contrastive/"), "SimCLR projection head (used only by the contrastive loss)"),
+    (re.compile(r"^(?!base_model/)"), "not part of the ResNet backbone (outside base_model/)"),
+)
+
+
+def creation_order(blocks: tuple[int, ...] = BLOCKS_PER_STAGE) -> list[tuple[str, str]]:
+    """(conv, batch-norm) torchvision module names in the order SimCLR creates them:
+    entry N is ``conv2d_N`` / ``batch_normalization_N``."""
+    order = [("conv1", "bn1")]
+    for stage, count in enumerate(blocks, start=1):
+        for block in range(count):
+            name = f"layer{stage}.{block}"
+            if block == 0:  # the projection shortcut is created before the block's convs
+                order.append((f"{name}.downsample.0", f"{name}.downsample.1"))
+            order += [(f"{name}.conv{k}", f"{name}.bn{k}") for k in (1, 2, 3)]
+    return order
+
+
+def _scope(kind: str, n: int) -> str:
+    return f"base_model/{kind}" + (f"_{n}" if n else "")
+
+
+def _expected_variables(count: int) -> set[str]:
+    names = {f"{_scope('conv2d', n)}/kernel" for n in range(count)}
+    return names | {f"{_scope('batch_normalization', n)}/{p}" for n in range(count) for p in _BN_PARAMS}
+
+
+def _split_variables(names: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Backbone candidates (everything not dropped) and dropped name -> reason."""
+    kept, dropped = [], {}
+    for name in names:
+        reason = next((why for pattern, why in _DROP_RULES if pattern.search(name)), None)
+        if reason is None:
+            kept.append(name)
+        else:
+            dropped[name] = reason
+    return kept, dropped
+
+
+def _check_variables(kept: list[str], source: Path) -> None:
+    expected = _expected_variables(len(creation_order()))
+    missing, unexpected = sorted(expected - set(kept)), sorted(set(kept) - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"{source}: not a SimCLR-v1 {ARCH} checkpoint. missing variables ({len(missing)}): "
+            f"{missing[:10]}; unexpected variables ({len(unexpected)}): {unexpected[:10]}. "
+            "SimCLR-v1 1x ResNet-50 has base_model/conv2d..conv2d_52 and batch_normalization.."
+            "batch_normalization_52; check the file and its `format`."
+        )
+
+
+def _to_torchvision(arrays: dict[str, np.ndarray], source: Path) -> dict[str, torch.Tensor]:
+    expected = backbone_keys(ARCH)
+    state: dict[str, torch.Tensor] = {}
+    for n, (conv, bn) in enumerate(creation_order()):
+        # TF kernels are HWIO; torch wants OIHW.
+        state[f"{conv}.weight"] = torch.from_numpy(arrays[f"{_scope('conv2d', n)}/kernel"]).permute(3, 2, 0, 1)
+        for tf_name, torch_name in _BN_PARAMS.items():
+            state[f"{bn}.{torch_name}"] = torch.from_numpy(arrays[f"{_scope('batch_normalization', n)}/{tf_name}"])
+        state[f"{bn}.num_batches_tracked"] = torch.tensor(0, dtype=torch.int64)  # for strict loading
+    wrong = [
+        f"{key}: {tuple(value.shape)} (expected {expected[key]})"
+        for key, value in state.items() if tuple(value.shape) != expected.get(key)
+    ]
+    if wrong:
+        raise ValueError(
+            f"{source}: variables have the wrong shapes for a SimCLR-v1 {ARCH} (1x width): {wrong[:10]}. "
+            "Wider SimCLR models (2x, 4x) are not supported."
+        )
+    return {key: value.contiguous() for key, value in state.items()}
+
+
+def _extract_member(archive: zipfile.ZipFile, member: str, folder: Path) -> Path:
+    target = folder / Path(member).name  # flat name: no path from the archive reaches the disk
+    with archive.open(member) as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    return target
+
+
+def _extract_checkpoint(path: Path, folder: Path) -> tuple[Path, str]:
+    """Copy the one checkpoint in the zip (in whatever folder) to ``folder``.
+
+    Returns the local prefix and the prefix's path inside the zip (for error messages).
+    """
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if not n.startswith("__MACOSX/")]
+        indexes = [n for n in names if n.endswith(".index")]
+        if len(indexes) != 1:
+            raise ValueError(
+                f"{path}: expected exactly one TensorFlow checkpoint (*.index) in the zip, found {indexes}"
+            )
+        member_prefix = indexes[0][: -len(".index")]
+        shards = [n for n in names if n.startswith(member_prefix + ".data-")]
+        if not shards:
+            raise ValueError(f"{path}: the zip holds {indexes[0]} but no {member_prefix}.data-* shard")
+        for member in [indexes[0], *shards]:
+            _extract_member(archive, member, folder)
+    return folder / Path(member_prefix).name, member_prefix
+
+
+def _read_backbone(prefix: Path, source: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Backbone arrays by TF name (only those are read) and the dropped names with reasons."""
+    kept, dropped = _split_variables(sorted(tfbundle.list_checkpoint(prefix)))
+    _check_variables(kept, source)
+    return tfbundle.read_checkpoint(prefix, names=kept), dropped
+
+
+def _read_zip(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    with tempfile.TemporaryDirectory(prefix="simclr-") as folder:
+        try:
+            prefix, member_prefix = _extract_checkpoint(path, Path(folder))
+        except (zipfile.BadZipFile, EOFError) as err:
+            raise ValueError(
+                f"{path}: cannot read this zip ({err}); it is truncated or corrupt: download it again"
+            ) from err
+        try:
+            return _read_backbone(prefix, path)
+        except ValueError as err:  # name the member of the zip, not its temporary copy
+            raise ValueError(str(err).replace(str(prefix), f"{path}:{member_prefix}")) from err
+
+
+def convert(path: Path) -> Converted:
+    """SimCLR-v1 weights (the published zip, or a checkpoint prefix / ``.index``) as a
+    torchvision ResNet-50 state dict; the stem max-pool must use TF "SAME" padding."""
+    path = Path(path)
+    if path.suffix == ".zip" or (path.is_file() and zipfile.is_zipfile(path)):
+        if not path.is_file():
+            raise FileNotFoundError(f"SimCLR weights file {path} not found")
+        arrays, dropped = _read_zip(path)
+    else:
+        arrays, dropped = _read_backbone(tfbundle.checkpoint_prefix(path), path)
+    state = _to_torchvision(arrays, path)
+    check_state_dict(state, ARCH, str(path))
+    return Converted(state_dict=state, dropped=dropped, padding="tf_same_maxpool", arch=ARCH)
+
+
+def to_native(state_dict: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The inverse mapping: torchvision backbone tensors under SimCLR-v1's variable names
+    (``num_batches_tracked`` and ``fc.*`` are not backbone variables and are left out)."""
+    check_state_dict({k: v for k, v in state_dict.items() if not k.startswith("fc.")}, ARCH, "state_dict")
+    out: dict[str, np.ndarray] = {}
+    for n, (conv, bn) in enumerate(creation_order()):
+        weight = state_dict[f"{conv}.weight"].detach().cpu()
+        out[f"{_scope('conv2d', n)}/kernel"] = weight.permute(2, 3, 1, 0).contiguous().numpy()  # OIHW -> HWIO
+        for tf_name, torch_name in _BN_PARAMS.items():
+            out[f"{_scope('batch_normalization', n)}/{tf_name}"] = state_dict[f"{bn}.{torch_name}"].detach().cpu().numpy()
+    return out
+
+
+def _training_extras(state_dict: dict[str, torch.Tensor], native: dict[str, np.ndarray], step: int) -> dict[str, np.ndarray]:
+    """What else the published checkpoint holds: step counter, supervised head, optimizer slots."""
+    if "fc.weight" in state_dict and tuple(state_dict["fc.weight"].shape) == (1000, 2048):
+        kernel = state_dict["fc.weight"].detach().cpu().numpy().T.copy()  # torch (out, in) -> TF (in, out)
+        bias = state_dict["fc.bias"].detach().cpu().numpy().copy()
+    else:
+        kernel, bias = np.zeros((2048, 1000), np.float32), np.zeros(1000, np.float32)
+    extras = {
+        "global_step": np.array(step, dtype=np.int64),
+        "head_supervised/linear_layer/dense/kernel": kernel,
+        "head_supervised/linear_layer/dense/bias": bias,
+    }
+    # A few momentum slots only: the real file has one per variable, which would double the demo's size.
+    slotted = {**native, **extras}
+    for name in ("base_model/conv2d/kernel", "base_model/batch_normalization/gamma",
+                 "base_model/batch_normalization/beta", "head_supervised/linear_layer/dense/bias"):
+        extras[f"{name}/Momentum"] = np.zeros_like(slotted[name])
+    return extras
+
+
+def write_native(state_dict: dict[str, torch.Tensor], path: Path, *, step: int = PUBLISHED_STEP) -> None:
+    """Write a torchvision ResNet-50 state dict as SimCLR-v1's published zip (demo weights).
+
+    The zip holds ``ResNet50_1x/checkpoint`` and ``ResNet50_1x/model.ckpt-<step>.{index,
+    data-00000-of-00001}``, plus a step counter, a supervised head and momentum slots so
+    that ``convert``'s drop rules see what the real file holds. Members are stored
+    uncompressed (float weights barely deflate). Written atomically.
+    """
+    native = to_native(state_dict)
+    tensors = {**native, **_training_extras(state_dict, native, step)}
+    with tempfile.TemporaryDirectory(prefix="simclr-") as folder:
+        prefix = Path(folder) / f"model.ckpt-{step}"
+        tfbundle.write_checkpoint(prefix, dict(sorted(tensors.items())))
+        state = f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n'
+        with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+            archive.writestr(f"{PUBLISHED_FOLDER}/checkpoint", state)
+            for file in sorted(Path(folder).iterdir()):
+                archive.write(file, f"{PUBLISHED_FOLDER}/{file.name}")

@@ -1,0 +1,72 @@
+"""Shared fixtures: a loopback HTTP server with misbehaviours, small weights files."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    """GPU-only tests are skipped cleanly on machines without CUDA."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves ``server.files``; ``server.behaviour[path]`` scripts one response per request:
+    ``ok``, ``drop`` (send half the body, then close), ``corrupt`` (flip bytes), ``404``."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # keep test output quiet
+        pass
+
+    def do_GET(self) -> None:
+        body = self.server.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        queue = self.server.behaviour.get(self.path, [])
+        mode = queue.pop(0) if queue else "ok"
+        self.server.requests.append((self.path, self.headers.get("Range"), mode))
+        start = 0
+        if self.headers.get("Range") and self.server.ranges:
+            start = int(self.headers["Range"].split("=")[1].split("-")[0])
+        payload = body[start:]
+        if mode == "corrupt":
+            payload = bytes(b ^ 0xFF for b in payload[:64]) + payload[64:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        if mode == "drop":
+            self.wfile.write(payload[: len(payload) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def http_server() -> Iterator[http.server.ThreadingHTTPServer]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.files, server.behaviour, server.requests, server.ranges = {}, {}, [], True
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()

@@ -1,0 +1,112 @@
+# Shared set-up: config validation, the resolved study, wildcard constraints and the
+# input functions every stage uses (no logic in rule bodies; see src/medtransfer/study.py).
+import re
+
+from snakemake.utils import validate
+
+from medtransfer import study as paths
+from medtransfer.study import Study
+
+
+validate(config, schema="../../config/schema.yaml")
+STUDY = Study(config)
+PROTOCOLS = STUDY.protocols
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in names)
+
+
+wildcard_constraints:
+    model=_alternatives(STUDY.models),
+    dataset=_alternatives(STUDY.datasets),
+    protocol=_alternatives(paths.PROTOCOL_NAMES),
+    variant=r"manyshot|\d+shot",
+
+
+def weights_source(wildcards):
+    return STUDY.weights_source(wildcards.model)
+
+
+def download_inputs(wildcards):
+    return STUDY.download_inputs(wildcards.model)
+
+
+def model_url(wildcards):
+    return STUDY.models[wildcards.model].url
+
+
+def model_sha256(wildcards):
+    return STUDY.models[wildcards.model].sha256
+
+
+def model_format(wildcards):
+    return STUDY.models[wildcards.model].format
+
+
+def model_normalisation(wildcards):
+    return STUDY.models[wildcards.model].normalisation
+
+
+def model_arch(wildcards):
+    return STUDY.models[wildcards.model].arch
+
+
+def model_is_demo(wildcards):
+    return STUDY.models[wildcards.model].demo
+
+
+def index_inputs(wildcards):
+    return STUDY.index_inputs(wildcards.dataset)
+
+
+def dataset_spec(wildcards):
+    return STUDY.datasets[wildcards.dataset]
+
+
+def dataset_kind(wildcards):
+    return STUDY.datasets[wildcards.dataset]["kind"]
+
+
+def dataset_root(wildcards):
+    return STUDY.dataset_root(wildcards.dataset)
+
+
+def dataset_csv(wildcards):
+    return STUDY.dataset_csv(wildcards.dataset)
+
+
+def demo_settings(wildcards):
+    return STUDY.datasets[wildcards.dataset].get("demo", {})
+
+
+def n_way(wildcards):
+    return STUDY.n_way(wildcards.dataset)
+
+
+def n_support(wildcards):
+    return int(wildcards.variant.removesuffix("shot"))
+
+
+def protocol_settings(protocol):
+    return dict(config["protocols"].get(protocol) or {})
+
+
+def _unit(wildcards):
+    return paths.Unit(wildcards.protocol, wildcards.dataset, wildcards.variant)
+
+
+def unit_predictions(wildcards):
+    return list(STUDY.predictions(_unit(wildcards)).values())
+
+
+def unit_rows(wildcards):
+    return list(STUDY.rows(_unit(wildcards)).values())
+
+
+def table_inputs(wildcards):
+    return STUDY.table_inputs()
+
+
+def protocol_rows(wildcards):
+    return STUDY.table_inputs(wildcards.protocol)

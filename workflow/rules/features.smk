@@ -1,0 +1,26 @@
+# Features: pooled penultimate features of every image, backbone in eval mode, once per
+# (model, dataset); every frozen-feature protocol reuses them.
+
+
+rule extract_features:
+    input:
+        weights=rules.convert_weights.output.weights,
+        cache=rules.cache_images.output.cache,
+        index=rules.index_dataset.output.index,
+    output:
+        features=paths.FEATURES,
+    params:
+        precision=config["precision"],
+        device=config["device"],
+        seed=config["seed"],
+    log:
+        "logs/extract_features/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/extract_features/{model}/{dataset}.tsv"
+    threads: 8
+    resources:
+        mem_mb=8000,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/extract_features.py"

@@ -1,0 +1,53 @@
+# Weights: demo stand-ins (generated), download with checks, conversion to torchvision layout.
+
+
+rule make_demo_weights:
+    output:
+        weights=paths.DEMO_WEIGHTS,
+    params:
+        fmt=model_format,
+        seed=config["seed"],
+    log:
+        "logs/make_demo_weights/{model}/{filename}.log",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/make_demo_weights.py"
+
+
+rule download_weights:
+    input:
+        local=download_inputs,
+    output:
+        source=paths.DOWNLOAD,
+    params:
+        url=model_url,
+        sha256=model_sha256,
+        lock=config["weights_lock"],
+    log:
+        "logs/download_weights/{model}/{filename}.log",
+    retries: 1
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/download_weights.py"
+
+
+rule convert_weights:
+    input:
+        source=weights_source,
+    output:
+        weights=paths.WEIGHTS,
+    params:
+        fmt=model_format,
+        normalisation=model_normalisation,
+        arch=model_arch,
+        demo=model_is_demo,
+    log:
+        "logs/convert_weights/{model}.log",
+    resources:
+        mem_mb=4000,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/convert_weights.py"

@@ -1,0 +1,7 @@
+"""Decode, make RGB and resize every image of a dataset once, into a uint8 cache."""
+
+from medtransfer.common import log_to_file
+from medtransfer.data.cache import build_cache
+
+log_to_file(snakemake.log[0])
+build_cache(snakemake.input.index, snakemake.output.cache, size=snakemake.params.size)

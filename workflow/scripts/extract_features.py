@@ -1,0 +1,13 @@
+"""Pooled features of one dataset through one frozen backbone."""
+
+from medtransfer.common import log_to_file, set_threads
+from medtransfer.features import extract
+
+log_to_file(snakemake.log[0])
+set_threads(snakemake.threads)
+extract(
+    weights=snakemake.input.weights, cache=snakemake.input.cache, index=snakemake.input.index,
+    out=snakemake.output.features, model=snakemake.wildcards.model,
+    dataset=snakemake.wildcards.dataset, precision=snakemake.params.precision,
+    device=snakemake.params.device, seed=snakemake.params.seed,
+)

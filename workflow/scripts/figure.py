@@ -1,0 +1,7 @@
+"""One model x dataset heatmap per protocol, from the table."""
+
+from medtransfer.common import log_to_file
+from medtransfer.report import plot_protocol
+
+log_to_file(snakemake.log[0])
+plot_protocol(table=snakemake.input.table, out=snakemake.output.figure, protocol=snakemake.wildcards.protocol)

@@ -1,0 +1,14 @@
+"""Finetune one model on one dataset and evaluate it on the test split."""
+
+from medtransfer.common import log_to_file, set_threads
+from medtransfer.finetune import evaluate_finetune
+
+log_to_file(snakemake.log[0])
+set_threads(snakemake.threads)
+evaluate_finetune(
+    weights=snakemake.input.weights, cache=snakemake.input.cache, index=snakemake.input.index,
+    rows=snakemake.output.rows, predictions=snakemake.output.predictions,
+    model=snakemake.wildcards.model, dataset=snakemake.wildcards.dataset,
+    precision=snakemake.params.precision, device=snakemake.params.device,
+    seed=snakemake.params.seed, **snakemake.params.settings,
+)

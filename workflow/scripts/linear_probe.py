@@ -1,0 +1,12 @@
+"""Linear probe of one (model, dataset) on cached features."""
+
+from medtransfer.common import log_to_file, set_threads
+from medtransfer.linear import evaluate_linear
+
+log_to_file(snakemake.log[0])
+set_threads(snakemake.threads)
+evaluate_linear(
+    features=snakemake.input.features, rows=snakemake.output.rows,
+    predictions=snakemake.output.predictions, seed=snakemake.params.seed,
+    device=snakemake.params.device, **snakemake.params.settings,
+)

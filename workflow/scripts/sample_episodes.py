@@ -1,0 +1,12 @@
+"""Draw the few-shot episodes of one (dataset, setting) once, for every model."""
+
+from medtransfer.common import log_to_file
+from medtransfer.fewshot import sample_episodes
+
+log_to_file(snakemake.log[0])
+settings = snakemake.params.settings
+sample_episodes(
+    index=snakemake.input.index, out=snakemake.output.episodes, n_way=snakemake.params.n_way,
+    n_support=snakemake.params.n_support, n_query=settings.get("n_query", 15),
+    episodes=settings.get("episodes", 600), seed=snakemake.params.seed,
+)
