@@ -16,7 +16,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The demo study is the default; a study given with --configfile replaces it whole
+# (Snakemake would otherwise merge the two, mixing demo models into the study).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

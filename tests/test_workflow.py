@@ -1,0 +1,101 @@
+"""The whole workflow, for real: Snakemake on a tiny config in a temporary directory."""
+
+import pandas as pd
+import pytest
+import yaml
+
+from medtransfer.results import PROVENANCE_COLUMNS, RESULT_COLUMNS
+from workflow_helpers import make_workdir, snakemake, tiny_config
+
+MODELS = ["supervised", "moco-v2", "swav", "pirl", "byol", "simclr-v1"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One full run of the tiny study (shared by the tests below; they only read or rerun)."""
+    workdir = make_workdir(tmp_path_factory.mktemp("study"), tiny_config(MODELS))
+    snakemake(workdir, "all")
+    return workdir
+
+
+@pytest.mark.slow
+def test_table_has_every_cell_with_provenance(finished):
+    table = pd.read_csv(finished / "reports" / "table.csv")
+    assert list(table.columns) == RESULT_COLUMNS
+    main = table[~table["metric"].str.endswith("_diff_vs_best")]
+    cells = main.groupby(["protocol", "dataset", "metric"])["model"].apply(set)
+    for protocol in ("linear", "few-shot", "finetune"):
+        for dataset in ("demo_cxr", "demo_fundus"):
+            assert cells[(protocol, dataset, "accuracy")] == set(MODELS)
+    assert main["value"].between(0, 1).all()
+    assert table["weights_demo"].all() and (table["seed"] == 3).all()
+    for column in PROVENANCE_COLUMNS:
+        assert table[column].notna().all() and (table[column].astype(str) != "").all(), column
+    assert table["weights_sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
+    assert set(table.loc[table["dataset"] == "demo_cxr", "split"]) == {"given"}
+    # six different random nets: six different source files
+    assert main.groupby("model")["weights_sha256"].first().nunique() == len(MODELS)
+
+
+@pytest.mark.slow
+def test_paired_comparisons_and_figures(finished):
+    table = pd.read_csv(finished / "reports" / "table.csv")
+    diffs = table[table["metric"].str.endswith("_diff_vs_best")]
+    assert set(diffs["protocol"]) == {"linear", "few-shot", "finetune"}
+    assert (diffs.groupby(["protocol", "dataset", "setting"])["model"].nunique() == len(MODELS)).all()
+    for protocol in ("linear", "fewshot", "finetune"):
+        png = finished / "reports" / "figures" / f"{protocol}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_second_run_has_nothing_to_do(finished):
+    proc = snakemake(finished, "all", "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_deleted_table_is_rebuilt_alone_and_identical(finished):
+    table = finished / "reports" / "table.csv"
+    before = table.read_text()
+    table.unlink()
+    proc = snakemake(finished, "reports/table.csv", "-n")
+    assert "table" in proc.stdout and "extract_features" not in proc.stdout
+    snakemake(finished, "reports/table.csv")
+    assert table.read_text() == before
+
+
+@pytest.mark.slow
+def test_rerun_with_same_seed_gives_the_same_numbers(finished):
+    table = finished / "reports" / "table.csv"
+    before = pd.read_csv(table)
+    snakemake(finished, "all", "--forcerun", "extract_features", "linear_probe", "fewshot")
+    after = pd.read_csv(table)
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_misspelt_config_key_is_named(tmp_path):
+    config = tiny_config(["supervised"])
+    config["protocols"]["linear"]["grid_pionts"] = 3
+    workdir = make_workdir(tmp_path, config)
+    proc = snakemake(workdir, "-n", check=False)
+    assert proc.returncode != 0
+    assert "grid_pionts" in proc.stdout + proc.stderr
+
+
+def test_unknown_model_without_format_is_explained(tmp_path):
+    config = tiny_config(["supervised"])
+    config["models"]["my-net"] = {"url": "file:x.pth"}
+    proc = snakemake(make_workdir(tmp_path, config), "-n", check=False)
+    assert proc.returncode != 0
+    assert "model 'my-net' is not one of the published models" in proc.stdout + proc.stderr
+
+
+def test_default_config_validates_and_builds_the_dag(tmp_path):
+    workdir = make_workdir(tmp_path)
+    proc = snakemake(workdir, "-n")
+    out = proc.stdout + proc.stderr
+    for rule in ("make_demo_weights", "download_weights", "convert_weights", "extract_features",
+                 "linear_probe", "fewshot", "finetune", "compare_models", "table", "figure"):
+        assert rule in out
+    assert yaml.safe_load((workdir / "config" / "config.yaml").read_text())["study"] == "demo"
