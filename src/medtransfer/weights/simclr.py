@@ -28,8 +28,10 @@ ARCH = "resnet50"
 BLOCKS_PER_STAGE = (3, 4, 6, 3)  # ResNet-50
 PUBLISHED_FOLDER = "ResNet50_1x"  # the folder inside the published ResNet50_1x.zip
 PUBLISHED_STEP = 225206
-_BN_PARAMS = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
-_BACKBONE_VAR = re.compile(r"^base_model/(conv2d|batch_normalization)(?:_(\d+))?/(\w+)$")
+_BN_PARAMS = {
+    "gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var",
+}
+_KERNEL = re.compile(r"^base_model/conv2d(?:_\d+)?/kernel$")
 _DROP_RULES = (  # (pattern, reason); checked in order, the first match wins
     (re.compile(r"/Momentum$"), "optimizer slot (LARS momentum): training state, not weights"),
     (re.compile(r"^global_step$"), "training step counter"),
@@ -56,9 +58,13 @@ def _scope(kind: str, n: int) -> str:
     return f"base_model/{kind}" + (f"_{n}" if n else "")
 
 
-def _expected_variables(count: int) -> set[str]:
-    names = {f"{_scope('conv2d', n)}/kernel" for n in range(count)}
-    return names | {f"{_scope('batch_normalization', n)}/{p}" for n in range(count) for p in _BN_PARAMS}
+def _name_pairs() -> list[tuple[str, str]]:
+    """(SimCLR variable, torchvision key) for every backbone variable, in creation order."""
+    pairs = []
+    for n, (conv, bn) in enumerate(creation_order()):
+        pairs.append((f"{_scope('conv2d', n)}/kernel", f"{conv}.weight"))
+        pairs += [(f"{_scope('batch_normalization', n)}/{tf}", f"{bn}.{pt}") for tf, pt in _BN_PARAMS.items()]
+    return pairs
 
 
 def _split_variables(names: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -74,36 +80,44 @@ def _split_variables(names: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def _check_variables(kept: list[str], source: Path) -> None:
-    expected = _expected_variables(len(creation_order()))
+    expected = {tf_name for tf_name, _ in _name_pairs()}
     missing, unexpected = sorted(expected - set(kept)), sorted(set(kept) - expected)
     if missing or unexpected:
+        kernels = sum(1 for name in kept if _KERNEL.match(name))
         raise ValueError(
             f"{source}: not a SimCLR-v1 {ARCH} checkpoint. missing variables ({len(missing)}): "
             f"{missing[:10]}; unexpected variables ({len(unexpected)}): {unexpected[:10]}. "
-            "SimCLR-v1 1x ResNet-50 has base_model/conv2d..conv2d_52 and batch_normalization.."
-            "batch_normalization_52; check the file and its `format`."
+            f"It has {kernels} convolution kernels; SimCLR-v1's 1x ResNet-50 has {len(creation_order())} "
+            "(base_model/conv2d .. conv2d_52, each with a batch_normalization[_N]). "
+            "Check the file and its `format`."
         )
+
+
+def _tf_shape(tf_name: str, torch_shape: tuple[int, ...]) -> tuple[int, ...]:
+    if tf_name.endswith("/kernel"):  # torch OIHW <- TF HWIO
+        out_ch, in_ch, height, width = torch_shape
+        return (height, width, in_ch, out_ch)
+    return torch_shape
 
 
 def _to_torchvision(arrays: dict[str, np.ndarray], source: Path) -> dict[str, torch.Tensor]:
     expected = backbone_keys(ARCH)
-    state: dict[str, torch.Tensor] = {}
-    for n, (conv, bn) in enumerate(creation_order()):
-        # TF kernels are HWIO; torch wants OIHW.
-        state[f"{conv}.weight"] = torch.from_numpy(arrays[f"{_scope('conv2d', n)}/kernel"]).permute(3, 2, 0, 1)
-        for tf_name, torch_name in _BN_PARAMS.items():
-            state[f"{bn}.{torch_name}"] = torch.from_numpy(arrays[f"{_scope('batch_normalization', n)}/{tf_name}"])
-        state[f"{bn}.num_batches_tracked"] = torch.tensor(0, dtype=torch.int64)  # for strict loading
     wrong = [
-        f"{key}: {tuple(value.shape)} (expected {expected[key]})"
-        for key, value in state.items() if tuple(value.shape) != expected.get(key)
+        f"{tf_name} -> {key}: {arrays[tf_name].shape} (expected {_tf_shape(tf_name, expected[key])})"
+        for tf_name, key in _name_pairs() if arrays[tf_name].shape != _tf_shape(tf_name, expected[key])
     ]
     if wrong:
         raise ValueError(
-            f"{source}: variables have the wrong shapes for a SimCLR-v1 {ARCH} (1x width): {wrong[:10]}. "
-            "Wider SimCLR models (2x, 4x) are not supported."
+            f"{source}: {len(wrong)} variables have the wrong shapes for a SimCLR-v1 {ARCH} (1x width): "
+            f"{wrong[:10]}. Wider SimCLR models (2x, 4x) are not supported."
         )
-    return {key: value.contiguous() for key, value in state.items()}
+    state: dict[str, torch.Tensor] = {}
+    for tf_name, key in _name_pairs():
+        value = torch.from_numpy(arrays[tf_name])
+        state[key] = value.permute(3, 2, 0, 1).contiguous() if tf_name.endswith("/kernel") else value
+    for _, bn in creation_order():
+        state[f"{bn}.num_batches_tracked"] = torch.tensor(0, dtype=torch.int64)  # for strict loading
+    return state
 
 
 def _extract_member(archive: zipfile.ZipFile, member: str, folder: Path) -> Path:
@@ -175,15 +189,17 @@ def to_native(state_dict: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     (``num_batches_tracked`` and ``fc.*`` are not backbone variables and are left out)."""
     check_state_dict({k: v for k, v in state_dict.items() if not k.startswith("fc.")}, ARCH, "state_dict")
     out: dict[str, np.ndarray] = {}
-    for n, (conv, bn) in enumerate(creation_order()):
-        weight = state_dict[f"{conv}.weight"].detach().cpu()
-        out[f"{_scope('conv2d', n)}/kernel"] = weight.permute(2, 3, 1, 0).contiguous().numpy()  # OIHW -> HWIO
-        for tf_name, torch_name in _BN_PARAMS.items():
-            out[f"{_scope('batch_normalization', n)}/{tf_name}"] = state_dict[f"{bn}.{torch_name}"].detach().cpu().numpy()
+    for tf_name, key in _name_pairs():
+        value = state_dict[key].detach().cpu()
+        if tf_name.endswith("/kernel"):
+            value = value.permute(2, 3, 1, 0)  # OIHW -> HWIO
+        out[tf_name] = value.contiguous().numpy()
     return out
 
 
-def _training_extras(state_dict: dict[str, torch.Tensor], native: dict[str, np.ndarray], step: int) -> dict[str, np.ndarray]:
+def _training_extras(
+    state_dict: dict[str, torch.Tensor], native: dict[str, np.ndarray], step: int
+) -> dict[str, np.ndarray]:
     """What else the published checkpoint holds: step counter, supervised head, optimizer slots."""
     if "fc.weight" in state_dict and tuple(state_dict["fc.weight"].shape) == (1000, 2048):
         kernel = state_dict["fc.weight"].detach().cpu().numpy().T.copy()  # torch (out, in) -> TF (in, out)

@@ -335,7 +335,10 @@ def _parse_header(value: bytes) -> _Header:
     fields = _parse_message(value)
     version = _parse_message(fields.get(3, [b""])[-1])  # VersionDef: producer 1, min_consumer 2
     if _scalar(version, 2) > _BUNDLE_VERSION:
-        raise _Corrupt(f"written for bundle readers >= {_scalar(version, 2)} (this reader: {_BUNDLE_VERSION})")
+        raise _Corrupt(
+            f"written for bundle readers >= {_scalar(version, 2)} (this reader: {_BUNDLE_VERSION}); "
+            "re-save it with an older TensorFlow"
+        )
     if _BUNDLE_VERSION in _repeated_varints(version.get(3, [])):
         raise _Corrupt(f"bundle version {_BUNDLE_VERSION} is listed as a bad consumer")
     num_shards = _scalar(fields, 1)
@@ -365,7 +368,8 @@ def _parse_entry(name: str, value: bytes, header: _Header) -> TensorInfo:
         offset=_scalar(fields, 4), size=_scalar(fields, 5), crc32c=_scalar(fields, 6, signed64=False),
     )
     if not 0 <= info.shard_id < header.num_shards or info.offset < 0 or info.size < 0:
-        raise _Corrupt(f"tensor {name!r} points outside the data (shard {info.shard_id}, offset {info.offset})")
+        raise _Corrupt(f"tensor {name!r} points outside the data (shard {info.shard_id}, "
+                       f"offset {info.offset}, size {info.size})")
     return info
 
 
@@ -444,7 +448,9 @@ def _decode_tensor(buf: np.ndarray, info: TensorInfo, big_endian: bool) -> np.nd
     elif info.dtype in _NUMPY_DTYPES:
         dtype = _NUMPY_DTYPES[info.dtype]
         if info.size != math.prod(info.shape) * dtype.itemsize:
-            raise _Corrupt(f"tensor {info.name!r}: {info.size} bytes recorded for shape {info.shape} {info.dtype}")
+            raise _Corrupt(
+                f"tensor {info.name!r}: {info.size} bytes recorded for shape {info.shape} {info.dtype}"
+            )
         crc = crc32c(buf)
         array = buf.view(dtype.newbyteorder(">") if big_endian else dtype).reshape(info.shape)
         array = array.astype(dtype) if big_endian else array
