@@ -79,7 +79,7 @@ def batches_to_model_input(batch_uint8: "np.ndarray", weights_meta: Any, device:
 
     from medtransfer.models import normalise
 
-    x = torch.from_numpy(np.ascontiguousarray(batch_uint8)).to(device, non_blocking=True)
+    x = torch.from_numpy(np.array(batch_uint8)).to(device, non_blocking=True)  # copy: the cache is read-only
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
     x = normalise(x, weights_meta)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
