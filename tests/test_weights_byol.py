@@ -13,6 +13,8 @@ import io
 import os
 import pickle
 import subprocess
+import sys
+import types
 import typing
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import torch
 
 from medtransfer.models import build_backbone
 from medtransfer.weights import byol
-from medtransfer.weights.convert import FORMATS
+from medtransfer.weights.convert import FORMATS, Converted
 
 COSINE_MIN = 0.99999
 REL_MAX_ABS = 1e-4  # max |ours - haiku| / max |haiku|
@@ -68,21 +70,20 @@ def _haiku_resnet50(images: typing.Any, is_training: bool, features_only: bool) 
         return net(images, is_training=is_training)
 
 
-def _random_value(name: str, value: typing.Any, rng: np.random.Generator) -> np.ndarray:
-    """Seeded, non-trivial parameters: BN affine away from 1/0 (Haiku inits some scales to 0)."""
-    value = np.asarray(value)
+def _random_value(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Seeded parameters: He-normal kernels, BN affine away from 1/0 (Haiku inits some scales to 0)."""
+    fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
     draws = {
-        "scale": lambda: rng.uniform(0.5, 1.5, value.shape),
-        "offset": lambda: rng.normal(0.0, 0.2, value.shape),
-        "b": lambda: rng.normal(0.0, 0.01, value.shape),
-        "w": lambda: value if value.ndim == 4 else rng.normal(0.0, 0.01, value.shape),
+        "w": lambda: rng.normal(0.0, np.sqrt(2.0 / fan_in) if len(shape) == 4 else 0.01, shape),
+        "b": lambda: rng.normal(0.0, 0.01, shape),
+        "scale": lambda: rng.uniform(0.5, 1.5, shape),
+        "offset": lambda: rng.normal(0.0, 0.2, shape),
     }
-    return np.asarray(draws[name](), dtype=np.float32)
+    return draws[name]().astype(np.float32)
 
 
-def _random_ema(module: str, value: typing.Any, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _random_ema(module: str, shape: tuple[int, ...], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Random running statistics; ``hidden`` is a decoy so reading it instead of ``average`` fails."""
-    shape = np.shape(value["average"])
     average = rng.normal(0.0, 0.2, shape) if module.endswith("mean_ema") else rng.uniform(0.5, 2.0, shape)
     return {"average": average.astype(np.float32),
             "hidden": rng.uniform(5.0, 10.0, shape).astype(np.float32),
@@ -115,12 +116,16 @@ def haiku_byol(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarr
     hk = pytest.importorskip("haiku")
     rng = np.random.default_rng(0)
     init = hk.transform_with_state(functools.partial(_haiku_resnet50, features_only=False)).init
-    # Parameter shapes do not depend on the image size: initialise on a small one (faster).
-    params, state = init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32), is_training=True)
-    params = {m: {n: _random_value(n, v, rng) for n, v in values.items()} for m, values in params.items()}
-    state = {m: _random_ema(m, values, rng) for m, values in state.items()}
+    # Only the module names and shapes come from Haiku (tracing, no compiling); the values are
+    # drawn with numpy, which is much faster than running Haiku's initialisers on 2 cores.
+    shapes = jax.eval_shape(functools.partial(init, is_training=True), jax.random.PRNGKey(0),
+                            np.zeros((1, 32, 32, 3), np.float32))
+    params = {m: {n: _random_value(n, v.shape, rng) for n, v in values.items()}
+              for m, values in shapes[0].items()}
+    state = {m: _random_ema(m, values["average"].shape, rng) for m, values in shapes[1].items()}
     images = rng.standard_normal((4, 224, 224, 3)).astype(np.float32)
     apply = hk.transform_with_state(functools.partial(_haiku_resnet50, features_only=True)).apply
+    apply = jax.jit(apply, static_argnames="is_training")
     features, _ = apply(params, state, None, images, is_training=False)
     path = tmp_path_factory.mktemp("byol") / "pretrain_res50x1.pkl"
     _write_byol_file(path, params, state)
@@ -144,26 +149,30 @@ def _agreement(ours: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     return float(cosine.min()), float(np.abs(ours - reference).max() / np.abs(reference).max())
 
 
-def test_features_match_haiku_with_same_padding(haiku_byol: tuple) -> None:
-    path, images, reference = haiku_byol
-    converted = byol.convert(path)
-    assert converted.padding == "tf_same"
-    cosine, rel = _agreement(_torch_features(converted.state_dict, "tf_same", images), reference)
-    print(f"\nBYOL vs Haiku, padding tf_same: cosine {cosine:.8f}, max|diff|/max|ref| {rel:.2e}")
+@pytest.fixture(scope="module")
+def converted_haiku(haiku_byol: tuple) -> Converted:
+    return byol.convert(haiku_byol[0])
+
+
+def test_features_match_haiku_with_same_padding(haiku_byol: tuple, converted_haiku: Converted) -> None:
+    _, images, reference = haiku_byol
+    assert converted_haiku.padding == "tf_same"
+    cosine, rel = _agreement(_torch_features(converted_haiku.state_dict, "tf_same", images), reference)
+    print(f"\nBYOL vs Haiku, padding tf_same: 1 - cosine {1 - cosine:.2e}, max|diff|/max|ref| {rel:.2e}")
     assert reference.shape == (4, 2048) and np.abs(reference).max() > 0
     assert cosine >= COSINE_MIN and rel <= REL_MAX_ABS
 
 
-def test_stock_torch_padding_is_visibly_worse(haiku_byol: tuple) -> None:
+def test_stock_torch_padding_is_visibly_worse(haiku_byol: tuple, converted_haiku: Converted) -> None:
     """Why the converter asks for ``tf_same``: symmetric padding shifts every strided layer."""
-    path, images, reference = haiku_byol
-    cosine, rel = _agreement(_torch_features(byol.convert(path).state_dict, "torch", images), reference)
-    print(f"\nBYOL vs Haiku, padding torch:   cosine {cosine:.8f}, max|diff|/max|ref| {rel:.2e}")
+    _, images, reference = haiku_byol
+    cosine, rel = _agreement(_torch_features(converted_haiku.state_dict, "torch", images), reference)
+    print(f"\nBYOL vs Haiku, padding torch:   1 - cosine {1 - cosine:.2e}, max|diff|/max|ref| {rel:.2e}")
     assert cosine < COSINE_MIN and rel > 10 * REL_MAX_ABS
 
 
-def test_haiku_file_drops_heads_target_and_bookkeeping(haiku_byol: tuple) -> None:
-    dropped = byol.convert(haiku_byol[0]).dropped
+def test_haiku_file_drops_heads_target_and_bookkeeping(converted_haiku: Converted) -> None:
+    dropped = converted_haiku.dropped
     for key in ("target_params", "target_state", "opt_state", "step", "rng",
                 "online_params/classifier/w",
                 "online_state/res_net50/~/initial_batchnorm/~/mean_ema/hidden"):
@@ -202,6 +211,35 @@ def test_round_trip_is_exact(random_state_dict: dict, native_file: Path) -> None
     assert not any(key.startswith("online_params/res_net50") for key in dropped)
 
 
+def test_torchvision_fc_becomes_byol_classifier(tmp_path: Path) -> None:
+    state = {"fc.weight": torch.arange(6.0).reshape(3, 2).repeat(1, 1024), "fc.bias": torch.ones(3)}
+    state |= build_backbone("resnet50").state_dict()
+    path = tmp_path / "with_fc.pkl"
+    byol.write_native(state, path)
+    classifier = byol.read_native(path)["experiment_state"].online_params["classifier"]
+    assert np.array_equal(classifier["w"], state["fc.weight"].numpy().T)
+    converted = byol.convert(path)
+    assert "fc.weight" not in converted.state_dict and converted.dropped["online_params/classifier/w"]
+
+
+def test_namedtuple_named_by_reference_is_read_by_position(
+    random_state_dict: dict, native_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain pickle names BYOL's class by reference: it becomes a tuple, read in BYOL's order."""
+    raw = byol.read_native(native_file)
+    module = types.ModuleType("byol.byol_experiment")
+    module._ByolExperimentState = _ByolExperimentState
+    monkeypatch.setitem(sys.modules, "byol", types.ModuleType("byol"))
+    monkeypatch.setitem(sys.modules, "byol.byol_experiment", module)
+    raw["experiment_state"] = _ByolExperimentState(*raw["experiment_state"])
+    path = tmp_path / "by_reference.pkl"
+    path.write_bytes(pickle.dumps(raw, protocol=2))
+    monkeypatch.delitem(sys.modules, "byol.byol_experiment")  # reading must not need BYOL's code
+    assert isinstance(byol.read_native(path)["experiment_state"], tuple)
+    converted = byol.convert(path)
+    assert all(torch.equal(converted.state_dict[k], v) for k, v in random_state_dict.items())
+
+
 def test_written_file_has_byol_layout(native_file: Path) -> None:
     raw = byol.read_native(native_file)
     state = raw["experiment_state"]
@@ -209,7 +247,8 @@ def test_written_file_has_byol_layout(native_file: Path) -> None:
     conv = state.online_params["res_net50/~/block_group_1/~/block_0/~/conv_1"]["w"]
     assert conv.shape == (3, 3, 128, 128) and conv.dtype == np.float32
     assert state.online_params["res_net50/~/initial_batchnorm"]["scale"].shape == (1, 1, 1, 64)
-    assert set(state.online_state["res_net50/~/initial_batchnorm/~/var_ema"]) == {"average", "hidden", "counter"}
+    ema = state.online_state["res_net50/~/initial_batchnorm/~/var_ema"]
+    assert set(ema) == {"average", "hidden", "counter"}
 
 
 class _Payload:
@@ -231,8 +270,7 @@ class _Payload:
 ])
 def test_refuses_pickles_that_run_code(tmp_path: Path, func: typing.Callable, args: tuple, name: str) -> None:
     marker = str(tmp_path / "pwned")
-    args = tuple(a.format(marker=marker) if isinstance(a, str) else [marker] if isinstance(a, list) else a
-                 for a in args)
+    args = tuple(a.format(marker=marker) if isinstance(a, str) else [marker] for a in args)
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps({"experiment_state": _Payload(func, *args)}, protocol=2))
     with pytest.raises(byol.RefusedGlobalError, match=rf"evil\.pkl: refusing to load the global {name}"):

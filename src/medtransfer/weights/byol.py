@@ -19,16 +19,19 @@ How each part of such a file pickles, and what the unpickler makes of it:
 - jax arrays: the 2020 ``DeviceArray`` forwarded ``__reduce__`` to its numpy value, so it
   pickled as a plain ndarray; jax >= 0.4 pickles ``jax._src.array._reconstruct_array(fun,
   args, arr_state, aval_state)``, rebuilt here as a numpy array.
-- namedtuples: dill (0.3 to 0.4) always pickles a namedtuple *class* by value as
-  ``dill._dill._create_namedtuple(name, fields, module)``, and instances with NEWOBJ; the
-  unpickler builds a fresh namedtuple from those names without importing ``module``, so the
-  fields are read by name. Plain pickle names the class by reference instead; it becomes an
-  inert stand-in that returns the fields as a tuple, read by BYOL's field order.
-- Haiku mappings: haiku >= 0.0.10 returns plain dicts; its ``FlatMap`` reduces to
-  ``haiku._src.data_structures.FlatMapping(plain_dict)`` and the 2020 ``frozendict`` to
-  ``frozendict(plain_dict)`` (the 2020 ``FlatMapping`` held an unpicklable PyTreeDef, dm-haiku
-  issue #31, so it too was pickled through a plain mapping). Any such class becomes a stand-in
-  that, called with one mapping, returns a dict.
+- namedtuples: an instance is ``copyreg.__newobj__(cls, *fields)``, which protocol 2 writes as
+  the NEWOBJ opcode (``cls.__new__(cls, *fields)``). dill (0.3 to 0.4) pickles a namedtuple
+  *class* by value as ``dill._dill._create_namedtuple(name, fields, module)``; the unpickler
+  builds a fresh namedtuple from those names without importing ``module``, so the fields are
+  read by name. Plain pickle names the class by reference instead; it becomes an inert
+  stand-in whose ``__new__`` returns the fields as a tuple, read in BYOL's field order.
+- Haiku mappings: current haiku (0.0.17 here) returns plain dicts; its ``FlatMap`` reduces
+  to ``haiku._src.data_structures.FlatMapping(plain_dict)`` and the 2020 ``frozendict`` to
+  ``frozendict(plain_dict)``. The 2020 ``FlatMapping`` held a PyTreeDef, which could not be
+  pickled (dm-haiku issue #31), so a 2020 file that holds one must have reduced it through
+  a plain mapping too (not verified against a 2020 release). Any such class becomes a
+  stand-in that, called with one mapping, returns a dict (an object pickled with a state
+  instead stays opaque, and conversion fails naming it).
 - Anything else from outside the standard library (optax/BYOL optimiser states, ...) becomes
   an inert stand-in; names from the standard library (``os``, ``posix``, ``subprocess``,
   ``builtins.eval``/``exec``/``getattr`` ...), from dill, numpy or torch that are not on the
@@ -37,11 +40,12 @@ How each part of such a file pickles, and what the unpickler makes of it:
 
 from __future__ import annotations
 
+import _compat_pickle
 import builtins
 import collections
 import pickle
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -225,6 +229,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._stand_ins: dict[tuple[str, str], type] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocol-2 pickles name Python 3 modules by their Python 2 names (`__builtin__.eval`,
+        # `commands.check_call` for subprocess): map them back first, as pickle itself does.
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         safe = _SAFE_GLOBALS.get((module, name))
         if safe is not None:
             return safe
@@ -431,11 +439,21 @@ def _backbone_trees(state_dict: dict[str, torch.Tensor], step: int) -> tuple[dic
     return params, state
 
 
+def _classifier(state_dict: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """BYOL's linear classifier on the 2048-d embedding: torchvision's ``fc`` if given."""
+    if "fc.weight" not in state_dict:
+        classes = DEMO_HEAD_SIZES["classes"]
+        return {"w": np.zeros((2048, classes), np.float32), "b": np.zeros(classes, np.float32)}
+    weight = state_dict["fc.weight"].detach().cpu().to(torch.float32)
+    bias = state_dict.get("fc.bias", torch.zeros(weight.shape[0])).detach().cpu().to(torch.float32)
+    return {"w": np.ascontiguousarray(weight.numpy().T), "b": bias.numpy()}  # Haiku: (in, out)
+
+
 def _head_trees(step: int) -> tuple[dict, dict]:
-    """BYOL's projector/predictor MLPs and classifier (zeros, at ``DEMO_HEAD_SIZES``)."""
-    hidden, out, classes = (DEMO_HEAD_SIZES[k] for k in ("hidden", "output", "classes"))
+    """BYOL's projector and predictor MLPs (zeros, at ``DEMO_HEAD_SIZES``)."""
+    hidden, out = DEMO_HEAD_SIZES["hidden"], DEMO_HEAD_SIZES["output"]
     zeros = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731 - a local shorthand
-    params, state = {"classifier": {"w": zeros(2048, classes), "b": zeros(classes)}}, {}
+    params, state = {}, {}
     for mlp, size_in in (("projector", 2048), ("predictor", out)):
         params[f"{mlp}/~/linear"] = {"w": zeros(size_in, hidden), "b": zeros(hidden)}
         params[f"{mlp}/~/batch_norm"] = {"scale": zeros(1, hidden) + 1, "offset": zeros(1, hidden)}
@@ -446,21 +464,23 @@ def _head_trees(step: int) -> tuple[dict, dict]:
 
 
 def write_native(state_dict: dict[str, torch.Tensor], path: Path, *, step: int = 0) -> None:
-    """Write ResNet-50 weights (torchvision names, no ``fc``) as a file in BYOL's layout.
+    """Write ResNet-50 weights (torchvision names) as a file in BYOL's published layout.
 
     The inverse of ``convert``: a dill pickle (protocol 2, like BYOL's checkpointing.py) of
     ``{"experiment_state": _ByolExperimentState(...), "step", "rng"}`` with plain-dict Haiku
-    trees (what haiku >= 0.0.10 uses), EMA state with ``average``/``hidden``/``counter``, and
-    projector/predictor/classifier heads so the drop logic has something to drop. The target
-    network shares the online arrays (the pickle stores them once) and ``opt_state`` is empty.
-    Written atomically.
+    trees (what current haiku uses), EMA state with ``average``/``hidden``/``counter``, and
+    projector/predictor/classifier heads so the drop logic has something to drop. A
+    torchvision ``fc``, if present, becomes BYOL's ``classifier``. The target network shares
+    the online arrays (the pickle stores them once) and ``opt_state`` is empty. Written
+    atomically.
     """
     import dill  # a declared dependency, needed only to write
 
-    check_state_dict(state_dict, "resnet50", f"write_native({path})")
-    params, state = _backbone_trees(state_dict, step)
+    backbone = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
+    check_state_dict(backbone, "resnet50", f"write_native({path})")
+    params, state = _backbone_trees(backbone, step)
     head_params, head_state = _head_trees(step)
-    params.update(head_params)
+    params.update(head_params, classifier=_classifier(state_dict))
     state.update(head_state)
     experiment_state = _ByolExperimentState(
         online_params=params, target_params=params, online_state=state, target_state=state,
