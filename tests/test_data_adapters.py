@@ -17,6 +17,7 @@ from PIL import Image
 from medtransfer.data.adapters import (
     ADAPTERS, CHEXPERT_ROWS, CHEXPERT_TRAIN_ROWS, DATASET_KINDS, build_index, describe, index_dataset,
 )
+from medtransfer.data.demo import generate
 from medtransfer.data.index import INDEX_COLUMNS, first_of_shuffle, published_split, read_index
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
@@ -461,11 +462,19 @@ def test_csv_errors(tmp_path: Path) -> None:
         build_index("csv", None, csv=tmp_path / "nope.csv")
 
 
+@pytest.mark.parametrize("split", ["given", "published"])
+def test_demo_kind_keeps_its_class_order_and_split(tmp_path: Path, split: str) -> None:
+    labels = generate("demo_cxr", tmp_path, n_images=12, size=32, seed=0)
+    frame = build_index("demo_cxr", str(tmp_path), csv=tmp_path / "labels.csv", split=split)
+    assert dict(zip(frame["label_name"], frame["label"])) == {"no_effusion": 0, "effusion": 1}
+    assert (frame["split"] == labels["split"]).all() and set(frame["split_rule"]) == {"given"}
+
+
 # ---------------------------------------------------------------------------- common behaviour
 
 
 def test_registry_and_describe() -> None:
-    assert DATASET_KINDS == tuple(ADAPTERS) and len(DATASET_KINDS) == 10
+    assert DATASET_KINDS == tuple(ADAPTERS) and len(DATASET_KINDS) == 12
     for kind in DATASET_KINDS:
         text = describe(kind)
         assert text.startswith(f"{kind}: ") and "expected layout" in text and "download:" in text
@@ -473,7 +482,7 @@ def test_registry_and_describe() -> None:
     assert ADAPTERS["ichallenge_pm"].class_names({"positive": "pathologic"})[1] == "pathologic_myopia"
 
 
-PUBLISHED_KINDS = [k for k in DATASET_KINDS if k not in ("imagefolder", "csv")]
+PUBLISHED_KINDS = [k for k in DATASET_KINDS if k != "imagefolder" and not ADAPTERS[k].from_csv]
 
 
 @pytest.mark.parametrize("kind", PUBLISHED_KINDS)

@@ -93,9 +93,9 @@ def patient_split(
     """Split by patient so no patient is in both train and test.
 
     Each patient gets its majority label (ties: the smaller label). Per label, patients
-    are shuffled with ``seed`` and, in that order, put in train while the label's train
-    share stays nearest ``train_fraction`` of its images, so each class keeps roughly that share (stratified where the grouping
-    allows). Vectorised: fast on 65k CheXpert patients.
+    are shuffled with ``seed`` and, in that order, put in train while that keeps the
+    label's train share nearest ``train_fraction``, so each class keeps roughly that
+    share (stratified where the grouping allows). Vectorised: fast on 65k patients.
     """
     frame = pd.DataFrame({"patient": patients.astype(str).to_numpy(), "label": labels.to_numpy()})
     if (frame["patient"] == "").any():
