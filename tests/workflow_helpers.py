@@ -31,7 +31,7 @@ def make_workdir(tmp: Path, config: dict | None = None) -> Path:
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 1500) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--quiet", "rules", *args]
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--quiet", "rules"]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
