@@ -38,7 +38,7 @@ def test_matches_sklearn_at_the_same_c(c):
     xs = ((x - mean) / std).astype(np.float32)
     ref = LogisticRegression(C=c, solver="lbfgs", tol=1e-8, max_iter=10_000).fit(xs[:500], y[:500])
     obj = LogisticObjective(torch.from_numpy(xs[:500]), torch.from_numpy(y[:500]), 4)
-    fit = fit_path(obj, np.array([c]), strategy="per_c", max_iter=2000, tol=1e-6)
+    fit = fit_path(obj, np.array([c]), strategy="batched", max_iter=2000, tol=1e-6)
     assert fit.solver.status == ["converged"]
     ours = obj.logits(torch.from_numpy(xs[500:]), fit.solver.theta)[:, 0].argmax(1).numpy()
     assert abs((ours == y[500:]).mean() - ref.score(xs[500:], y[500:])) <= 0.005
@@ -49,9 +49,9 @@ def test_matches_sklearn_at_the_same_c(c):
 def test_strategies_solve_the_same_problems():
     x, y = make_classification(n_samples=300, n_features=20, n_classes=3, n_informative=6, random_state=1)
     obj = LogisticObjective(torch.tensor(x, dtype=torch.float32), torch.from_numpy(y), 3)
-    cs = c_grid(None, 7)
-    a = fit_path(obj, cs, strategy="per_c", max_iter=1000, tol=1e-5)
-    b = fit_path(obj, cs, strategy="joint", max_iter=1000, tol=1e-5)
+    cs = c_grid([1e-3, 1e-2, 0.1, 1.0, 10.0])
+    a = fit_path(obj, cs, strategy="sequential", max_iter=1000, tol=1e-5)
+    b = fit_path(obj, cs, strategy="batched", max_iter=1000, tol=1e-5)
     assert a.solver.converged.all() and b.solver.converged.all()
     torch.testing.assert_close(a.solver.theta, b.solver.theta, atol=2e-3, rtol=2e-3)
 
@@ -73,7 +73,9 @@ def test_separable_features_give_high_accuracy(tmp_path):
 
 def test_shuffled_labels_give_chance(tmp_path):
     rng = np.random.default_rng(1)
-    x, y = rng.normal(size=(800, 16)), rng.integers(0, 2, 800)
+    y = rng.integers(0, 2, 800)
+    x = rng.normal(size=(800, 16)) + 4.0 * np.eye(2, 16)[y]
+    y = rng.permutation(y)  # the features still carry structure, but not about these labels
     rows, _ = _run(tmp_path, _feature_file(tmp_path, x, y, n_test=300), grid_points=12)
     frame = read_rows([rows]).set_index("metric")
     assert 0.4 < frame.loc["accuracy", "value"] < 0.6
@@ -140,5 +142,16 @@ def test_cuda_joint_sweep_agrees_with_cpu():
     kw = dict(n_classes=4, c_values=c_grid(None, 15), seed=0)
     cpu = linear_probe(x[:400], y[:400], x[400:], device="cpu", **kw)
     gpu = linear_probe(x[:400], y[:400], x[400:], device="cuda", **kw)
-    assert gpu.strategy == "joint" and gpu.c == cpu.c
+    assert gpu.strategy == "batched" and gpu.c == cpu.c
     assert abs((gpu.test_probs.argmax(1) == y[400:]).mean() - (cpu.test_probs.argmax(1) == y[400:]).mean()) <= 0.005
+
+
+def test_sequential_warm_path_does_not_depend_on_grid_order():
+    x, y = make_classification(n_samples=300, n_features=12, n_classes=3, n_informative=5, random_state=6)
+    x = x.astype(np.float32)
+    grid = list(c_grid([1e-3, 1e-2, 0.1, 1.0]))
+    kw = dict(n_classes=3, seed=0, device="cpu", strategy="sequential")
+    a = linear_probe(x[:200], y[:200], x[200:], c_values=grid, **kw)
+    b = linear_probe(x[:200], y[:200], x[200:], c_values=grid[::-1], **kw)
+    assert a.c == b.c and a.strategy == "sequential"
+    np.testing.assert_array_equal(a.test_probs, b.test_probs)

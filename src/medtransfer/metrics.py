@@ -46,13 +46,13 @@ def check_inputs(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def resample_counts(n: int, n_bootstrap: int, seed: int) -> Iterator[np.ndarray]:
-    """Yield (b, n) count matrices, b <= n_bootstrap in total, from seeded index draws.
+    """Yield (b, n) count matrices, n_bootstrap rows in total, from seeded index draws.
 
     The chunking depends only on ``n`` and ``n_bootstrap``, so the same seed gives the
     same resamples for every model scored on the same ``n`` test images.
     """
-    if n_bootstrap < 1:
-        raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
+    if n_bootstrap < 0:
+        raise ValueError(f"n_bootstrap must be >= 0 (0: no confidence intervals), got {n_bootstrap}")
     rng = np.random.default_rng(seed)
     chunk = max(1, min(n_bootstrap, _CHUNK_CELLS // max(n, 1)))
     for start in range(0, n_bootstrap, chunk):
@@ -138,6 +138,11 @@ def _undefined_note(metric: str, probs: np.ndarray, labels: np.ndarray, class_na
     return ""
 
 
+def concat(chunks: list[np.ndarray]) -> np.ndarray:
+    """Bootstrap values of all chunks (empty when ``n_bootstrap`` was 0)."""
+    return np.concatenate(chunks) if chunks else np.empty(0)
+
+
 def percentile_ci(values: np.ndarray) -> tuple[float, float]:
     """95% percentile interval, ignoring NaN resamples (all NaN -> NaN)."""
     finite = values[np.isfinite(values)]
@@ -154,10 +159,14 @@ def bootstrap_metrics(
     """Point value and seeded 95% percentile bootstrap CI of each metric on the test set.
 
     All metrics share the same resamples. A metric undefined on the full test set (AUROC
-    with a class absent) is NaN with the reason in ``note``; resamples where a metric is
-    undefined are left out of its CI.
+    with a class absent, any metric of non-finite probabilities) is NaN with the reason in
+    ``note``; resamples where a metric is undefined are left out of its CI.
+    ``n_bootstrap=0`` gives NaN intervals.
     """
     probs, labels = check_inputs(probs, labels)
+    if not np.isfinite(probs).all():
+        nan, note = float("nan"), "non-finite probabilities (a diverged model?): metric undefined"
+        return {m: MetricValue(nan, nan, nan, len(labels), note) for m in metrics}
     ones = np.ones((1, len(labels)), dtype=np.int64)
     samples: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
     for counts in resample_counts(len(labels), n_bootstrap, seed):
@@ -170,7 +179,7 @@ def bootstrap_metrics(
         if not math.isfinite(value):
             out[m] = MetricValue(float("nan"), float("nan"), float("nan"), len(labels), note)
             continue
-        out[m] = MetricValue(value, *percentile_ci(np.concatenate(samples[m])), len(labels), note)
+        out[m] = MetricValue(value, *percentile_ci(concat(samples[m])), len(labels), note)
     return out
 
 

@@ -92,7 +92,8 @@ def generate(
     """Write ``n_images`` images and ``labels.csv`` under ``out_dir``; return the labels frame.
 
     Classes are balanced; each patient contributes ``images_per_patient`` images of the
-    same label, and the split is by patient so the demo's split never leaks a patient.
+    same label, and the split is by patient (stratified by class) so the demo's split
+    never leaks a patient.
     """
     if kind not in DEMO_KINDS:
         raise ValueError(f"unknown demo dataset kind {kind!r}; expected one of {sorted(DEMO_KINDS)}")
@@ -102,7 +103,10 @@ def generate(
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     n_patients = max(len(classes) * 2, n_images // images_per_patient)
     patient_labels = np.arange(n_patients) % len(classes)
-    test_patients = set(rng.permutation(n_patients)[: int(round(test_fraction * n_patients))])
+    test_patients: set[int] = set()
+    for label in range(len(classes)):  # stratified: every class in both splits
+        members = rng.permutation(np.flatnonzero(patient_labels == label))
+        test_patients.update(members[: max(1, int(round(test_fraction * len(members))))].tolist())
     rows = []
     for i in range(n_images):
         patient = i % n_patients

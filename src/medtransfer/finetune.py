@@ -1,0 +1,401 @@
+"""The finetune protocol (many-shot): backbone + new linear head, all weights trained.
+
+Published settings (protocols.md): cross-entropy, SGD momentum 0.9 Nesterov, cosine
+annealing stepped per iteration over all steps, 5,000 steps of batch 64, lr 1e-2,
+weight decay 1e-8, RandomResizedCrop(scale 0.08-1, bicubic) + horizontal flip, optional
+lr x wd search, early stopping on val every 200 steps with patience 3 and a *real*
+restore of the best weights (the published restore kept a reference to the live
+state dict, so it restored nothing).
+
+Training reads the decoded uint8 cache (no JPEG decoding) and augments on the device;
+evaluation uses the cached centre images, as every other protocol does.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medtransfer.common import resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16")
+LR_GRID = (1e-1, 1e-2, 1e-3, 1e-4)
+# Search weight decays are these values divided by the lr (protocols.md).
+WD_OVER_LR_GRID = (0.0, 1e-6, 1e-5, 1e-4, 1e-3)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run's settings; ``eval_every``/``patience`` only act with early stopping."""
+
+    steps: int = 5000
+    batch_size: int = 64
+    lr: float = 1e-2
+    weight_decay: float = 1e-8
+    early_stopping: bool = True
+    eval_every: int = 200
+    patience: int = 3
+    precision: str = "fp32"
+    seed: int = 0
+
+
+@dataclass
+class RunResult:
+    """How a finished run went; the model holds the weights kept (best on val, or final)."""
+
+    best_step: int
+    stopped_early: bool
+    steps_run: int
+    val_acc: float
+    losses: list[float] = field(default_factory=list)
+    diverged: bool = False
+
+
+# ---------------------------------------------------------------- early stopping
+
+
+class EarlyStopping:
+    """Tracks the best val score and keeps a *copy* of the weights that reached it.
+
+    ``update`` returns True once ``patience`` evaluations in a row brought no improvement
+    (ties keep the earlier, shorter-trained weights).
+    """
+
+    def __init__(self, patience: int) -> None:
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1 evaluation, got {patience}")
+        self.patience, self.bad = patience, 0
+        self.best_score, self.best_step = -math.inf, 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def update(self, score: float, step: int, model: nn.Module) -> bool:
+        if score > self.best_score:
+            self.best_score, self.best_step, self.bad = score, step, 0
+            # clone(): state_dict() returns views of the live parameters
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        if self.best_state is None:
+            raise RuntimeError("no evaluation was recorded, so there are no best weights to restore")
+        model.load_state_dict(self.best_state)
+
+
+# ---------------------------------------------------------------- data and augmentation
+
+
+def crop_params(rng: np.random.Generator, n: int, height: int, width: int,
+                scale: tuple[float, float] = (0.08, 1.0),
+                ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+    """(n, 4) top, left, h, w of RandomResizedCrop boxes, torchvision's rule, vectorised.
+
+    Ten tries per image for a box of random area and log-uniform aspect ratio that fits;
+    images without one fall back to the largest centred box within the ratio range.
+    """
+    area = height * width * rng.uniform(*scale, size=(n, 10))
+    aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), size=(n, 10)))
+    w = np.round(np.sqrt(area * aspect)).astype(np.int64)
+    h = np.round(np.sqrt(area / aspect)).astype(np.int64)
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.argmax(1)
+    h, w = h[np.arange(n), first], w[np.arange(n), first]
+    fh, fw = _fallback_box(height, width, ratio)
+    h, w = np.where(fits.any(1), h, fh), np.where(fits.any(1), w, fw)
+    top = np.where(fits.any(1), rng.integers(0, height - h + 1), (height - h) // 2)
+    left = np.where(fits.any(1), rng.integers(0, width - w + 1), (width - w) // 2)
+    return np.stack([top, left, h, w], axis=1)
+
+
+def _fallback_box(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        return int(round(width / ratio[0])), width
+    if in_ratio > ratio[1]:
+        return height, int(round(height * ratio[1]))
+    return height, width
+
+
+def augment(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """RandomResizedCrop(S, scale (0.08, 1), bicubic) + horizontal flip of a uint8 batch.
+
+    ``images``: uint8 (n, 3, S, S) on any device; returns float (n, 3, S, S) in [0, 1].
+    One bicubic ``grid_sample`` for the whole batch, instead of one resize per image:
+    a crop of an S x S image resized to S x S is never a downscale, so no antialiasing
+    is lost, and the flip is folded into the sampling grid. Sample points follow
+    ``interpolate``'s pixel-centre rule; unlike a crop-then-resize, the bicubic taps at a
+    crop's edge may read the pixels just outside it (the image's own, not padding).
+    """
+    n, _, size, _ = images.shape
+    boxes = torch.from_numpy(crop_params(rng, n, size, size)).to(images.device, torch.float32)
+    flips = torch.from_numpy(rng.random(n) < 0.5).to(images.device)
+    centres = (torch.arange(size, device=images.device, dtype=torch.float32) + 0.5) / size
+    top, left, h, w = boxes.unbind(1)
+    ys = top[:, None] + centres[None] * h[:, None] - 0.5  # source pixel coordinates
+    xs = left[:, None] + centres[None] * w[:, None] - 0.5
+    xs = torch.where(flips[:, None], xs.flip(1), xs)
+    grid = torch.stack([xs[:, None, :].expand(n, size, size), ys[:, :, None].expand(n, size, size)], dim=3)
+    grid = (2.0 * grid + 1.0) / size - 1.0  # to grid_sample's [-1, 1] (align_corners=False)
+    out = F.grid_sample(images.float(), grid, mode="bicubic", padding_mode="border", align_corners=False)
+    return out.clamp_(0.0, 255.0).div_(255.0)
+
+
+class BatchStream:
+    """Endless seeded batches of positions: a fresh permutation every pass over the data."""
+
+    def __init__(self, positions: np.ndarray, batch_size: int, rng: np.random.Generator) -> None:
+        self.positions, self.batch_size, self.rng = positions, batch_size, rng
+        self.buffer = np.empty(0, dtype=np.int64)
+
+    def next(self) -> np.ndarray:
+        while len(self.buffer) < self.batch_size:
+            self.buffer = np.concatenate([self.buffer, self.rng.permutation(self.positions)])
+        batch, self.buffer = self.buffer[: self.batch_size], self.buffer[self.batch_size:]
+        return batch
+
+
+@dataclass
+class Data:
+    """The cached images, labels and the positions of each part of the split."""
+
+    images: np.ndarray  # (N, S, S, 3) uint8 memmap, index order
+    labels: np.ndarray
+    train: np.ndarray  # positions used to update the weights
+    val: np.ndarray  # positions for early stopping / search (may be empty)
+    test: np.ndarray
+
+
+# ---------------------------------------------------------------- model
+
+
+class Classifier(nn.Module):
+    """Backbone (fc = identity) followed by a new linear head."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        # the last BatchNorm of a ResNet sets its pooled width (2048 / 512)
+        width = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def build_model(weights: str | os.PathLike, num_classes: int, cfg: TrainConfig, device: str):
+    """Fresh backbone from ``weights`` + head seeded by ``cfg.seed``; returns (model, weights meta)."""
+    from medtransfer.models import load_weights
+
+    backbone, wmeta = load_weights(weights)
+    seed_everything(cfg.seed)
+    model = Classifier(backbone, num_classes)
+    fmt = torch.channels_last if cfg.precision == "bf16" else torch.contiguous_format
+    return model.to(device, memory_format=fmt), wmeta
+
+
+def _autocast(device: str, precision: str):
+    return torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: Data, positions: np.ndarray, wmeta, device: str,
+            precision: str, batch_size: int = 64) -> np.ndarray:
+    """Softmax probabilities (n, C) of the cached centre images, model in eval mode."""
+    from medtransfer.features import batches_to_model_input
+
+    was_training = model.training
+    model.eval()
+    out = []
+    with _autocast(device, precision):
+        for start in range(0, len(positions), batch_size):
+            x = batches_to_model_input(data.images[positions[start:start + batch_size]], wmeta, device,
+                                       precision == "bf16")
+            out.append(torch.softmax(model(x).float(), dim=1).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+# ---------------------------------------------------------------- training
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig):
+    """SGD (momentum 0.9, Nesterov) with cosine annealing to 0 over all steps."""
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True,
+                          weight_decay=cfg.weight_decay)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
+
+
+def _train_step(model, opt, sched, data: Data, stream: BatchStream, rng, wmeta, device, cfg) -> torch.Tensor:
+    from medtransfer.models import normalise
+
+    pos = stream.next()
+    x = torch.from_numpy(np.ascontiguousarray(data.images[pos])).to(device).permute(0, 3, 1, 2)
+    x = normalise(augment(x, rng), wmeta)
+    if cfg.precision == "bf16":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.from_numpy(data.labels[pos]).to(device)
+    with _autocast(device, cfg.precision):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()  # per iteration: the cosine runs over all steps
+    return loss.detach()
+
+
+def _val_accuracy(model, data: Data, wmeta, device: str, cfg: TrainConfig) -> float:
+    probs = predict(model, data, data.val, wmeta, device, cfg.precision, cfg.batch_size)
+    return float((probs.argmax(1) == data.labels[data.val]).mean())
+
+
+def train_run(model: nn.Module, data: Data, wmeta, device: str, cfg: TrainConfig) -> RunResult:
+    """Train with ``cfg``; with early stopping, restore the best val weights at the end.
+
+    Every ``eval_every`` steps (and at the last) the loss is checked: a non-finite loss
+    ends the run as ``diverged`` (checked only there, to avoid a GPU sync per step).
+    """
+    rng = np.random.default_rng(cfg.seed)
+    stream = BatchStream(data.train, cfg.batch_size, rng)
+    opt, sched = make_optimizer(model, cfg)
+    stopper = EarlyStopping(cfg.patience) if cfg.early_stopping else None
+    model.train()  # BatchNorm uses batch statistics and updates its running ones
+    losses, stopped, diverged, step = [], False, False, 0
+    for step in range(1, cfg.steps + 1):
+        losses.append(_train_step(model, opt, sched, data, stream, rng, wmeta, device, cfg))
+        if step % cfg.eval_every and step != cfg.steps:
+            continue
+        if not torch.isfinite(losses[-1]):
+            diverged = True
+            log.warning("finetune lr=%g wd=%g diverged (non-finite loss) by step %d", cfg.lr, cfg.weight_decay, step)
+            break
+        if stopper and stopper.update(_val_accuracy(model, data, wmeta, device, cfg), step, model):
+            stopped = step < cfg.steps
+            break
+    losses = torch.stack(losses).float().cpu().tolist()
+    if stopper is None or stopper.best_state is None:
+        val = _val_accuracy(model, data, wmeta, device, cfg) if len(data.val) else float("nan")
+        return RunResult(step, False, step, val, losses, diverged)
+    stopper.restore(model)
+    return RunResult(stopper.best_step, stopped, step, stopper.best_score, losses, diverged)
+
+
+# ---------------------------------------------------------------- search and entry point
+
+
+def search_grid(lr_grid: list[float] | None, wd_grid: list[float] | None) -> list[tuple[float, float]]:
+    """(lr, weight decay) pairs; weight decay = value / lr for each value of ``wd_grid``."""
+    lrs = list(LR_GRID if lr_grid is None else lr_grid)
+    wds = list(WD_OVER_LR_GRID if wd_grid is None else wd_grid)
+    if not lrs or not wds or any(v <= 0 for v in lrs) or any(v < 0 for v in wds):
+        raise ValueError(f"lr_grid must hold positive and wd_grid non-negative values, got {lrs} and {wds}")
+    return [(lr, wd / lr) for lr in lrs for wd in wds]
+
+
+def search_hparams(weights, data: Data, num_classes: int, device: str, cfg: TrainConfig,
+                   grid: list[tuple[float, float]]) -> tuple[TrainConfig, list[float]]:
+    """Train each (lr, wd) on the train part, score on val; best first in grid order wins ties."""
+    scores = []
+    for lr, wd in grid:
+        run_cfg = replace(cfg, lr=lr, weight_decay=wd)
+        model, wmeta = build_model(weights, num_classes, run_cfg, device)
+        scores.append(train_run(model, data, wmeta, device, run_cfg).val_acc)
+        log.info("finetune search lr=%g wd=%g: val accuracy %.4f", lr, wd, scores[-1])
+    lr, wd = grid[int(np.argmax(scores))]
+    return replace(cfg, lr=lr, weight_decay=wd), scores
+
+
+def _split(frame, images: np.ndarray, val_fraction: float, seed: int, hold_out: bool) -> tuple[Data, Data]:
+    """(search data: train part + val part, final data: val held out only if ``hold_out``)."""
+    from medtransfer.linear import stratified_split
+
+    labels = frame["label"].to_numpy(np.int64)
+    split = frame["split"].to_numpy(str)
+    train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+    tr, va = stratified_split(labels[train], val_fraction, seed)
+    parted = Data(images, labels, train[tr], train[va], test)
+    final = parted if hold_out else Data(images, labels, train, np.empty(0, np.int64), test)
+    return parted, final
+
+
+def _check_args(precision: str, steps: int, batch_size: int, eval_every: int) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 2), ("eval_every", eval_every, 1)):
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+def evaluate_finetune(
+    *, weights: str | os.PathLike, cache: str | os.PathLike, index: str | os.PathLike,
+    rows: str | os.PathLike, predictions: str | os.PathLike, model: str, dataset: str,
+    steps: int = 5000, batch_size: int = 64, lr: float = 1e-2, weight_decay: float = 1e-8,
+    search: bool = False, lr_grid: list[float] | None = None, wd_grid: list[float] | None = None,
+    early_stopping: bool = True, eval_every: int = 200, patience: int = 3, val_fraction: float = 0.2,
+    seed: int = 0, device: str = "auto", precision: str = "fp32", n_bootstrap: int = 1000,
+) -> None:
+    """Finetune one (model, dataset), write the three metric rows and the test predictions.
+
+    ``wd_grid`` values are divided by the lr (published convention). With early stopping
+    the val part (``val_fraction`` of train, stratified, seeded) is held out of training;
+    without it and without search the final run trains on all training images.
+    """
+    from medtransfer.data.cache import load_cache
+    from medtransfer.data.index import class_names, read_index
+    from medtransfer.features import run_meta
+
+    _check_args(precision, steps, batch_size, eval_every)
+    device = resolve_device(device)
+    frame, images = read_index(index), load_cache(cache)
+    if len(frame) != len(images):
+        raise ValueError(f"{cache} holds {len(images)} images but {index} lists {len(frame)}; rebuild the cache")
+    classes = class_names(frame)
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                      early_stopping=early_stopping, eval_every=eval_every, patience=patience,
+                      precision=precision, seed=seed)
+    parted, final = _split(frame, images, val_fraction, seed, hold_out=early_stopping)
+    scores: list[float] = []
+    if search:
+        cfg, scores = search_hparams(weights, parted, len(classes), device, cfg, search_grid(lr_grid, wd_grid))
+    net, wmeta = build_model(weights, len(classes), cfg, device)
+    result = train_run(net, final, wmeta, device, cfg)
+    probs = predict(net, final, final.test, wmeta, device, precision, batch_size)
+    meta = run_meta(model=model, dataset=dataset, weights_meta=wmeta, index=frame, precision=precision,
+                    size=images.shape[1], seed=seed)
+    _write(rows, predictions, probs, final, classes, meta, cfg, result, scores, n_bootstrap)
+
+
+def _details(cfg: TrainConfig, result: RunResult, final: Data, scores: list[float]) -> str:
+    searched = f"lr_x_wd:{len(scores)}_runs,best_val_acc={max(scores):.4f}" if scores else "off"
+    return (f"lr={cfg.lr:g};wd={cfg.weight_decay:g};best_step={result.best_step};"
+            f"stopped_early={result.stopped_early};diverged={result.diverged};steps_run={result.steps_run};"
+            f"steps={cfg.steps};batch_size={cfg.batch_size};early_stopping={cfg.early_stopping};"
+            f"val_acc={result.val_acc:.4f};"
+            f"train_images={len(final.train)};val_images={len(final.val)};search={searched};"
+            "augment=rrc0.08-1_bicubic+hflip;optimizer=sgd_nesterov0.9_cosine")
+
+
+def _write(rows, predictions, probs, final: Data, classes, meta, cfg, result, scores, n_bootstrap) -> None:
+    from medtransfer.linear import write_predictions
+    from medtransfer.metrics import bootstrap_metrics, metric_rows
+    from medtransfer.results import write_rows
+
+    labels = final.labels[final.test]
+    values = bootstrap_metrics(probs, labels, n_bootstrap=n_bootstrap, seed=cfg.seed, class_names=classes)
+    out = metric_rows(values, meta=meta, protocol="finetune", setting="many-shot", seed=cfg.seed,
+                      details=_details(cfg, result, final, scores))
+    write_predictions(predictions, probs=probs.astype(np.float32), labels=labels, positions=final.test,
+                      classes=np.array(classes, dtype=str), model=meta["model"], dataset=meta["dataset"],
+                      losses=np.array(result.losses, dtype=np.float32), search_val_acc=np.array(scores),
+                      lr=cfg.lr, weight_decay=cfg.weight_decay, best_step=result.best_step)
+    write_rows(out, rows)
