@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 
 import numpy as np
@@ -25,7 +26,7 @@ def write_table(*, rows: Iterable[str | os.PathLike], out: str | os.PathLike) ->
 
 def plot_protocol(*, table: str | os.PathLike, out: str | os.PathLike, protocol: str,
                   metric: str = "accuracy") -> None:
-    """A model x dataset heatmap of ``metric`` per setting of ``protocol``, values in percent."""
+    """One model x (dataset, setting) heatmap of ``metric`` for ``protocol``, in percent."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,32 +34,39 @@ def plot_protocol(*, table: str | os.PathLike, out: str | os.PathLike, protocol:
 
     frame = pd.read_csv(table)
     name = TABLE_PROTOCOL.get(protocol, protocol)
-    frame = frame[(frame["protocol"] == name) & (frame["metric"] == metric)]
+    frame = frame[(frame["protocol"] == name) & (frame["metric"] == metric)].copy()
     if frame.empty:
         raise ValueError(f"{table} has no {metric!r} rows for protocol {name!r}; run that protocol first")
-    settings = sorted(frame["setting"].unique())
-    fig, axes = plt.subplots(1, len(settings), figsize=(1.2 + 2.2 * len(settings) * 1.6, 4.2), squeeze=False)
-    for ax, setting in zip(axes[0], settings):
-        grid = frame[frame["setting"] == setting].pivot_table(index="model", columns="dataset", values="value")
-        _heatmap(ax, grid * 100.0, f"{setting}")
+    several = frame.groupby("dataset")["setting"].nunique().max() > 1
+    frame["column"] = frame["dataset"] + ("\n" + frame["setting"] if several else "")
+    grid = frame.pivot_table(index="model", columns="column", values="value") * 100.0
+    grid = grid[sorted(grid.columns, key=_natural)]
+    fig, ax = plt.subplots(figsize=(2.5 + 1.3 * grid.shape[1], 1.4 + 0.45 * grid.shape[0]))
+    _heatmap(ax, grid)
     demo = bool(frame["weights_demo"].any())
-    title = f"{name}: {metric} (%)" + ("  [DEMO: random weights, synthetic data]" if demo else "")
-    fig.suptitle(title, fontsize=10)
+    ax.set_title(f"{name}: {metric} (%), best per column in bold"
+                 + ("\nDEMO: random weights, synthetic data" if demo else ""), fontsize=9)
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
 
 
-def _heatmap(ax, grid: pd.DataFrame, title: str) -> None:
+def _natural(label: str) -> list:
+    """Sort '5-shot' before '10-shot'."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", label)]
+
+
+def _heatmap(ax, grid: pd.DataFrame) -> None:
     values = grid.to_numpy(dtype=float)
     image = ax.imshow(values, cmap="viridis", vmin=np.nanmin(values), vmax=np.nanmax(values), aspect="auto")
     ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
-    best = np.nanargmax(values, axis=0) if values.size else []
+    best = np.nanargmax(np.nan_to_num(values, nan=-np.inf), axis=0)
+    middle = (np.nanmin(values) + np.nanmax(values)) / 2
     for (i, j), v in np.ndenumerate(values):
-        label = "" if np.isnan(v) else f"{v:.1f}"
-        weight = "bold" if len(best) and best[j] == i else "normal"
-        ax.text(j, i, label, ha="center", va="center", fontsize=7, color="white", fontweight=weight)
-    ax.set_title(title, fontsize=9)
+        if np.isnan(v):
+            continue
+        ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8,
+                color="black" if v > middle else "white", fontweight="bold" if best[j] == i else "normal")
     ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)

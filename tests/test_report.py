@@ -1,0 +1,40 @@
+import pandas as pd
+import pytest
+
+from medtransfer.report import plot_protocol, write_table
+from medtransfer.results import RESULT_COLUMNS, make_row, write_rows
+
+META = {"weights_sha256": "a" * 64, "weights_demo": True, "split": "given", "precision": "fp32",
+        "preprocessing": "p"}
+
+
+def _rows(tmp_path, model, value, protocol="linear", setting="many-shot"):
+    row = make_row(model=model, dataset="d", protocol=protocol, setting=setting, metric="accuracy",
+                   value=value, n=10, seed=0, meta=META)
+    path = tmp_path / f"{model}-{protocol}-{setting}.csv"
+    write_rows([row], path)
+    return path
+
+
+def test_table_only_concatenates_in_a_stable_order(tmp_path):
+    files = [_rows(tmp_path, "b", 0.5), _rows(tmp_path, "a", 0.7)]
+    table = write_table(rows=files, out=tmp_path / "t.csv")
+    assert list(table.columns) == RESULT_COLUMNS and list(table["model"]) == ["a", "b"]
+    assert write_table(rows=files[::-1], out=tmp_path / "u.csv").equals(table)
+    assert pd.read_csv(tmp_path / "t.csv")["value"].tolist() == [0.7, 0.5]
+
+
+def test_rows_without_provenance_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="lack columns.*make_row"):
+        write_rows([{"model": "a", "value": 1.0}], tmp_path / "x.csv")
+
+
+def test_figure_has_one_column_per_dataset_setting(tmp_path):
+    files = [_rows(tmp_path, m, v, "few-shot", s) for m, v in (("a", 0.6), ("b", 0.8))
+             for s in ("2-way 5-shot", "2-way 20-shot")]
+    write_table(rows=files, out=tmp_path / "t.csv")
+    plot_protocol(table=tmp_path / "t.csv", out=tmp_path / "f.png", protocol="fewshot")
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="no 'accuracy' rows for protocol 'finetune'"):
+        plot_protocol(table=tmp_path / "t.csv", out=tmp_path / "g.png", protocol="finetune")
+    assert not (tmp_path / "g.png").exists()
