@@ -1,9 +1,10 @@
 """Paired comparison of every model against the best on one (protocol, dataset, setting)."""
 
-from medtransfer.common import log_to_file
+from medtransfer.common import log_to_file, set_threads
 from medtransfer.compare import compare_models
 
 log_to_file(snakemake.log[0])
+set_threads(snakemake.threads)
 models = snakemake.params.models
 compare_models(
     predictions=dict(zip(models, snakemake.input.predictions)),

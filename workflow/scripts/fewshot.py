@@ -1,9 +1,10 @@
 """Few-shot evaluation of one (model, dataset, setting) on the shared episodes."""
 
-from medtransfer.common import log_to_file
+from medtransfer.common import log_to_file, set_threads
 from medtransfer.fewshot import evaluate_fewshot
 
 log_to_file(snakemake.log[0])
+set_threads(snakemake.threads)
 evaluate_fewshot(
     features=snakemake.input.features, episodes=snakemake.input.episodes,
     rows=snakemake.output.rows, predictions=snakemake.output.predictions,

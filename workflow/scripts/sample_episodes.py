@@ -1,9 +1,10 @@
 """Draw the few-shot episodes of one (dataset, setting) once, for every model."""
 
-from medtransfer.common import log_to_file
+from medtransfer.common import log_to_file, set_threads
 from medtransfer.fewshot import sample_episodes
 
 log_to_file(snakemake.log[0])
+set_threads(snakemake.threads)
 settings = snakemake.params.settings
 sample_episodes(
     index=snakemake.input.index, out=snakemake.output.episodes, n_way=snakemake.params.n_way,
