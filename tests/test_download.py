@@ -101,3 +101,11 @@ def test_unsupported_scheme(tmp_path):
 ])
 def test_google_drive_ids(url, expected):
     assert _gdrive_id(url) == expected
+
+
+def test_a_sha256_prefix_pins_like_torchvision_file_names(http_server, tmp_path):
+    http_server.files["/resnet50.pth"] = BODY
+    url = http_server.url + "/resnet50.pth"
+    assert fetch(url, tmp_path / "a.pth", sha256=SHA[:8], backoff=0) == SHA
+    with pytest.raises(DownloadError, match="sha256 mismatch"):
+        fetch(url, tmp_path / "b.pth", sha256="0676ba61", retries=1, backoff=0)

@@ -59,3 +59,9 @@ def test_dataset_settings_checked():
     config["datasets"]["x"] = {"kind": "csv"}
     with pytest.raises(ValueError, match="kind csv needs `csv:"):
         Study(config)
+
+
+def test_registry_pin_is_dropped_for_a_mirror_or_local_file():
+    assert resolve_model("supervised").sha256 == "0676ba61"
+    assert resolve_model("supervised", {"url": "file:x.pth"}).sha256 == ""
+    assert resolve_model("supervised", {"url": "file:x.pth", "sha256": "ab" * 32}).sha256 == "ab" * 32

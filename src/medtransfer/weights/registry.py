@@ -18,8 +18,9 @@ from medtransfer.models import ARCHS
 class ModelSpec:
     """One model: source (``url`` or local ``path``), file ``format``, how to feed it.
 
-    ``sha256`` pins the source file; when empty the first download records it in the
-    lock file and later downloads are verified against that. ``demo`` marks randomly
+    ``sha256`` pins the source file (a prefix of at least 8 hex digits will do); when
+    empty the first download records it in the lock file and later downloads are
+    verified against that. ``demo`` marks randomly
     initialised stand-ins (the embedded demo study), carried into every result row.
     """
 
@@ -42,7 +43,7 @@ REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
         ModelSpec("supervised", "torchvision", TORCHVISION_V1, filename="resnet50-0676ba61.pth",
-                  top1=76.1, notes="torchvision ResNet50_Weights.IMAGENET1K_V1"),
+                  sha256="0676ba61", top1=76.1, notes="torchvision ResNet50_Weights.IMAGENET1K_V1"),
         ModelSpec("moco-v2", "moco",
                   "https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar",
                   filename="moco_v2_800ep_pretrain.pth.tar", top1=71.1),
@@ -75,6 +76,8 @@ def resolve_model(name: str, overrides: Mapping[str, Any] | None = None) -> Mode
     if unknown:
         raise ValueError(f"model {name!r}: unknown setting(s) {unknown}; allowed: {sorted(_FIELDS - {'name'})}")
     if name in REGISTRY:
+        if ("url" in overrides or "path" in overrides) and "sha256" not in overrides:
+            overrides["sha256"] = ""  # a registry pin belongs to the registry's URL, not a mirror
         spec = replace(REGISTRY[name], **overrides)
     elif "format" not in overrides or not (overrides.get("url") or overrides.get("path")):
         raise ValueError(
