@@ -60,3 +60,11 @@ def test_missing_image_names_the_file(tmp_path):
     index = _index(tmp_path, [tmp_path / "ok.png", tmp_path / "gone.png"])
     with pytest.raises(FileNotFoundError, match=r"gone\.png listed in the dataset index does not exist"):
         build_cache(index, tmp_path / "c.npy", size=8)
+
+
+def test_bad_image_error_says_where_the_dataset_comes_from(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "ok.png")
+    index = _index(tmp_path, [tmp_path / "ok.png", tmp_path / "bad.png"])
+    with pytest.raises(ValueError, match=r"(?s)bad\.png cannot be decoded.*download:.*zenodo.*ICIAR2018"):
+        build_cache(index, tmp_path / "c.npy", size=8, kind="bach")

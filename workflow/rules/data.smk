@@ -41,6 +41,7 @@ rule cache_images:
         cache=paths.CACHE,
     params:
         size=config["image_size"],
+        kind=dataset_kind,
     log:
         "logs/cache_images/{dataset}.log",
     resources:

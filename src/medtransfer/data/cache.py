@@ -52,15 +52,30 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def build_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: int) -> None:
-    """Decode every image of ``index`` into ``out`` (.npy, uint8 N x size x size x 3)."""
+def build_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: int, kind: str | None = None) -> None:
+    """Decode every image of ``index`` into ``out`` (.npy, uint8 N x size x size x 3).
+
+    ``kind`` (the dataset adapter) only improves the error for a bad image: it adds
+    where the dataset is downloaded and the layout expected.
+    """
     frame = read_index(index)
     with atomic_path(out) as tmp:
         cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(frame), size, size, 3))
-        for i, path in enumerate(frame["path"]):
-            cache[i] = load_image(path, size)
+        try:
+            for i, path in enumerate(frame["path"]):
+                cache[i] = load_image(path, size)
+        except (OSError, ValueError) as err:
+            if kind is None:
+                raise
+            raise type(err)(f"{err}\n\n{_describe(kind)}") from err
         cache.flush()
         del cache
+
+
+def _describe(kind: str | None) -> str:
+    from medtransfer.data.adapters import describe
+
+    return describe(kind)
 
 
 def load_cache(path: str | os.PathLike) -> np.ndarray:
