@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from medtransfer.common import sha256_file
+from medtransfer.common import sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -117,9 +117,7 @@ def _locked(lock_file: Path) -> Iterator[dict[str, str]]:
         before = dict(entries)
         yield entries
         if entries != before:
-            tmp = lock_file.with_name(f".{lock_file.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, lock_file)
+            write_json_atomic(lock_file, entries)
 
 
 def expected_sha256(url: str, sha256: str = "", lock_file: Path | None = None) -> str:
