@@ -6,7 +6,8 @@
 #   weights  -> download (or generate demo files), convert to torchvision layout
 #   data     -> demo datasets, dataset index with the split, decoded image cache
 #   features -> pooled features per (model, dataset), computed once
-#   linear, fewshot, finetune -> evaluation rows with provenance
+#   protocols -> one rule file per protocol registered in src/medtransfer/stages.py
+#               (linear, fewshot, finetune, knn): evaluation rows with provenance
 #   report   -> paired comparisons, reports/table.csv, reports/figures/
 #
 # Usage: snakemake --cores 8 all            (the embedded demo study, config/config.yaml)
@@ -27,9 +28,14 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/weights.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
-include: "workflow/rules/linear.smk"
-include: "workflow/rules/fewshot.smk"
-include: "workflow/rules/finetune.smk"
+
+
+# Evaluation protocols: workflow/rules/<protocol>.smk for each registered protocol.
+for _protocol in stages.PROTOCOLS:
+
+    include: f"workflow/rules/{_protocol}.smk"
+
+
 include: "workflow/rules/report.smk"
 
 

@@ -5,7 +5,7 @@ both measured in this process on the same data (these machines are shared and no
     python bench/features.py [--images N] [--size 224] [--device auto]
 
 Prints images/s of each and the ratio. Target on an H200: >= 15,000 img/s and >= 2x the
-published setting (../shared/reference/performance.md).
+published setting (docs/performance.md).
 """
 
 from __future__ import annotations

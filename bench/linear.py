@@ -1,7 +1,7 @@
 """Benchmark: the linear-probe C sweep, published-style scikit-learn loop vs ours.
 
 Not a test. Both methods run in one process on the same synthetic standardised
-features (defaults as in shared/reference/performance.md: N=4000 training images,
+features (defaults as in docs/performance.md: N=4000 training images,
 d=2048, 5 classes) with the same seeded 80/20 split, the same 45-value grid, the same
 ``max_iter`` and gradient tolerance; each selects C on val, refits on the full training
 set and scores the test set once.

@@ -8,7 +8,7 @@ import torch
 from medtransfer.features import FeatureSet, save_features
 from medtransfer.fewshot import evaluate_fewshot, prototype_accuracy, sample_episodes
 from medtransfer.metrics import episode_ci
-from medtransfer.results import read_rows
+from medtransfer.results import details, read_rows
 
 META = {"model": "toy", "dataset": "dots", "weights_sha256": "beef", "split": "given",
         "precision": "fp32", "preprocessing": "none", "seed": 0}
@@ -82,7 +82,8 @@ def test_separable_features_score_perfectly(tmp_path):
     rows, preds = tmp_path / "rows.csv", tmp_path / "preds.npz"
     evaluate_fewshot(features=feats, episodes=eps, rows=rows, predictions=preds)
     row = read_rows([rows]).iloc[0]
-    assert (row["protocol"], row["setting"], row["metric"]) == ("few-shot", "4-way 5-shot", "accuracy")
+    assert (row["protocol"], row["setting"], row["metric"]) == ("fewshot", "5shot", "accuracy")
+    assert details(row)["n_way"] == 4
     assert row["value"] == 1.0 and row["n"] == 30 and row["weights_sha256"] == "beef"
     with np.load(preds) as p:
         assert p["episode_acc"].shape == (30,) and p["query_pred"].shape == (30, 60)

@@ -10,7 +10,7 @@ from medtransfer.finetune import (
     EarlyStopping, TrainConfig, augment, crop_params, evaluate_finetune, make_optimizer, search_grid,
 )
 from medtransfer.models import WeightsMeta, build_backbone, save_weights
-from medtransfer.results import read_rows
+from medtransfer.results import details, read_rows
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -59,10 +59,11 @@ def test_learns_the_signal_and_is_deterministic(toy, tmp_path):
     assert rows_a.read_bytes() == rows_b.read_bytes()
     frame = read_rows([rows_a]).set_index("metric")
     assert list(frame.index) == ["accuracy", "balanced_accuracy", "auroc"]
-    assert (frame["protocol"] == "finetune").all() and (frame["setting"] == "many-shot").all()
+    assert (frame["protocol"] == "finetune").all() and (frame["setting"] == "manyshot").all()
     assert (frame["n"] == 10).all() and (frame["precision"] == "fp32").all()
-    details = frame["details"].iloc[0]
-    assert "lr=0.05;wd=1e-08;best_step=15;stopped_early=False" in details and "train_images=30" in details
+    info = details(frame.iloc[0])
+    assert (info["lr"], info["weight_decay"], info["best_step"], info["stopped_early"]) == (0.05, 1e-8, 15, False)
+    assert info["train_images"] == 30
     with np.load(preds_a) as p:
         losses = p["losses"]
         assert p["probs"].shape == (10, 2) and list(p["positions"]) == list(range(30, 40))
@@ -72,18 +73,17 @@ def test_learns_the_signal_and_is_deterministic(toy, tmp_path):
 
 def test_early_stopping_holds_out_val_and_records_the_best_step(toy, tmp_path):
     rows, preds = _run(toy, tmp_path)
-    details = read_rows([rows])["details"].iloc[0]
-    assert "train_images=24;val_images=6" in details and "early_stopping=True" in details
+    info = details(read_rows([rows]).iloc[0])
+    assert (info["train_images"], info["val_images"], info["early_stopping"]) == (24, 6, True)
     with np.load(preds) as p:
         assert int(p["best_step"]) in (4, 8, 12)
 
 
 def test_search_trains_each_pair_and_keeps_the_best(toy, tmp_path):
     rows, preds = _run(toy, tmp_path, search=True, lr_grid=[0.1, 1e-4], wd_grid=[0.0], steps=4, eval_every=2)
-    details = read_rows([rows])["details"].iloc[0]
-    assert "search=lr_x_wd:2_runs" in details
+    assert details(read_rows([rows]).iloc[0])["search_runs"] == 2
     with np.load(preds) as p:
-        scores = p["search_val_acc"]
+        scores = p["search_val_score"]
         assert scores.shape == (2,)
         assert float(p["lr"]) == [0.1, 1e-4][int(np.argmax(scores))] and float(p["weight_decay"]) == 0.0
 
@@ -91,7 +91,7 @@ def test_search_trains_each_pair_and_keeps_the_best(toy, tmp_path):
 def test_divergence_is_recorded_not_hidden(toy, tmp_path, caplog):
     rows, _ = _run(toy, tmp_path, lr=1e12, steps=4, eval_every=2, early_stopping=False)
     frame = read_rows([rows])
-    assert "diverged=True" in frame["details"].iloc[0] and frame["value"].isna().all()
+    assert details(frame.iloc[0])["diverged"] is True and frame["value"].isna().all()
     assert "diverged (non-finite loss)" in caplog.text
 
 

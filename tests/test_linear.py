@@ -7,11 +7,11 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
 from medtransfer.features import FeatureSet, save_features
+from medtransfer.data.index import stratified_split
 from medtransfer.linear import (
     LogisticObjective, c_grid, evaluate_linear, fit_path, linear_probe, select_c, standardiser,
-    stratified_split,
 )
-from medtransfer.results import read_rows
+from medtransfer.results import details, read_rows
 
 META = {"model": "toy", "dataset": "blobs", "weights_sha256": "f00d", "split": "given",
         "precision": "fp32", "preprocessing": "none", "seed": 0}
@@ -63,7 +63,7 @@ def test_separable_features_give_high_accuracy(tmp_path):
     rows, preds = _run(tmp_path, _feature_file(tmp_path, x, y, n_test=100), grid_points=12)
     frame = read_rows([rows]).set_index("metric")
     assert frame.loc["accuracy", "value"] > 0.95 and frame.loc["auroc", "value"] > 0.99
-    assert (frame["protocol"] == "linear").all() and (frame["setting"] == "many-shot").all()
+    assert (frame["protocol"] == "linear").all() and (frame["setting"] == "manyshot").all()
     assert (frame["n"] == 100).all() and (frame["weights_sha256"] == "f00d").all()
     with np.load(preds) as p:
         assert p["probs"].shape == (100, 3) and list(p["classes"]) == ["c0", "c1", "c2"]
@@ -98,24 +98,24 @@ def test_same_seed_same_bytes_and_grid_order_does_not_matter(tmp_path):
 def test_refit_starts_cold_and_selection_is_recorded(tmp_path):
     x, y = make_classification(n_samples=300, n_features=12, n_classes=2, random_state=3)
     rows, preds = _run(tmp_path, _feature_file(tmp_path, x, y, n_test=100), grid_points=9)
-    details = read_rows([rows])["details"].iloc[0]
-    for key in ("C=", "val_acc=", "converged=True", "iters=", "sweep_unconverged=0/9"):
-        assert key in details
+    info = details(read_rows([rows]).iloc[0])
+    assert info["converged"] is True and info["sweep_unconverged"] == 0 and info["grid_points"] == 9
+    assert info["iters"] > 0 and 0 <= info["val_score"] <= 1
     with np.load(preds) as p:
         c = float(p["selected_c"])
-        assert details.startswith(f"C={c:.6g};")
-        # the selected C has the best val accuracy, and no better one has a smaller C
-        best = p["sweep_val_acc"].max()
-        assert p["sweep_val_acc"][list(p["sweep_c"]).index(c)] == best
-        assert c == p["sweep_c"][p["sweep_val_acc"] == best].min()
+        assert info["C"] == c
+        # the selected C has the best val score, and no better one has a smaller C
+        best = p["sweep_val_score"].max()
+        assert p["sweep_val_score"][list(p["sweep_c"]).index(c)] == best
+        assert c == p["sweep_c"][p["sweep_val_score"] == best].min()
 
 
 def test_non_convergence_is_recorded_and_logged(tmp_path, caplog):
     x, y = make_classification(n_samples=300, n_features=12, n_classes=3, n_informative=5, random_state=4)
     with caplog.at_level(logging.WARNING, logger="medtransfer.linear"):
         rows, _ = _run(tmp_path, _feature_file(tmp_path, x, y, n_test=100), c_values=[1.0, 10.0], max_iter=2)
-    details = read_rows([rows])["details"].iloc[0]
-    assert "converged=False" in details and "stop=max_iter" in details and "sweep_unconverged=2/2" in details
+    info = details(read_rows([rows]).iloc[0])
+    assert info["converged"] is False and info["stop"] == "max_iter" and info["sweep_unconverged"] == 2
     assert "did not converge" in caplog.text
 
 

@@ -100,9 +100,9 @@ def test_metric_rows_carry_meta_and_notes():
     probs, labels = _probs(50, 2)
     values = bootstrap_metrics(probs, labels, n_bootstrap=20)
     meta = {"model": "m", "dataset": "d", "weights_sha256": "abc", "precision": "fp32"}
-    rows = metric_rows(values, meta=meta, protocol="linear", setting="many-shot", seed=0, details="C=1")
+    rows = metric_rows(values, meta=meta, protocol="linear", setting="manyshot", seed=0, details={"C": 1})
     assert [r["metric"] for r in rows] == ["accuracy", "balanced_accuracy", "auroc"]
-    assert all(r["weights_sha256"] == "abc" and r["details"] == "C=1" and r["n"] == 50 for r in rows)
+    assert all(r["weights_sha256"] == "abc" and r["details"] == '{"C": 1}' and r["n"] == 50 for r in rows)
 
 
 def test_errors_name_the_bad_value():

@@ -8,7 +8,7 @@ META = {"weights_sha256": "a" * 64, "weights_demo": True, "split": "given", "pre
         "preprocessing": "p"}
 
 
-def _rows(tmp_path, model, value, protocol="linear", setting="many-shot"):
+def _rows(tmp_path, model, value, protocol="linear", setting="manyshot"):
     row = make_row(model=model, dataset="d", protocol=protocol, setting=setting, metric="accuracy",
                    value=value, n=10, seed=0, meta=META)
     path = tmp_path / f"{model}-{protocol}-{setting}.csv"
@@ -30,8 +30,8 @@ def test_rows_without_provenance_are_refused(tmp_path):
 
 
 def test_figure_has_one_column_per_dataset_setting(tmp_path):
-    files = [_rows(tmp_path, m, v, "few-shot", s) for m, v in (("a", 0.6), ("b", 0.8))
-             for s in ("2-way 5-shot", "2-way 20-shot")]
+    files = [_rows(tmp_path, m, v, "fewshot", s) for m, v in (("a", 0.6), ("b", 0.8))
+             for s in ("5shot", "20shot")]
     write_table(rows=files, out=tmp_path / "t.csv")
     plot_protocol(table=tmp_path / "t.csv", out=tmp_path / "f.png", protocol="fewshot")
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"

@@ -24,7 +24,7 @@ def test_table_has_every_cell_with_provenance(finished):
     assert list(table.columns) == RESULT_COLUMNS
     main = table[~table["metric"].str.endswith("_diff_vs_best")]
     cells = main.groupby(["protocol", "dataset", "metric"])["model"].apply(set)
-    for protocol in ("linear", "few-shot", "finetune"):
+    for protocol in ("linear", "fewshot", "finetune", "knn"):
         for dataset in ("demo_cxr", "demo_fundus"):
             assert cells[(protocol, dataset, "accuracy")] == set(MODELS)
     assert main["value"].between(0, 1).all()
@@ -41,9 +41,12 @@ def test_table_has_every_cell_with_provenance(finished):
 def test_paired_comparisons_and_figures(finished):
     table = pd.read_csv(finished / "reports" / "table.csv")
     diffs = table[table["metric"].str.endswith("_diff_vs_best")]
-    assert set(diffs["protocol"]) == {"linear", "few-shot", "finetune"}
+    assert set(diffs["protocol"]) == {"linear", "fewshot", "finetune", "knn"}
+    # the dataset's headline metric is what is compared (the .test config sets it for demo_fundus)
+    assert set(diffs.loc[diffs["dataset"] == "demo_fundus", "metric"]) == {
+        "balanced_accuracy_diff_vs_best", "accuracy_diff_vs_best"}  # fewshot compares accuracy
     assert (diffs.groupby(["protocol", "dataset", "setting"])["model"].nunique() == len(MODELS)).all()
-    for protocol in ("linear", "fewshot", "finetune"):
+    for protocol in ("linear", "fewshot", "finetune", "knn"):
         png = finished / "reports" / "figures" / f"{protocol}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -96,6 +99,6 @@ def test_default_config_validates_and_builds_the_dag(tmp_path):
     proc = snakemake(workdir, "-n")
     out = proc.stdout + proc.stderr
     for rule in ("make_demo_weights", "download_weights", "convert_weights", "extract_features",
-                 "linear_probe", "fewshot", "finetune", "compare_models", "table", "figure"):
+                 "linear_probe", "fewshot", "finetune", "knn", "compare_models", "table", "figure"):
         assert rule in out
     assert yaml.safe_load((workdir / "config" / "config.yaml").read_text())["study"] == "demo"

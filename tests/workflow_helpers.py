@@ -38,29 +38,13 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 15
     return proc
 
 
-def tiny_config(models: list[str], **overrides) -> dict:
-    """A study small enough for CI: tiny images, few images, minimal protocol settings."""
-    config = {
-        "study": "tiny", "seed": 3, "image_size": 32, "precision": "fp32", "device": "cpu",
-        "models": {m: {"url": f"file:resources/demo/weights/{m}/{_FILES[m]}", "demo": True} for m in models},
-        "datasets": {
-            "demo_cxr": {"kind": "demo_cxr", "split": "given", "demo": {"n_images": 32, "size": 40},
-                         "fewshot": {"n_way": 2}},
-            "demo_fundus": {"kind": "demo_fundus", "split": "given", "demo": {"n_images": 36, "size": 40},
-                            "fewshot": {"n_way": 3}},
-        },
-        "protocols": {
-            "linear": {"grid_points": 3, "n_bootstrap": 50},
-            "fewshot": {"n_support": [2], "n_query": 2, "episodes": 20},
-            "finetune": {"steps": 2, "batch_size": 4, "eval_every": 1, "patience": 1, "n_bootstrap": 50},
-        },
-    }
+TEST_CONFIG = REPO / ".test" / "config.yaml"
+
+
+def tiny_config(models: list[str] | None = None, **overrides) -> dict:
+    """The CI study of ``.test/config.yaml``, restricted to ``models`` (all when None)."""
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    if models is not None:
+        config["models"] = {m: config["models"][m] for m in models}
     config.update(overrides)
     return config
-
-
-_FILES = {
-    "supervised": "resnet50-0676ba61.pth", "moco-v2": "moco_v2_800ep_pretrain.pth.tar",
-    "swav": "swav_800ep_pretrain.pth.tar", "pirl": "PIRL.pth", "byol": "pretrain_res50x1.pkl",
-    "simclr-v1": "ResNet50_1x.zip",
-}

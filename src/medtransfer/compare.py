@@ -5,6 +5,13 @@ every model is scored on the *same* resamples (metrics.resample_counts with one 
 so the interval is that of the difference, not of two independent scores. Few-shot:
 paired over the shared stored episodes, mean difference -/+ 1.96 * std / sqrt(E) (the
 published CI formula applied to per-episode differences) with a normal-approximation p.
+
+The best model is picked on the same test set it is then compared on, so "best" is
+itself a noisy choice; the p-values of the m - 1 comparisons against it are corrected
+for multiple comparisons with Holm's step-down method (``p_holm``), and ``differs``
+uses the corrected value. What is paired over comes from the protocol's registration
+(``stages.py``); the inputs are the protocol's rows and :class:`Predictions` files,
+which name their own model, so nothing is matched by position.
 """
 
 from __future__ import annotations
@@ -12,16 +19,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from medtransfer.metrics import METRICS, concat, metric_from_counts, percentile_ci, resample_counts
+from medtransfer import stages
+from medtransfer.metrics import concat, metric_from_counts, percentile_ci, resample_counts
+from medtransfer.results import Predictions
 
-PROTOCOLS = ("linear", "finetune", "few-shot")
-# The workflow's path/wildcard names -> the protocol names in the rows.
-PROTOCOL_ALIASES = {"fewshot": "few-shot"}
 PROVENANCE_KEYS = ("weights_sha256", "weights_demo", "split", "precision", "preprocessing")
+ALPHA = 0.05
 
 
 @dataclass(frozen=True)
@@ -35,35 +41,55 @@ class Diff:
     n: int
 
 
-def _row_source(name: str, path: str | os.PathLike, protocol: str, dataset: str) -> tuple[str, dict[str, Any]]:
-    """(setting, provenance meta) of a model's rows for this protocol and dataset."""
+def _row_sources(paths: list[str | os.PathLike], protocol: str, dataset: str) -> dict[str, tuple[str, dict]]:
+    """model -> (setting, provenance meta) from the models' rows files of this protocol and dataset."""
     from medtransfer.results import read_rows
 
-    frame = read_rows([path])
-    frame = frame[(frame["protocol"] == protocol) & (frame["dataset"] == dataset)]
-    if frame.empty:
-        raise ValueError(f"{path} has no rows for protocol {protocol!r} and dataset {dataset!r}; "
-                         f"pass the rows CSV of model {name!r} for that protocol and dataset")
-    if set(frame["model"]) != {name}:
-        raise ValueError(f"{path} holds rows of model(s) {sorted(set(frame['model']))}, not {name!r}; "
-                         "check the mapping of model names to rows files")
-    first = frame.iloc[0]
-    meta = {k: first[k] for k in PROVENANCE_KEYS}
-    meta["weights_demo"] = bool(meta["weights_demo"])
-    return str(first["setting"]), meta
+    out: dict[str, tuple[str, dict]] = {}
+    for path in paths:
+        frame = read_rows([path])
+        frame = frame[(frame["protocol"] == protocol) & (frame["dataset"] == dataset)]
+        if frame.empty:
+            raise ValueError(f"{path} has no rows for protocol {protocol!r} and dataset {dataset!r}; "
+                             "pass the rows CSVs of this protocol and dataset")
+        for model, part in frame.groupby("model"):
+            first = part.iloc[0]
+            meta = {k: first[k] for k in PROVENANCE_KEYS}
+            meta["weights_demo"] = bool(meta["weights_demo"])
+            out[str(model)] = (str(first["setting"]), meta)
+    return out
 
 
-def _load(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+def _predictions(paths: list[str | os.PathLike], protocol: str, dataset: str) -> dict[str, Predictions]:
+    """model -> its predictions; each file must be of this protocol and dataset, one per model."""
+    out: dict[str, Predictions] = {}
+    for path in paths:
+        pred = Predictions.load(path)
+        if (pred.protocol, pred.dataset) != (protocol, dataset):
+            raise ValueError(f"{path} holds {pred.protocol}/{pred.dataset} predictions, not {protocol}/{dataset}")
+        if pred.model in out:
+            raise ValueError(f"two predictions files for model {pred.model!r} in {protocol}/{dataset}; pass one each")
+        out[pred.model] = pred
+    return out
 
 
-def _check_same(preds: dict[str, dict[str, np.ndarray]], keys: tuple[str, ...], what: str) -> None:
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjustment of a family of p-values (NaN stays NaN)."""
+    finite = sorted((p, k) for k, p in p_values.items() if math.isfinite(p))
+    out = {k: float("nan") for k in p_values}
+    running, m = 0.0, len(finite)
+    for rank, (p, k) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[k] = running
+    return out
+
+
+def _check_same(preds: dict[str, Predictions], keys: tuple[str, ...], what: str) -> None:
     names = sorted(preds)
     ref = preds[names[0]]
     for name in names[1:]:
         for key in keys:
-            if key not in preds[name] or not np.array_equal(preds[name][key], ref[key]):
+            if key not in preds[name].arrays or not np.array_equal(preds[name][key], ref[key]):
                 raise ValueError(f"models {names[0]!r} and {name!r} were scored on different {what} "
                                  f"({key!r} differs); re-run both on the same {what} before comparing")
 
@@ -86,7 +112,7 @@ def _bootstrap_p(diffs: np.ndarray) -> float:
     return float(min(1.0, 2.0 * min(low, high)))
 
 
-def paired_bootstrap(preds: dict[str, dict[str, np.ndarray]], metric: str, n_bootstrap: int,
+def paired_bootstrap(preds: dict[str, Predictions], metric: str, n_bootstrap: int,
                      seed: int) -> tuple[str, dict[str, Diff]]:
     """Best model and each model's paired-bootstrap difference to it on the shared test images."""
     names = sorted(preds)
@@ -106,7 +132,7 @@ def paired_bootstrap(preds: dict[str, dict[str, np.ndarray]], metric: str, n_boo
     return best, out
 
 
-def paired_episodes(preds: dict[str, dict[str, np.ndarray]]) -> tuple[str, dict[str, Diff]]:
+def paired_episodes(preds: dict[str, Predictions]) -> tuple[str, dict[str, Diff]]:
     """Best model and each model's mean per-episode accuracy difference to it."""
     names = sorted(preds)
     acc = {m: preds[m]["episode_acc"].astype(np.float64) for m in names}
@@ -120,40 +146,32 @@ def paired_episodes(preds: dict[str, dict[str, np.ndarray]]) -> tuple[str, dict[
     return best, out
 
 
-def _check_args(predictions: dict, rows_meta: dict, protocol: str, metric: str) -> None:
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
-    allowed = ("accuracy",) if protocol == "few-shot" else METRICS
-    if metric not in allowed:
-        raise ValueError(f"metric {metric!r} cannot be compared for {protocol}; expected one of {allowed}")
-    if not predictions or set(predictions) != set(rows_meta):
-        raise ValueError(f"predictions and rows_meta must name the same (non-empty) models, got "
-                         f"{sorted(predictions)} and {sorted(rows_meta)}")
-
-
 def compare_models(
-    *, predictions: dict[str, str | os.PathLike], rows_meta: dict[str, str | os.PathLike],
-    out: str | os.PathLike, protocol: str, dataset: str, metric: str = "accuracy",
-    n_bootstrap: int = 1000, seed: int = 0,
+    *, predictions: list[str | os.PathLike], rows: list[str | os.PathLike], out: str | os.PathLike,
+    protocol: str, dataset: str, metric: str = "accuracy", n_bootstrap: int = 1000, seed: int = 0,
 ) -> None:
     """Rows ``<metric>_diff_vs_best`` for every model (the best gets 0) of one (protocol, dataset).
 
-    ``predictions``: model -> predictions .npz of this protocol and dataset; ``rows_meta``:
-    model -> its rows CSV, whose setting and provenance the comparison rows copy.
-    ``differs`` is ``p < 0.05`` (two-sided). ``protocol`` may be given by its path name
-    (``fewshot``); rows use the protocol names of the result rows (``few-shot``).
-    ``n_bootstrap=0`` gives NaN intervals and p for linear/finetune.
+    ``predictions`` and ``rows``: each model's predictions file and rows CSV for this
+    protocol and dataset (in any order; the files name their models). The comparison rows
+    copy each model's setting and provenance. ``details`` holds ``best``, ``p`` (two-sided),
+    ``p_holm`` and ``differs`` (``p_holm < 0.05``). ``n_bootstrap=0`` gives NaN intervals
+    and p for image-paired protocols.
     """
     from medtransfer.results import make_row, write_rows
 
-    protocol = PROTOCOL_ALIASES.get(protocol, protocol)
-    _check_args(predictions, rows_meta, protocol, metric)
-    sources = {m: _row_source(m, rows_meta[m], protocol, dataset) for m in sorted(predictions)}
+    spec = stages.get(protocol)
+    if metric not in spec.metrics:
+        raise ValueError(f"metric {metric!r} cannot be compared for {protocol}; expected one of {spec.metrics}")
+    preds = _predictions(predictions, protocol, dataset)
+    sources = _row_sources(rows, protocol, dataset)
+    if not preds or set(preds) != set(sources):
+        raise ValueError(f"predictions and rows must name the same (non-empty) models, got "
+                         f"{sorted(preds)} and {sorted(sources)}")
     settings = sorted({s for s, _ in sources.values()})
     if len(settings) != 1:
         raise ValueError(f"models were run in different settings {settings}; compare one setting at a time")
-    preds = {m: _load(p) for m, p in predictions.items()}
-    if protocol == "few-shot":
+    if spec.pairing == "episodes":
         _check_same(preds, ("episodes_sha256",), "episodes")
         best, diffs = paired_episodes(preds)
         method = "paired_episodes:mean+-1.96*std/sqrt(E)"
@@ -161,9 +179,13 @@ def compare_models(
         _check_same(preds, ("positions", "labels"), "test images")
         best, diffs = paired_bootstrap(preds, metric, n_bootstrap, seed)
         method = f"paired_bootstrap:{n_bootstrap}"
-    rows = [make_row(model=m, dataset=dataset, protocol=protocol, setting=settings[0],
-                     metric=f"{metric}_diff_vs_best", value=d.value, ci_low=d.ci_low, ci_high=d.ci_high, n=d.n,
-                     seed=seed, meta=sources[m][1],
-                     details=f"best={best};p={d.p:.4g};differs={bool(d.p < 0.05)};method={method}")
-            for m, d in sorted(diffs.items())]
-    write_rows(rows, out)
+    adjusted = holm({m: d.p for m, d in diffs.items() if m != best})
+    out_rows = []
+    for m, d in sorted(diffs.items()):
+        p_holm = adjusted.get(m, 1.0)
+        details = {"best": best, "p": d.p, "p_holm": p_holm, "differs": bool(p_holm < ALPHA),
+                   "method": method, "correction": f"holm:{len(adjusted)}"}
+        out_rows.append(make_row(model=m, dataset=dataset, protocol=protocol, setting=settings[0],
+                                 metric=f"{metric}_diff_vs_best", value=d.value, ci_low=d.ci_low,
+                                 ci_high=d.ci_high, n=d.n, seed=seed, meta=sources[m][1], details=details))
+    write_rows(out_rows, out)

@@ -93,7 +93,7 @@ def extract(
     """Pooled features of every cached image, backbone in eval mode, written to ``out``.
 
     ``precision``: ``fp32`` or ``bf16`` (autocast); bf16 also switches to channels_last,
-    which is what makes it fast (performance.md). Precision changes results, so it is
+    which is what makes it fast (docs/performance.md). Precision changes results, so it is
     recorded in the provenance. ``batch_size`` defaults to 256 on a GPU (where large
     batches pay) and 32 on a CPU; it does not change the features (eval-mode BatchNorm).
     """

@@ -149,8 +149,7 @@ def evaluate_fewshot(
 
     ``seed`` is recorded in the row; the episodes themselves carry the seed they were drawn with.
     """
-    from medtransfer.linear import write_predictions
-    from medtransfer.results import make_row, write_rows
+    from medtransfer.results import Predictions, make_row, write_rows
 
     fs = load_features(features)
     with np.load(episodes, allow_pickle=False) as data:
@@ -160,13 +159,15 @@ def evaluate_fewshot(
     acc, pred = prototype_accuracy(torch.from_numpy(np.ascontiguousarray(fs.features, dtype=np.float32)),
                                    ep["positions"], n_support)
     ci = episode_ci(acc)
-    setting = f"{n_way}-way {n_support}-shot"
-    details = (f"n_query={n_query};episodes={ci.n};episode_seed={int(ep['seed'])};"
-               "ci=1.96*std/sqrt(episodes);classifier=prototype_sq_euclidean")
-    row = make_row(model=str(fs.meta.get("model", "")), dataset=str(fs.meta.get("dataset", "")),
-                   protocol="few-shot", setting=setting, metric="accuracy", value=ci.value, ci_low=ci.ci_low,
-                   ci_high=ci.ci_high, n=ci.n, seed=seed, meta=fs.meta, details=details)
-    write_predictions(predictions, episode_acc=acc, query_pred=pred, episodes_sha256=episodes_digest(ep["positions"]),
-                      n_way=n_way, n_support=n_support, n_query=n_query, setting=setting,
-                      model=str(fs.meta.get("model", "")), dataset=str(fs.meta.get("dataset", "")))
+    setting = f"{n_support}shot"
+    details = {"n_way": n_way, "n_support": n_support, "n_query": n_query, "episodes": ci.n,
+               "episode_seed": int(ep["seed"]), "ci": "1.96*std/sqrt(episodes)",
+               "classifier": "prototype_sq_euclidean"}
+    model, dataset = str(fs.meta.get("model", "")), str(fs.meta.get("dataset", ""))
+    row = make_row(model=model, dataset=dataset, protocol="fewshot", setting=setting, metric="accuracy",
+                   value=ci.value, ci_low=ci.ci_low, ci_high=ci.ci_high, n=ci.n, seed=seed, meta=fs.meta,
+                   details=details)
+    Predictions(model=model, dataset=dataset, protocol="fewshot", setting=setting, pairing="episodes",
+                arrays={"episode_acc": acc, "query_pred": pred, "episodes_sha256": episodes_digest(ep["positions"]),
+                        "n_way": n_way, "n_support": n_support, "n_query": n_query}).save(predictions)
     write_rows([row], rows)

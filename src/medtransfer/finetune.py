@@ -1,6 +1,6 @@
 """The finetune protocol (many-shot): backbone + new linear head, all weights trained.
 
-Published settings (protocols.md): cross-entropy, SGD momentum 0.9 Nesterov, cosine
+Published settings (docs/protocols.md): cross-entropy, SGD momentum 0.9 Nesterov, cosine
 annealing stepped per iteration over all steps, 5,000 steps of batch 64, lr 1e-2,
 weight decay 1e-8, RandomResizedCrop(scale 0.08-1, bicubic) + horizontal flip, optional
 lr x wd search, early stopping on val every 200 steps with patience 3 and a *real*
@@ -24,12 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from medtransfer.common import resolve_device, seed_everything
+from medtransfer.data.index import stratified_split
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16")
 LR_GRID = (1e-1, 1e-2, 1e-3, 1e-4)
-# Search weight decays are these values divided by the lr (protocols.md).
+# Search weight decays are these values divided by the lr (docs/protocols.md).
 WD_OVER_LR_GRID = (0.0, 1e-6, 1e-5, 1e-4, 1e-3)
 
 
@@ -46,6 +47,7 @@ class TrainConfig:
     patience: int = 3
     precision: str = "fp32"
     seed: int = 0
+    metric: str = "accuracy"  # val metric of the search and early stopping
 
 
 @dataclass
@@ -55,7 +57,7 @@ class RunResult:
     best_step: int
     stopped_early: bool
     steps_run: int
-    val_acc: float
+    val_score: float
     losses: list[float] = field(default_factory=list)
     diverged: bool = False
 
@@ -254,9 +256,12 @@ def _train_step(model, opt, sched, data: Data, stream: BatchStream, rng, wmeta, 
     return loss.detach()
 
 
-def _val_accuracy(model, data: Data, wmeta, device: str, cfg: TrainConfig) -> float:
+def _val_score(model, data: Data, wmeta, device: str, cfg: TrainConfig) -> float:
+    """The val score by the dataset's headline metric (the published selection rule)."""
+    from medtransfer.metrics import selection_score
+
     probs = predict(model, data, data.val, wmeta, device, cfg.precision, cfg.batch_size)
-    return float((probs.argmax(1) == data.labels[data.val]).mean())
+    return float(selection_score(probs.argmax(1), data.labels[data.val], cfg.metric))
 
 
 def train_run(model: nn.Module, data: Data, wmeta, device: str, cfg: TrainConfig) -> RunResult:
@@ -279,12 +284,12 @@ def train_run(model: nn.Module, data: Data, wmeta, device: str, cfg: TrainConfig
             diverged = True
             log.warning("finetune lr=%g wd=%g diverged (non-finite loss) by step %d", cfg.lr, cfg.weight_decay, step)
             break
-        if stopper and stopper.update(_val_accuracy(model, data, wmeta, device, cfg), step, model):
+        if stopper and stopper.update(_val_score(model, data, wmeta, device, cfg), step, model):
             stopped = step < cfg.steps
             break
     losses = torch.stack(losses).float().cpu().tolist()
     if stopper is None or stopper.best_state is None:
-        val = _val_accuracy(model, data, wmeta, device, cfg) if len(data.val) else float("nan")
+        val = _val_score(model, data, wmeta, device, cfg) if len(data.val) else float("nan")
         return RunResult(step, False, step, val, losses, diverged)
     stopper.restore(model)
     return RunResult(stopper.best_step, stopped, step, stopper.best_score, losses, diverged)
@@ -309,16 +314,14 @@ def search_hparams(weights, data: Data, num_classes: int, device: str, cfg: Trai
     for lr, wd in grid:
         run_cfg = replace(cfg, lr=lr, weight_decay=wd)
         model, wmeta = build_model(weights, num_classes, run_cfg, device)
-        scores.append(train_run(model, data, wmeta, device, run_cfg).val_acc)
-        log.info("finetune search lr=%g wd=%g: val accuracy %.4f", lr, wd, scores[-1])
+        scores.append(train_run(model, data, wmeta, device, run_cfg).val_score)
+        log.info("finetune search lr=%g wd=%g: val %s %.4f", lr, wd, cfg.metric, scores[-1])
     lr, wd = grid[int(np.argmax(scores))]
     return replace(cfg, lr=lr, weight_decay=wd), scores
 
 
 def _split(frame, images: np.ndarray, val_fraction: float, seed: int, hold_out: bool) -> tuple[Data, Data]:
     """(search data: train part + val part, final data: val held out only if ``hold_out``)."""
-    from medtransfer.linear import stratified_split
-
     labels = frame["label"].to_numpy(np.int64)
     split = frame["split"].to_numpy(str)
     train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
@@ -343,6 +346,7 @@ def evaluate_finetune(
     search: bool = False, lr_grid: list[float] | None = None, wd_grid: list[float] | None = None,
     early_stopping: bool = True, eval_every: int = 200, patience: int = 3, val_fraction: float = 0.2,
     seed: int = 0, device: str = "auto", precision: str = "fp32", n_bootstrap: int = 1000,
+    metric: str = "accuracy",
 ) -> None:
     """Finetune one (model, dataset), write the three metric rows and the test predictions.
 
@@ -362,7 +366,7 @@ def evaluate_finetune(
     classes = class_names(frame)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                       early_stopping=early_stopping, eval_every=eval_every, patience=patience,
-                      precision=precision, seed=seed)
+                      precision=precision, seed=seed, metric=metric)
     parted, final = _split(frame, images, val_fraction, seed, hold_out=early_stopping)
     scores: list[float] = []
     if search:
@@ -375,27 +379,25 @@ def evaluate_finetune(
     _write(rows, predictions, probs, final, classes, meta, cfg, result, scores, n_bootstrap)
 
 
-def _details(cfg: TrainConfig, result: RunResult, final: Data, scores: list[float]) -> str:
-    searched = f"lr_x_wd:{len(scores)}_runs,best_val_acc={max(scores):.4f}" if scores else "off"
-    return (f"lr={cfg.lr:g};wd={cfg.weight_decay:g};best_step={result.best_step};"
-            f"stopped_early={result.stopped_early};diverged={result.diverged};steps_run={result.steps_run};"
-            f"steps={cfg.steps};batch_size={cfg.batch_size};early_stopping={cfg.early_stopping};"
-            f"val_acc={result.val_acc:.4f};"
-            f"train_images={len(final.train)};val_images={len(final.val)};search={searched};"
-            "augment=rrc0.08-1_bicubic+hflip;optimizer=sgd_nesterov0.9_cosine")
+def _details(cfg: TrainConfig, result: RunResult, final: Data, scores: list[float]) -> dict:
+    return {
+        "lr": cfg.lr, "weight_decay": cfg.weight_decay, "best_step": result.best_step,
+        "stopped_early": result.stopped_early, "diverged": result.diverged, "steps_run": result.steps_run,
+        "steps": cfg.steps, "batch_size": cfg.batch_size, "early_stopping": cfg.early_stopping,
+        "val_score": result.val_score, "selection_metric": cfg.metric, "train_images": len(final.train), "val_images": len(final.val),
+        "search_runs": len(scores), "search_best_val_score": max(scores) if scores else None,
+        "augment": "rrc0.08-1_bicubic+hflip", "optimizer": "sgd_nesterov0.9_cosine",
+    }
 
 
 def _write(rows, predictions, probs, final: Data, classes, meta, cfg, result, scores, n_bootstrap) -> None:
-    from medtransfer.linear import write_predictions
-    from medtransfer.metrics import bootstrap_metrics, metric_rows
-    from medtransfer.results import write_rows
+    from medtransfer.results import write_classification
+    from medtransfer.stages import MANYSHOT
 
-    labels = final.labels[final.test]
-    values = bootstrap_metrics(probs, labels, n_bootstrap=n_bootstrap, seed=cfg.seed, class_names=classes)
-    out = metric_rows(values, meta=meta, protocol="finetune", setting="many-shot", seed=cfg.seed,
-                      details=_details(cfg, result, final, scores))
-    write_predictions(predictions, probs=probs.astype(np.float32), labels=labels, positions=final.test,
-                      classes=np.array(classes, dtype=str), model=meta["model"], dataset=meta["dataset"],
-                      losses=np.array(result.losses, dtype=np.float32), search_val_acc=np.array(scores),
-                      lr=cfg.lr, weight_decay=cfg.weight_decay, best_step=result.best_step)
-    write_rows(out, rows)
+    write_classification(
+        rows=rows, predictions=predictions, protocol="finetune", setting=MANYSHOT, probs=probs,
+        labels=final.labels[final.test], positions=final.test, classes=classes, meta=meta, seed=cfg.seed,
+        n_bootstrap=n_bootstrap, details=_details(cfg, result, final, scores),
+        extras={"losses": np.array(result.losses, dtype=np.float32), "search_val_score": np.array(scores),
+                "lr": cfg.lr, "weight_decay": cfg.weight_decay, "best_step": result.best_step},
+    )

@@ -7,7 +7,7 @@ Objective (scikit-learn's, divided by ``C * N`` for conditioning; same optimum):
 solved by a float32 L-BFGS written for *batches of independent problems*: each problem
 keeps its own curvature history, step length and stopping test, and leaves the batch
 when it stops, so no C value pays for another's iterations (the "joint problem with one
-shared line search" of performance.md is what is slow on a CPU). Default strategy on
+shared line search" of docs/performance.md is what is slow on a CPU). Default strategy on
 every device: all C values of the grid as one batch, each started from zero. The
 batch turns the memory-bound (N x d) @ (d x C) products of one problem into one
 compute-bound product for all. bench/linear.py on the 2-core CPU (N=4000, d=2048,
@@ -28,9 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from medtransfer.common import atomic_path, resolve_device
+from medtransfer.common import resolve_device
+from medtransfer.data.index import stratified_split
 from medtransfer.features import load_features
-from medtransfer.metrics import bootstrap_metrics, metric_rows
+from medtransfer.metrics import selection_score
+from medtransfer.results import write_classification
+from medtransfer.stages import MANYSHOT
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +57,6 @@ def c_grid(c_values: list[float] | None = None, grid_points: int = 45) -> np.nda
     if cs.size == 0 or not np.all(np.isfinite(cs)) or np.any(cs <= 0):
         raise ValueError(f"C values must be a non-empty list of positive finite numbers, got {list(cs)}")
     return np.unique(cs)
-
-
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded stratified (train, val) positions into ``labels``, each sorted."""
-    from sklearn.model_selection import train_test_split
-
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
-    values, counts = np.unique(labels, return_counts=True)
-    if np.any(counts < 2):
-        small = {int(v): int(c) for v, c in zip(values, counts) if c < 2}
-        raise ValueError(f"classes {small} (label: training images) have fewer than 2 training images, "
-                         "so a stratified train/val split is impossible; add images or drop the class")
-    train, val = train_test_split(np.arange(len(labels)), test_size=val_fraction,
-                                  random_state=seed, stratify=labels)
-    return np.sort(train), np.sort(val)
 
 
 def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -279,10 +266,10 @@ def fit_path(obj: LogisticObjective, c_values: np.ndarray, *, strategy: str,
                                      [s for r in parts for s in r.status]))
 
 
-def select_c(c_values: np.ndarray, val_correct: np.ndarray) -> int:
+def select_c(c_values: np.ndarray, val_scores: np.ndarray) -> int:
     """Index of the best val score; ties go to the smallest C (stronger regularisation)."""
     order = np.argsort(c_values, kind="stable")
-    return int(order[np.argmax(val_correct[order])])
+    return int(order[np.argmax(val_scores[order])])
 
 
 @dataclass
@@ -290,11 +277,11 @@ class ProbeResult:
     """What the linear probe selected and predicted; ``sweep`` is per C of the grid."""
 
     c: float
-    val_acc: float
+    val_score: float
     test_probs: np.ndarray
     refit: LbfgsResult
     sweep: Fit
-    val_correct: np.ndarray
+    val_scores: np.ndarray
     n_val: int
     strategy: str
     device: str
@@ -310,9 +297,9 @@ def _log_unconverged(kind: str, c_values: np.ndarray, res: LbfgsResult, max_iter
 def linear_probe(
     x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *, n_classes: int,
     c_values: np.ndarray, val_fraction: float = 0.2, seed: int = 0, device: str = "cpu",
-    strategy: str | None = None, max_iter: int = 1000, tol: float = 1e-4,
+    strategy: str | None = None, max_iter: int = 1000, tol: float = 1e-4, metric: str = "accuracy",
 ) -> ProbeResult:
-    """Select C on a seeded 80/20 split of the training set, refit cold on all of it."""
+    """Select C by ``metric`` on a seeded 80/20 split of the training set, refit cold on all of it."""
     strategy = strategy or "batched"
     cs = c_grid(list(c_values))
     tr, va = stratified_split(y_train, val_fraction, seed)
@@ -321,65 +308,55 @@ def linear_probe(
     sweep = fit_path(obj, cs, strategy=strategy, max_iter=max_iter, tol=tol)
     _log_unconverged("selection", cs, sweep.solver, max_iter)
     z_val = obj.logits(_to_tensor(x_train[va], mean, std, device), sweep.solver.theta)
-    y_val = torch.from_numpy(y_train[va]).to(device).unsqueeze(1)
-    val_correct = (z_val.argmax(2) == y_val).sum(0).cpu().numpy()
-    best = select_c(cs, val_correct)
+    val_scores = selection_score(z_val.argmax(2).cpu().numpy(), y_train[va], metric)
+    best = select_c(cs, val_scores)
     mean, std = standardiser(x_train)
     full = LogisticObjective(_to_tensor(x_train, mean, std, device), torch.from_numpy(y_train), n_classes)
     refit = fit_path(full, cs[best:best + 1], strategy="batched", max_iter=max_iter, tol=tol).solver
     _log_unconverged("refit", cs[best:best + 1], refit, max_iter)
     probs = torch.softmax(full.logits(_to_tensor(x_test, mean, std, device), refit.theta)[:, 0], dim=1)
-    return ProbeResult(float(cs[best]), float(val_correct[best] / len(va)), probs.cpu().numpy(),
-                       refit, sweep, val_correct, len(va), strategy, device)
+    return ProbeResult(float(cs[best]), float(val_scores[best]), probs.cpu().numpy(),
+                       refit, sweep, val_scores, len(va), strategy, device)
 
 
 # ---------------------------------------------------------------- outputs
 
 
-def write_predictions(path: str | os.PathLike, **arrays: Any) -> None:
-    """Save arrays (test probs, labels, positions, class names...) as .npz, atomically."""
-    with atomic_path(path) as tmp:
-        np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-
-
-def _details(res: ProbeResult, n_grid: int, max_iter: int) -> str:
+def _details(res: ProbeResult, n_grid: int, max_iter: int) -> dict[str, Any]:
     r = res.refit
-    unconv = int((~res.sweep.solver.converged).sum())
-    return (f"C={res.c:.6g};val_acc={res.val_acc:.4f};converged={bool(r.converged[0])};"
-            f"iters={int(r.iters[0])};grad_max={float(r.grad_max[0]):.2e};stop={r.status[0]};"
-            f"max_iter={max_iter};grid={n_grid};sweep_unconverged={unconv}/{n_grid};"
-            f"solver=lbfgs-float32-{res.strategy};device={res.device.split(':')[0]}")
+    return {
+        "C": res.c, "val_score": res.val_score, "converged": bool(r.converged[0]), "iters": int(r.iters[0]),
+        "grad_max": float(r.grad_max[0]), "stop": r.status[0], "max_iter": max_iter, "grid_points": n_grid,
+        "sweep_unconverged": int((~res.sweep.solver.converged).sum()),
+        "solver": f"lbfgs-float32-{res.strategy}", "device": res.device.split(":")[0],
+    }
 
 
 def evaluate_linear(
     *, features: str | os.PathLike, rows: str | os.PathLike, predictions: str | os.PathLike,
     c_values: list[float] | None = None, grid_points: int = 45, val_fraction: float = 0.2,
     seed: int = 0, device: str = "auto", n_bootstrap: int = 1000, max_iter: int = 1000,
+    metric: str = "accuracy",
 ) -> None:
     """Linear probe of one (model, dataset) feature file: rows CSV + test predictions .npz.
 
+    C is selected by the dataset's headline ``metric`` on the val part (as published).
     Features are standardised with statistics of the training part only. ``c_values``
     overrides the default grid of ``grid_points`` values from 1e6 to 1e-5.
     """
-    from medtransfer.results import write_rows
-
     fs = load_features(features)
     device = resolve_device(device)
     cs = c_grid(c_values, grid_points)
     x_tr, y_tr = fs.part("train")
     x_te, y_te = fs.part("test")
     res = linear_probe(x_tr, y_tr, x_te, n_classes=fs.num_classes, c_values=cs, val_fraction=val_fraction,
-                       seed=seed, device=device, max_iter=max_iter)
+                       seed=seed, device=device, max_iter=max_iter, metric=metric)
     classes = list(fs.meta.get("classes", [])) or [str(i) for i in range(fs.num_classes)]
-    values = bootstrap_metrics(res.test_probs, y_te, n_bootstrap=n_bootstrap, seed=seed, class_names=classes)
-    out = metric_rows(values, meta=fs.meta, protocol="linear", setting="many-shot", seed=seed,
-                      details=_details(res, len(cs), max_iter))
-    write_predictions(
-        predictions, probs=res.test_probs.astype(np.float32), labels=y_te.astype(np.int64),
-        positions=np.flatnonzero(fs.split == "test").astype(np.int64), classes=np.array(classes, dtype=str),
-        model=str(fs.meta.get("model", "")), dataset=str(fs.meta.get("dataset", "")),
-        sweep_c=cs, sweep_val_acc=res.val_correct / res.n_val,
-        sweep_iters=res.sweep.solver.iters, sweep_grad_max=res.sweep.solver.grad_max,
-        sweep_status=np.array(res.sweep.solver.status, dtype=str), selected_c=res.c,
+    write_classification(
+        rows=rows, predictions=predictions, protocol="linear", setting=MANYSHOT, probs=res.test_probs,
+        labels=y_te, positions=np.flatnonzero(fs.split == "test"), classes=classes, meta=fs.meta, seed=seed,
+        n_bootstrap=n_bootstrap, details=_details(res, len(cs), max_iter),
+        extras={"sweep_c": cs, "sweep_val_score": res.val_scores, "selection_metric": metric,
+                "sweep_iters": res.sweep.solver.iters, "sweep_grad_max": res.sweep.solver.grad_max,
+                "sweep_status": np.array(res.sweep.solver.status, dtype=str), "selected_c": res.c},
     )
-    write_rows(out, rows)

@@ -197,17 +197,37 @@ def episode_ci(accuracies: np.ndarray) -> MetricValue:
 
 
 def metric_rows(
-    values: dict[str, MetricValue], *, meta: dict, protocol: str, setting: str, seed: int, details: str = "",
+    values: dict[str, MetricValue], *, meta: dict, protocol: str, setting: str, seed: int,
+    details: dict | None = None,
 ) -> list[dict]:
     """Result rows (``results.make_row``) for each metric; a metric's note joins its details."""
     from medtransfer.results import make_row
 
     rows = []
     for metric, v in values.items():
-        extra = f";note={v.note}" if v.note else ""
+        extra = {"note": v.note} if v.note else {}
         rows.append(make_row(
             model=str(meta.get("model", "")), dataset=str(meta.get("dataset", "")), protocol=protocol,
             setting=setting, metric=metric, value=v.value, ci_low=v.ci_low, ci_high=v.ci_high,
-            n=v.n, seed=seed, meta=meta, details=details + extra,
+            n=v.n, seed=seed, meta=meta, details={**(details or {}), **extra},
         ))
     return rows
+
+
+SELECTION_METRICS = ("accuracy", "balanced_accuracy")
+
+
+def selection_score(predicted: np.ndarray, labels: np.ndarray, metric: str) -> np.ndarray:
+    """Score of hard predictions for model selection (C, finetune search, early stopping).
+
+    ``predicted`` (n,) or (n, K) for K candidates at once; returns a scalar array or (K,).
+    ``balanced_accuracy`` is the mean recall over the classes present in ``labels``
+    (the published selection metric for diabetic_retinopathy, docs/protocols.md).
+    """
+    if metric not in SELECTION_METRICS:
+        raise ValueError(f"unknown selection metric {metric!r}; expected one of {SELECTION_METRICS}")
+    predicted, labels = np.asarray(predicted), np.asarray(labels)
+    hits = predicted == (labels if predicted.ndim == 1 else labels[:, None])
+    if metric == "accuracy":
+        return hits.mean(0)
+    return np.mean([hits[labels == c].mean(0) for c in np.unique(labels)], axis=0)

@@ -9,12 +9,9 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from medtransfer import stages
 from medtransfer.common import atomic_path
 from medtransfer.results import KEY_COLUMNS, read_rows
-
-# Path/rule names of the protocols -> the names used in the table (as in the paper).
-TABLE_PROTOCOL = {"linear": "linear", "fewshot": "few-shot", "finetune": "finetune"}
-
 
 def write_table(*, rows: Iterable[str | os.PathLike], out: str | os.PathLike) -> pd.DataFrame:
     """Concatenate row files into ``out``, sorted by the key columns (deterministic)."""
@@ -33,10 +30,10 @@ def plot_protocol(*, table: str | os.PathLike, out: str | os.PathLike, protocol:
     import matplotlib.pyplot as plt
 
     frame = pd.read_csv(table)
-    name = TABLE_PROTOCOL.get(protocol, protocol)
-    frame = frame[(frame["protocol"] == name) & (frame["metric"] == metric)].copy()
+    name = stages.get(protocol).title
+    frame = frame[(frame["protocol"] == protocol) & (frame["metric"] == metric)].copy()
     if frame.empty:
-        raise ValueError(f"{table} has no {metric!r} rows for protocol {name!r}; run that protocol first")
+        raise ValueError(f"{table} has no {metric!r} rows for protocol {protocol!r}; run that protocol first")
     several = frame.groupby("dataset")["setting"].nunique().max() > 1
     frame["column"] = frame["dataset"] + ("\n" + frame["setting"] if several else "")
     grid = frame.pivot_table(index="model", columns="column", values="value") * 100.0

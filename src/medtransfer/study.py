@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from medtransfer import stages
+from medtransfer.config import resolve
 from medtransfer.data.demo import DEMO_KINDS
 from medtransfer.weights.registry import ModelSpec, resolve_model
 
@@ -23,35 +25,31 @@ DEMO_LABELS = "resources/demo/data/{dataset}/labels.csv"
 INDEX = "results/data/{dataset}/index.csv"
 CACHE = "results/cache/{dataset}/images.npy"
 FEATURES = "results/features/{model}/{dataset}.npz"
-ROWS = "results/{protocol}/{model}/{dataset}/{variant}.csv"
-PREDICTIONS = "results/{protocol}/{model}/{dataset}/{variant}.predictions.npz"
-EPISODES = "results/fewshot/episodes/{dataset}/{variant}.npz"
-COMPARE = "results/compare/{protocol}/{dataset}/{variant}.csv"
-PROTOCOL_NAMES = ("linear", "fewshot", "finetune")
-MANY_SHOT = "manyshot"
+EPISODES = "results/fewshot/episodes/{dataset}/{setting}.npz"
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One (protocol, dataset, variant) cell that every model is evaluated on."""
+    """One (protocol, dataset, setting) cell that every model is evaluated on."""
 
     protocol: str
     dataset: str
-    variant: str
+    setting: str
 
 
 class Study:
     """The resolved study. Raises a clear error for what the schema cannot check."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self.config = config
+        self.config = resolve(config)
+        config = self.config
         self.models: dict[str, ModelSpec] = {
             name: resolve_model(name, spec or {}) for name, spec in config["models"].items()
         }
         self.datasets: dict[str, dict[str, Any]] = dict(config["datasets"])
-        self.protocols = [p for p in PROTOCOL_NAMES if p in config["protocols"]]
+        self.protocols = [p for p in stages.PROTOCOLS if p in config["protocols"]]
         if not self.protocols:
-            raise ValueError(f"config: `protocols` names none of {PROTOCOL_NAMES}; add at least one")
+            raise ValueError(f"config: `protocols` names none of {sorted(stages.PROTOCOLS)}; add at least one")
         for name, spec in self.datasets.items():
             self._check_dataset(name, spec)
 
@@ -115,27 +113,35 @@ class Study:
 
     def n_way(self, dataset: str) -> int:
         own = self.datasets[dataset].get("fewshot", {}).get("n_way")
-        return int(own or self.config["protocols"]["fewshot"].get("n_way", 2))
+        return int(own or self.config["protocols"]["fewshot"]["n_way"])
+
+    def metric(self, dataset: str) -> str:
+        """The dataset's headline metric: model selection and paired comparisons use it."""
+        return self.datasets[dataset]["metric"]
+
+    def settings(self, protocol: str) -> dict[str, Any]:
+        """The protocol's resolved config section (every default filled)."""
+        return dict(self.config["protocols"][protocol])
 
     # -- targets -----------------------------------------------------------------
-    def variants(self, protocol: str) -> list[str]:
-        if protocol == "fewshot":
-            return [f"{k}shot" for k in self.config["protocols"]["fewshot"].get("n_support", [20])]
-        return [MANY_SHOT]
+    def setting_names(self, protocol: str) -> list[str]:
+        return stages.get(protocol).settings(self.config["protocols"][protocol])
 
     def units(self) -> list[Unit]:
-        return [Unit(p, d, v) for p in self.protocols for d in self.datasets for v in self.variants(p)]
+        return [Unit(p, d, s) for p in self.protocols for d in self.datasets for s in self.setting_names(p)]
 
-    def rows(self, unit: Unit) -> dict[str, str]:
-        return {m: ROWS.format(protocol=unit.protocol, model=m, dataset=unit.dataset, variant=unit.variant)
-                for m in self.models}
+    def rows(self, unit: Unit) -> list[str]:
+        return [stages.rows_path(unit.protocol, m, unit.dataset, unit.setting) for m in self.models]
 
-    def predictions(self, unit: Unit) -> dict[str, str]:
-        return {m: PREDICTIONS.format(protocol=unit.protocol, model=m, dataset=unit.dataset, variant=unit.variant)
-                for m in self.models}
+    def predictions(self, unit: Unit) -> list[str]:
+        return [stages.predictions_path(unit.protocol, m, unit.dataset, unit.setting) for m in self.models]
+
+    def compare_inputs(self, unit: Unit) -> dict[str, list[str]]:
+        """Named inputs of one comparison: every model's predictions and rows files."""
+        return {"predictions": self.predictions(unit), "rows": self.rows(unit)}
 
     def table_inputs(self, protocol: str | None = None) -> list[str]:
         """Every row file of the study (each model's, then the paired comparisons)."""
         units = [u for u in self.units() if protocol in (None, u.protocol)]
-        files = [f for u in units for f in self.rows(u).values()]
-        return files + [COMPARE.format(protocol=u.protocol, dataset=u.dataset, variant=u.variant) for u in units]
+        files = [f for u in units for f in self.rows(u)]
+        return files + [stages.compare_path(u.protocol, u.dataset, u.setting) for u in units]

@@ -4,12 +4,15 @@ import re
 
 from snakemake.utils import validate
 
+from medtransfer import stages
 from medtransfer import study as paths
 from medtransfer.study import Study
 
 
 validate(config, schema="../../config/schema.yaml")
 STUDY = Study(config)
+# The resolved config: every default filled from the schema (its one home).
+CONFIG = STUDY.config
 PROTOCOLS = STUDY.protocols
 
 
@@ -20,8 +23,8 @@ def _alternatives(names):
 wildcard_constraints:
     model=_alternatives(STUDY.models),
     dataset=_alternatives(STUDY.datasets),
-    protocol=_alternatives(paths.PROTOCOL_NAMES),
-    variant=r"manyshot|\d+shot",
+    protocol=_alternatives(stages.PROTOCOLS),
+    setting=r"manyshot|\d+shot",
 
 
 def weights_source(wildcards):
@@ -76,6 +79,10 @@ def dataset_csv(wildcards):
     return STUDY.dataset_csv(wildcards.dataset)
 
 
+def dataset_metric(wildcards):
+    return STUDY.metric(wildcards.dataset)
+
+
 def demo_settings(wildcards):
     return STUDY.datasets[wildcards.dataset].get("demo", {})
 
@@ -85,28 +92,36 @@ def n_way(wildcards):
 
 
 def n_support(wildcards):
-    return int(wildcards.variant.removesuffix("shot"))
+    return int(wildcards.setting.removesuffix("shot"))
 
 
 def protocol_settings(protocol):
-    return dict(config["protocols"].get(protocol) or {})
+    return STUDY.settings(protocol)
+
+
+def comparison_n_bootstrap(wildcards):
+    return STUDY.settings(wildcards.protocol).get("n_bootstrap", 0)
+
+
+def gpus(wildcards):
+    """One GPU for the GPU stages unless the study runs on the CPU."""
+    return 0 if CONFIG["device"] == "cpu" else 1
 
 
 def _unit(wildcards):
-    return paths.Unit(wildcards.protocol, wildcards.dataset, wildcards.variant)
+    return paths.Unit(wildcards.protocol, wildcards.dataset, wildcards.setting)
 
 
-def unit_predictions(wildcards):
-    return list(STUDY.predictions(_unit(wildcards)).values())
-
-
-def unit_rows(wildcards):
-    return list(STUDY.rows(_unit(wildcards)).values())
+def compare_inputs(wildcards):
+    return STUDY.compare_inputs(_unit(wildcards))
 
 
 def table_inputs(wildcards):
     return STUDY.table_inputs()
 
 
-def protocol_rows(wildcards):
-    return STUDY.table_inputs(wildcards.protocol)
+def comparison_metric(wildcards):
+    """The dataset's headline metric where the protocol reports it, else its first metric."""
+    metrics = stages.get(wildcards.protocol).metrics
+    own = STUDY.metric(wildcards.dataset)
+    return own if own in metrics else metrics[0]

@@ -7,7 +7,7 @@ rule make_demo_dataset:
     params:
         kind=dataset_kind,
         settings=demo_settings,
-        seed=config["seed"],
+        seed=CONFIG["seed"],
     log:
         "logs/make_demo_dataset/{dataset}.log",
     conda:
@@ -25,7 +25,7 @@ rule index_dataset:
         spec=dataset_spec,
         root=dataset_root,
         csv=dataset_csv,
-        seed=config["seed"],
+        seed=CONFIG["seed"],
     log:
         "logs/index_dataset/{dataset}.log",
     conda:
@@ -40,10 +40,12 @@ rule cache_images:
     output:
         cache=paths.CACHE,
     params:
-        size=config["image_size"],
+        size=CONFIG["image_size"],
         kind=dataset_kind,
     log:
         "logs/cache_images/{dataset}.log",
+    benchmark:
+        "benchmarks/cache_images/{dataset}.tsv"
     resources:
         mem_mb=4000,
     conda:

@@ -10,15 +10,16 @@ rule extract_features:
     output:
         features=paths.FEATURES,
     params:
-        precision=config["precision"],
-        device=config["device"],
-        seed=config["seed"],
+        precision=CONFIG["precision"],
+        device=CONFIG["device"],
+        seed=CONFIG["seed"],
     log:
         "logs/extract_features/{model}/{dataset}.log",
     benchmark:
         "benchmarks/extract_features/{model}/{dataset}.tsv"
     threads: 8
     resources:
+        gpu=gpus,
         mem_mb=8000,
     conda:
         "../../envs/torch.yaml"

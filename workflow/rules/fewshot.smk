@@ -11,9 +11,9 @@ rule sample_episodes:
         n_way=n_way,
         n_support=n_support,
         settings=protocol_settings("fewshot"),
-        seed=config["seed"],
+        seed=CONFIG["seed"],
     log:
-        "logs/sample_episodes/{dataset}/{variant}.log",
+        "logs/sample_episodes/{dataset}/{setting}.log",
     conda:
         "../../envs/torch.yaml"
     script:
@@ -25,12 +25,12 @@ rule fewshot:
         features=rules.extract_features.output.features,
         episodes=rules.sample_episodes.output.episodes,
     output:
-        rows=paths.ROWS.replace("{protocol}", "fewshot"),
-        predictions=paths.PREDICTIONS.replace("{protocol}", "fewshot"),
+        rows=stages.rows_path("fewshot"),
+        predictions=stages.predictions_path("fewshot"),
     params:
-        seed=config["seed"],
+        seed=CONFIG["seed"],
     log:
-        "logs/fewshot/{model}/{dataset}/{variant}.log",
+        "logs/fewshot/{model}/{dataset}/{setting}.log",
     conda:
         "../../envs/torch.yaml"
     script:

@@ -1,4 +1,4 @@
-# Finetune (many-shot): backbone + new linear head, all trainable, published recipe.
+# Finetune (manyshot): backbone + new linear head, all trainable, published recipe.
 
 
 rule finetune:
@@ -7,19 +7,21 @@ rule finetune:
         cache=rules.cache_images.output.cache,
         index=rules.index_dataset.output.index,
     output:
-        rows=paths.ROWS.replace("{protocol}", "finetune").replace("{variant}", paths.MANY_SHOT),
-        predictions=paths.PREDICTIONS.replace("{protocol}", "finetune").replace("{variant}", paths.MANY_SHOT),
+        rows=stages.rows_path("finetune", setting=stages.MANYSHOT),
+        predictions=stages.predictions_path("finetune", setting=stages.MANYSHOT),
     params:
         settings=protocol_settings("finetune"),
-        precision=config["precision"],
-        device=config["device"],
-        seed=config["seed"],
+        metric=dataset_metric,
+        precision=CONFIG["precision"],
+        device=CONFIG["device"],
+        seed=CONFIG["seed"],
     log:
         "logs/finetune/{model}/{dataset}.log",
     benchmark:
         "benchmarks/finetune/{model}/{dataset}.tsv"
     threads: 8
     resources:
+        gpu=gpus,
         mem_mb=12000,
         runtime=720,
     conda:

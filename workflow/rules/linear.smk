@@ -1,4 +1,4 @@
-# Linear probe (many-shot): logistic regression on frozen features, C selected on a
+# Linear probe (manyshot): logistic regression on frozen features, C selected on a
 # seeded train/val split of the training set, refit, test once.
 
 
@@ -6,12 +6,13 @@ rule linear_probe:
     input:
         features=rules.extract_features.output.features,
     output:
-        rows=paths.ROWS.replace("{protocol}", "linear").replace("{variant}", paths.MANY_SHOT),
-        predictions=paths.PREDICTIONS.replace("{protocol}", "linear").replace("{variant}", paths.MANY_SHOT),
+        rows=stages.rows_path("linear", setting=stages.MANYSHOT),
+        predictions=stages.predictions_path("linear", setting=stages.MANYSHOT),
     params:
         settings=protocol_settings("linear"),
-        device=config["device"],
-        seed=config["seed"],
+        metric=dataset_metric,
+        device=CONFIG["device"],
+        seed=CONFIG["seed"],
     log:
         "logs/linear_probe/{model}/{dataset}.log",
     benchmark:

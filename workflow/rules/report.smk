@@ -3,16 +3,15 @@
 
 rule compare_models:
     input:
-        predictions=unit_predictions,
-        rows=unit_rows,
+        unpack(compare_inputs),
     output:
-        rows=paths.COMPARE,
+        rows=stages.compare_path(),
     params:
-        models=list(STUDY.models),
-        seed=config["seed"],
-        n_bootstrap=1000,
+        metric=comparison_metric,
+        n_bootstrap=comparison_n_bootstrap,
+        seed=CONFIG["seed"],
     log:
-        "logs/compare_models/{protocol}/{dataset}/{variant}.log",
+        "logs/compare_models/{protocol}/{dataset}/{setting}.log",
     conda:
         "../../envs/torch.yaml"
     script:

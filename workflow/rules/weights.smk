@@ -6,7 +6,7 @@ rule make_demo_weights:
         weights=paths.DEMO_WEIGHTS,
     params:
         fmt=model_format,
-        seed=config["seed"],
+        seed=CONFIG["seed"],
     log:
         "logs/make_demo_weights/{model}/{filename}.log",
     conda:
@@ -23,9 +23,11 @@ rule download_weights:
     params:
         url=model_url,
         sha256=model_sha256,
-        lock=config["weights_lock"],
+        lock=CONFIG["weights_lock"],
     log:
         "logs/download_weights/{model}/{filename}.log",
+    benchmark:
+        "benchmarks/download_weights/{model}/{filename}.tsv"
     retries: 1
     conda:
         "../../envs/torch.yaml"
@@ -45,6 +47,8 @@ rule convert_weights:
         demo=model_is_demo,
     log:
         "logs/convert_weights/{model}.log",
+    benchmark:
+        "benchmarks/convert_weights/{model}.tsv"
     resources:
         mem_mb=4000,
     conda:

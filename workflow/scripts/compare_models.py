@@ -5,10 +5,8 @@ from medtransfer.compare import compare_models
 
 log_to_file(snakemake.log[0])
 set_threads(snakemake.threads)
-models = snakemake.params.models
 compare_models(
-    predictions=dict(zip(models, snakemake.input.predictions)),
-    rows_meta=dict(zip(models, snakemake.input.rows)), out=snakemake.output.rows,
-    protocol=snakemake.wildcards.protocol, dataset=snakemake.wildcards.dataset,
-    n_bootstrap=snakemake.params.n_bootstrap, seed=snakemake.params.seed,
+    predictions=list(snakemake.input.predictions), rows=list(snakemake.input.rows),
+    out=snakemake.output.rows, protocol=snakemake.wildcards.protocol, dataset=snakemake.wildcards.dataset,
+    metric=snakemake.params.metric, n_bootstrap=snakemake.params.n_bootstrap, seed=snakemake.params.seed,
 )

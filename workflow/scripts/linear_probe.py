@@ -8,5 +8,5 @@ set_threads(snakemake.threads)
 evaluate_linear(
     features=snakemake.input.features, rows=snakemake.output.rows,
     predictions=snakemake.output.predictions, seed=snakemake.params.seed,
-    device=snakemake.params.device, **snakemake.params.settings,
+    device=snakemake.params.device, metric=snakemake.params.metric, **snakemake.params.settings,
 )

@@ -8,6 +8,6 @@ set_threads(snakemake.threads)
 settings = snakemake.params.settings
 sample_episodes(
     index=snakemake.input.index, out=snakemake.output.episodes, n_way=snakemake.params.n_way,
-    n_support=snakemake.params.n_support, n_query=settings.get("n_query", 15),
-    episodes=settings.get("episodes", 600), seed=snakemake.params.seed,
+    n_support=snakemake.params.n_support, n_query=settings["n_query"],
+    episodes=settings["episodes"], seed=snakemake.params.seed,
 )

@@ -2,7 +2,7 @@
 
 One uint8 array ``(N, S, S, 3)`` per (dataset, size), in index row order, saved as
 ``.npy`` so every model and protocol memory-maps it instead of decoding JPEGs again
-(decoding is the bottleneck at GPU speed: ../shared/reference/performance.md).
+(decoding is the bottleneck at GPU speed: docs/performance.md).
 Preprocessing (the one definition every protocol uses): resize the short side to
 ``S`` with bicubic interpolation, centre-crop ``S x S``.
 """

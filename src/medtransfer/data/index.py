@@ -168,3 +168,19 @@ def index_from_csv(csv: str | os.PathLike, root: str | os.PathLike | None = None
         split = "published"
     frame = apply_split(frame, split, seed, str(csv))
     return frame[INDEX_COLUMNS]
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified (train, val) positions into ``labels``, each sorted."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
+    values, counts = np.unique(labels, return_counts=True)
+    if np.any(counts < 2):
+        small = {int(v): int(c) for v, c in zip(values, counts) if c < 2}
+        raise ValueError(f"classes {small} (label: training images) have fewer than 2 training images, "
+                         "so a stratified train/val split is impossible; add images or drop the class")
+    train, val = train_test_split(np.arange(len(labels)), test_size=val_fraction,
+                                  random_state=seed, stratify=labels)
+    return np.sort(train), np.sort(val)

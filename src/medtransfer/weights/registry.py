@@ -1,6 +1,6 @@
 """The published models: where their files come from and how to read and feed them.
 
-Facts from ../shared/reference/weights.md. A study config may override any field
+Facts in docs/models.md. A study config may override any field
 of a registered model (e.g. a local ``path`` or a mirror ``url``) or add a model of
 its own with ``url`` or ``path``, ``format`` and ``normalisation``.
 """

@@ -1,0 +1,65 @@
+"""The study config: validated against ``config/schema.yaml``, every default filled from it.
+
+The schema is the one home of every setting's default and description; code takes what
+this module resolved (a test checks that functions' keyword defaults equal the schema's).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
+
+@functools.lru_cache(maxsize=4)
+def load_schema(path: str | Path = SCHEMA) -> dict[str, Any]:
+    import yaml
+
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def _fill(node: Any, schema: Mapping[str, Any]) -> None:
+    """Set missing defaults in ``node`` in place, for declared and additional properties."""
+    if not isinstance(node, dict) or not isinstance(schema, Mapping):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if key not in node and "default" in sub:
+            node[key] = copy.deepcopy(sub["default"])
+        if key in node:
+            _fill(node[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, Mapping):
+        for key in set(node) - set(schema.get("properties", {})):
+            _fill(node[key], extra)
+
+
+def resolve(config: Mapping[str, Any], schema: str | Path = SCHEMA) -> dict[str, Any]:
+    """A validated copy of ``config`` with every schema default filled in.
+
+    Raises ``ValueError`` naming the offending key and the allowed values.
+    """
+    import jsonschema
+
+    spec = load_schema(str(schema))
+    resolved = copy.deepcopy(dict(config))
+    errors = sorted(jsonschema.Draft202012Validator(spec).iter_errors(resolved), key=lambda e: list(e.path))
+    if errors:
+        first = errors[0]
+        where = ".".join(str(p) for p in first.absolute_path) or "(top level)"
+        raise ValueError(f"config key {where}: {first.message}; see the descriptions in {Path(schema).name}")
+    _fill(resolved, spec)
+    return resolved
+
+
+def default(*keys: str, schema: str | Path = SCHEMA) -> Any:
+    """The schema's default of a setting, e.g. ``default("protocols", "linear", "grid_points")``."""
+    node = load_schema(str(schema))
+    for key in keys:
+        props = node.get("properties", {})
+        node = props[key] if key in props else node["additionalProperties"]
+    return node["default"]

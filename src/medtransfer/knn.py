@@ -1,0 +1,63 @@
+"""The weighted kNN probe (manyshot) on cached features, as in DINO's evaluation.
+
+Features are L2-normalised, so a dot product is the cosine similarity. Each test image's
+``k`` most similar training images vote for their class with weight
+``exp(similarity / temperature)``; the class scores, divided by their sum, are the
+predicted probabilities (so AUROC is defined), and the arg-max is the prediction.
+No training, no hyperparameter search: k and the temperature come from the config
+(docs/protocols.md, kNN probe). Ties in similarity go to the lower training position
+(``torch.topk`` on the CPU is stable for equal values only by chance, so we sort).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from medtransfer.common import resolve_device
+from medtransfer.features import load_features
+from medtransfer.results import write_classification
+from medtransfer.stages import MANYSHOT
+
+# Test images scored at once: bounds the (chunk x n_train) similarity matrix.
+_CHUNK = 1024
+
+
+def knn_probs(train: torch.Tensor, labels: torch.Tensor, test: torch.Tensor, *, n_classes: int, k: int,
+              temperature: float) -> torch.Tensor:
+    """(n_test, n_classes) vote shares of the ``k`` nearest (cosine) training images."""
+    if k < 1 or temperature <= 0:
+        raise ValueError(f"kNN needs k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
+    k = min(k, len(train))
+    train = torch.nn.functional.normalize(train.float(), dim=1)
+    out = []
+    for start in range(0, len(test), _CHUNK):
+        query = torch.nn.functional.normalize(test[start:start + _CHUNK].float(), dim=1)
+        sims, order = (query @ train.T).sort(dim=1, descending=True, stable=True)
+        weights = (sims[:, :k] / temperature).exp()
+        votes = torch.zeros(len(query), n_classes, dtype=weights.dtype, device=weights.device)
+        votes.scatter_add_(1, labels[order[:, :k]], weights)
+        out.append(votes / votes.sum(1, keepdim=True))
+    return torch.cat(out)
+
+
+def evaluate_knn(
+    *, features: str | os.PathLike, rows: str | os.PathLike, predictions: str | os.PathLike,
+    k: int = 20, temperature: float = 0.07, seed: int = 0, device: str = "auto", n_bootstrap: int = 1000,
+) -> None:
+    """kNN probe of one (model, dataset) feature file: rows CSV + test predictions .npz."""
+    fs = load_features(features)
+    device = resolve_device(device)
+    x_tr, y_tr = fs.part("train")
+    x_te, y_te = fs.part("test")
+    probs = knn_probs(torch.from_numpy(x_tr).to(device), torch.from_numpy(y_tr).to(device),
+                      torch.from_numpy(x_te).to(device), n_classes=fs.num_classes, k=k, temperature=temperature)
+    classes = list(fs.meta.get("classes", [])) or [str(i) for i in range(fs.num_classes)]
+    write_classification(
+        rows=rows, predictions=predictions, protocol="knn", setting=MANYSHOT, probs=probs.cpu().numpy(),
+        labels=y_te, positions=np.flatnonzero(fs.split == "test"), classes=classes, meta=fs.meta, seed=seed,
+        n_bootstrap=n_bootstrap, details={"k": k, "k_used": min(k, len(x_tr)), "temperature": temperature,
+                                          "similarity": "cosine", "vote": "exp(sim/T)"},
+    )

@@ -1,0 +1,99 @@
+"""The registry of evaluation protocols: one record per protocol, one place to add one.
+
+``study.py`` (targets), ``compare.py`` (paired comparisons) and ``report.py`` (figures)
+learn about a protocol from its record here; a protocol's own rule file, script and
+module do the work. Adding a protocol is one :func:`register` call plus its rule,
+script, module, test and schema entry (see docs/protocols.md).
+
+Vocabulary, used alike in paths, result rows, config keys and code:
+- ``protocol``: ``linear``, ``fewshot``, ``finetune``, ``knn``, ...
+- ``setting``: which variant of a protocol a result is for: ``manyshot`` for protocols
+  trained on the whole training split, ``<k>shot`` for few-shot with k support images
+  per class.
+- ``pairing``: what two models' results are paired over in a comparison: ``images``
+  (the same test images; paired bootstrap) or ``episodes`` (the same stored episodes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+MANYSHOT = "manyshot"
+PAIRINGS = ("images", "episodes")
+
+# Path templates of every protocol's outputs; rules fill them with :func:`rows_path`.
+ROWS = "results/{protocol}/{model}/{dataset}/{setting}.csv"
+PREDICTIONS = "results/{protocol}/{model}/{dataset}/{setting}.predictions.npz"
+COMPARE = "results/compare/{protocol}/{dataset}/{setting}.csv"
+
+
+def _manyshot(settings: Mapping[str, Any]) -> list[str]:
+    return [MANYSHOT]
+
+
+def _shots(settings: Mapping[str, Any]) -> list[str]:
+    return [f"{k}shot" for k in settings["n_support"]]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What the rest of the workflow needs to know about one evaluation protocol.
+
+    ``entry`` is the ``module:function`` its rule's script calls with the protocol's
+    config section as keywords (a test checks the schema's defaults against its
+    signature); ``settings`` maps that section to the protocol's setting names;
+    ``metrics`` are the metrics its rows report (the first is compared when a
+    dataset's headline metric is not among them).
+    """
+
+    name: str
+    title: str
+    entry: str
+    pairing: str
+    metrics: tuple[str, ...]
+    settings: Callable[[Mapping[str, Any]], list[str]] = field(default=_manyshot)
+
+    def __post_init__(self) -> None:
+        if self.pairing not in PAIRINGS:
+            raise ValueError(f"protocol {self.name!r}: pairing {self.pairing!r} is not one of {PAIRINGS}")
+
+
+PROTOCOLS: dict[str, Protocol] = {}
+
+
+def register(protocol: Protocol) -> Protocol:
+    if protocol.name in PROTOCOLS:
+        raise ValueError(f"protocol {protocol.name!r} is registered twice")
+    PROTOCOLS[protocol.name] = protocol
+    return protocol
+
+
+def get(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}; registered: {sorted(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+def rows_path(protocol: str, model: str = "{model}", dataset: str = "{dataset}", setting: str = "{setting}") -> str:
+    """A protocol's rows CSV (a template while any argument is left as a wildcard)."""
+    return ROWS.format(protocol=protocol, model=model, dataset=dataset, setting=setting)
+
+
+def predictions_path(protocol: str, model: str = "{model}", dataset: str = "{dataset}",
+                     setting: str = "{setting}") -> str:
+    return PREDICTIONS.format(protocol=protocol, model=model, dataset=dataset, setting=setting)
+
+
+def compare_path(protocol: str = "{protocol}", dataset: str = "{dataset}", setting: str = "{setting}") -> str:
+    return COMPARE.format(protocol=protocol, dataset=dataset, setting=setting)
+
+
+_CLASSIFICATION = ("accuracy", "balanced_accuracy", "auroc")
+
+register(Protocol("linear", "Linear probe", "medtransfer.linear:evaluate_linear", "images", _CLASSIFICATION))
+register(Protocol("fewshot", "Few-shot (prototypical)", "medtransfer.fewshot:sample_episodes", "episodes",
+                  ("accuracy",), _shots))
+register(Protocol("finetune", "Finetune", "medtransfer.finetune:evaluate_finetune", "images", _CLASSIFICATION))
+register(Protocol("knn", "Weighted kNN", "medtransfer.knn:evaluate_knn", "images", _CLASSIFICATION))

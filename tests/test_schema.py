@@ -1,0 +1,93 @@
+"""The schema is the one home of every setting: descriptions, enums and defaults agree with the code."""
+
+import importlib
+import inspect
+
+import pytest
+
+from medtransfer import stages
+from medtransfer.config import load_schema, resolve
+from medtransfer.data.adapters import DATASET_KINDS
+from medtransfer.finetune import PRECISIONS
+from medtransfer.metrics import SELECTION_METRICS
+from medtransfer.models import ARCHS
+from medtransfer.weights.convert import FORMATS, NORMALISATIONS
+
+SCHEMA = load_schema()
+PROPS = SCHEMA["properties"]
+MODEL = PROPS["models"]["additionalProperties"]["properties"]
+DATASET = PROPS["datasets"]["additionalProperties"]["properties"]
+
+
+def _walk(node, path=""):
+    """(path, schema) of every declared property, recursively."""
+    for key, sub in node.get("properties", {}).items():
+        yield f"{path}{key}", sub
+        yield from _walk(sub, f"{path}{key}.")
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        yield from _walk(extra, f"{path}*.")
+
+
+def _entry(protocol):
+    module, name = stages.get(protocol).entry.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def test_every_setting_is_described():
+    missing = [path for path, sub in _walk(SCHEMA) if not sub.get("description")]
+    assert missing == []
+
+
+@pytest.mark.parametrize("schema_values, code_values", [
+    (MODEL["format"]["enum"], FORMATS),
+    (MODEL["arch"]["enum"], ARCHS),
+    (MODEL["normalisation"]["enum"], NORMALISATIONS),
+    (DATASET["kind"]["enum"], DATASET_KINDS),
+    (DATASET["metric"]["enum"], SELECTION_METRICS),
+    (PROPS["precision"]["enum"], PRECISIONS),
+    (list(PROPS["protocols"]["properties"]), stages.PROTOCOLS),
+], ids=["formats", "archs", "normalisations", "dataset kinds", "metrics", "precisions", "protocols"])
+def test_enums_equal_the_code_registries(schema_values, code_values):
+    assert set(schema_values) == set(code_values)
+
+
+@pytest.mark.parametrize("protocol", sorted(stages.PROTOCOLS))
+def test_protocol_defaults_equal_the_entry_points(protocol):
+    """Every schema default of a protocol equals the keyword default of the function it is passed to."""
+    params = inspect.signature(_entry(protocol)).parameters
+    section = PROPS["protocols"]["properties"][protocol]["properties"]
+    checked = 0
+    for key, sub in section.items():
+        # a required parameter (no default) always gets the resolved config's value
+        if key in params and "default" in sub and params[key].default is not inspect.Parameter.empty:
+            assert params[key].default == sub["default"], f"protocols.{protocol}.{key}"
+            checked += 1
+    assert checked >= 1
+    # and the shared settings each protocol takes
+    for key in ("seed", "device", "metric", "precision"):
+        if key in params:
+            top = PROPS[key] if key in PROPS else DATASET[key]
+            assert params[key].default == top["default"], f"{protocol}: {key}"
+
+
+def test_feature_and_cache_defaults_equal_the_schema():
+    from medtransfer.features import extract
+
+    params = inspect.signature(extract).parameters
+    for key in ("precision", "device", "seed", "deterministic"):
+        if key in params:
+            assert params[key].default == PROPS[key]["default"], key
+
+
+def test_resolve_fills_every_default_and_names_bad_keys():
+    config = resolve({"models": {"supervised": {}}, "datasets": {"d": {"kind": "demo_cxr"}},
+                      "protocols": {"knn": {}, "fewshot": {"n_support": [5]}}})
+    assert config["protocols"]["knn"] == {"k": 20, "temperature": 0.07, "n_bootstrap": 1000}
+    assert config["protocols"]["fewshot"]["n_query"] == 15 and config["protocols"]["fewshot"]["n_support"] == [5]
+    assert config["datasets"]["d"]["split"] == "published" and config["datasets"]["d"]["metric"] == "accuracy"
+    assert config["seed"] == 0 and config["image_size"] == 224 and "linear" not in config["protocols"]
+    with pytest.raises(ValueError, match=r"config key protocols.knn: Additional properties .*'kk'"):
+        resolve({"models": {"m": {}}, "datasets": {"d": {"kind": "demo_cxr"}}, "protocols": {"knn": {"kk": 1}}})
+    with pytest.raises(ValueError, match=r"config key datasets.d.metric: 'f1' is not one of"):
+        resolve({"models": {"m": {}}, "datasets": {"d": {"kind": "demo_cxr", "metric": "f1"}}, "protocols": {}})

@@ -1,0 +1,23 @@
+# Weighted kNN probe (manyshot): cosine similarity on the cached features, the k nearest
+# training images vote with weights exp(similarity / temperature), as in DINO's evaluation.
+
+
+rule knn:
+    input:
+        features=rules.extract_features.output.features,
+    output:
+        rows=stages.rows_path("knn", setting=stages.MANYSHOT),
+        predictions=stages.predictions_path("knn", setting=stages.MANYSHOT),
+    params:
+        settings=protocol_settings("knn"),
+        device=CONFIG["device"],
+        seed=CONFIG["seed"],
+    log:
+        "logs/knn/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/knn/{model}/{dataset}.tsv"
+    threads: 2
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/knn.py"
