@@ -102,7 +102,10 @@ def extract(
     thread count and machine. On a GPU they are only with ``deterministic=True``
     (deterministic kernels, no cuDNN autotuning; slower, see
     :func:`medtransfer.common.seed_everything`); otherwise cuDNN autotuning is on and the
-    last bits may differ between runs. ``deterministic`` is recorded in ``meta``.
+    last bits may differ between runs. ``deterministic`` is recorded in ``meta``. Either
+    way, ``fp32`` on a recent NVIDIA GPU runs convolutions in TF32 (torch's default,
+    ``torch.backends.cudnn.allow_tf32``), so GPU and CPU features agree to TF32 precision
+    (10-bit mantissa), not to fp32 rounding.
     """
     import torch
 
@@ -138,13 +141,15 @@ def extract(
 
 def _forward_all(net: Any, images: np.ndarray, wmeta: Any, device: str, precision: str,
                  batch_size: int) -> np.ndarray:
-    """(N, D) float32 features of uint8 NHWC ``images`` through ``net`` (already in eval mode)."""
+    """(N, D) float32 features of uint8 NHWC ``images`` through ``net`` in eval mode."""
     import torch
 
     channels_last = precision == "bf16"
-    net = net.eval().to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = net.eval().to(device, memory_format=fmt)  # eval: BatchNorm uses its running statistics
     chunks = []
-    with torch.inference_mode(), torch.autocast(device.split(":")[0], torch.bfloat16, enabled=precision == "bf16"):
+    autocast = torch.autocast(device.split(":")[0], torch.bfloat16, enabled=channels_last)
+    with torch.inference_mode(), autocast:
         for start in range(0, len(images), batch_size):
             x = batches_to_model_input(images[start:start + batch_size], wmeta, device, channels_last)
             chunks.append(net(x).float().cpu().numpy())
