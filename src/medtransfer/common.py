@@ -91,13 +91,37 @@ def package_version() -> str:
     return __version__
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch; deterministic algorithms where torch has them."""
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, numpy and torch (CPU and every GPU); set torch's determinism mode.
+
+    What a seed buys: on a CPU, the same config, seed, thread count and machine give
+    bit-identical results. On a GPU that holds only with ``deterministic=True``, which
+    makes torch raise on any operation without a deterministic implementation, forces
+    deterministic cuDNN kernels, turns cuDNN autotuning off and sets
+    ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` if unset (read when cuBLAS first starts, so call
+    this before any GPU work). It is slower. ``deterministic=False`` switches that mode
+    off again (the setting is process-wide, so the last call wins) and leaves
+    ``cudnn.benchmark`` to the caller: GPU results may then differ run to run in the
+    last bits. Nothing here makes results equal across machines or library versions.
+    """
     import torch
 
     random.seed(seed)
     np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+    set_deterministic(deterministic)
+
+
+def set_deterministic(deterministic: bool) -> None:
+    """Turn torch's deterministic-algorithms mode (and cuDNN's) on or off, process-wide."""
+    import torch
+
+    if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; torch raises without it
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False  # autotuning may pick a different kernel per run
+    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    torch.backends.cudnn.deterministic = deterministic
 
 
 def resolve_device(device: str = "auto") -> str:

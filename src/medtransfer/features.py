@@ -88,18 +88,28 @@ def batches_to_model_input(batch_uint8: "np.ndarray", weights_meta: Any, device:
 def extract(
     *, weights: str | os.PathLike, cache: str | os.PathLike, index: str | os.PathLike,
     out: str | os.PathLike, model: str, dataset: str, precision: str = "fp32",
-    batch_size: int | None = None, device: str = "auto", seed: int = 0,
+    batch_size: int | None = None, device: str = "auto", seed: int = 0, deterministic: bool = False,
 ) -> FeatureSet:
     """Pooled features of every cached image, backbone in eval mode, written to ``out``.
 
     ``precision``: ``fp32`` or ``bf16`` (autocast); bf16 also switches to channels_last,
     which is what makes it fast (docs/performance.md). Precision changes results, so it is
     recorded in the provenance. ``batch_size`` defaults to 256 on a GPU (where large
-    batches pay) and 32 on a CPU; it does not change the features (eval-mode BatchNorm).
+    batches pay) and 32 on a CPU; eval-mode BatchNorm makes every image's features
+    independent of its batch, so it changes them only within float rounding.
+
+    Reproducibility: on a CPU the features are bit-identical for the same config, seed,
+    thread count and machine. On a GPU they are only with ``deterministic=True``
+    (deterministic kernels, no cuDNN autotuning; slower, see
+    :func:`medtransfer.common.seed_everything`); otherwise cuDNN autotuning is on and the
+    last bits may differ between runs. ``deterministic`` is recorded in ``meta``. Either
+    way, ``fp32`` on a recent NVIDIA GPU runs convolutions in TF32 (torch's default,
+    ``torch.backends.cudnn.allow_tf32``), so GPU and CPU features agree to TF32 precision
+    (10-bit mantissa), not to fp32 rounding.
     """
     import torch
 
-    from medtransfer.common import resolve_device
+    from medtransfer.common import resolve_device, seed_everything
     from medtransfer.data.cache import load_cache
     from medtransfer.data.index import read_index
     from medtransfer.models import load_weights
@@ -107,22 +117,40 @@ def extract(
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"unknown precision {precision!r}; expected 'fp32' or 'bf16'")
     device = resolve_device(device)
-    batch_size = batch_size or (256 if device.startswith("cuda") else 32)
-    torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+    seed_everything(seed, deterministic=deterministic)
+    if device.startswith("cuda") and not deterministic:
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
     frame, images = read_index(index), load_cache(cache)
     if len(frame) != len(images):
-        raise ValueError(f"{cache} holds {len(images)} images but {index} lists {len(frame)}; rebuild the cache")
+        raise ValueError(
+            f"the image cache {cache} holds {len(images)} images but the index {index} lists "
+            f"{len(frame)}; the cache was built from another index. Re-run the cache_images rule "
+            "for this dataset (snakemake --forcerun cache_images) to rebuild it from this index"
+        )
     net, wmeta = load_weights(weights)
-    channels_last = precision == "bf16"
-    net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    chunks = []
-    with torch.inference_mode(), torch.autocast(device.split(":")[0], torch.bfloat16, enabled=precision == "bf16"):
-        for start in range(0, len(images), batch_size):
-            x = batches_to_model_input(images[start:start + batch_size], wmeta, device, channels_last)
-            chunks.append(net(x).float().cpu().numpy())
+    feats = _forward_all(net, images, wmeta, device, precision,
+                         batch_size or (256 if device.startswith("cuda") else 32))
     meta = run_meta(model=model, dataset=dataset, weights_meta=wmeta, index=frame,
                     precision=precision, size=images.shape[1], seed=seed)
-    fs = FeatureSet(features=np.concatenate(chunks), labels=frame["label"].to_numpy(np.int64),
+    meta["deterministic"] = bool(deterministic)
+    fs = FeatureSet(features=feats, labels=frame["label"].to_numpy(np.int64),
                     split=frame["split"].to_numpy(str), meta=meta)
     save_features(out, fs)
     return fs
+
+
+def _forward_all(net: Any, images: np.ndarray, wmeta: Any, device: str, precision: str,
+                 batch_size: int) -> np.ndarray:
+    """(N, D) float32 features of uint8 NHWC ``images`` through ``net`` in eval mode."""
+    import torch
+
+    channels_last = precision == "bf16"
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = net.eval().to(device, memory_format=fmt)  # eval: BatchNorm uses its running statistics
+    chunks = []
+    autocast = torch.autocast(device.split(":")[0], torch.bfloat16, enabled=channels_last)
+    with torch.inference_mode(), autocast:
+        for start in range(0, len(images), batch_size):
+            x = batches_to_model_input(images[start:start + batch_size], wmeta, device, channels_last)
+            chunks.append(net(x).float().cpu().numpy())
+    return np.concatenate(chunks)
