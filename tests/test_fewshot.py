@@ -41,12 +41,13 @@ def _dataset(tmp_path, per_class=(40, 40, 40, 40), n_train=20, d=8, spread=0.1, 
 
 def _episodes(tmp_path, index, name="ep.npz", **kw):
     out = tmp_path / name
+    kw.setdefault("pool", "test")  # the toy datasets hold most images in test
     sample_episodes(index=index, out=out, **kw)
     with np.load(out) as data:
         return out, {k: data[k] for k in data.files}
 
 
-def test_episodes_are_test_only_disjoint_and_seeded(tmp_path):
+def test_episodes_are_disjoint_seeded_and_from_the_pool(tmp_path):
     index, _, labels, split = _dataset(tmp_path)
     _, ep = _episodes(tmp_path, index, n_way=3, n_support=5, n_query=7, episodes=50, seed=1)
     pos = ep["positions"]
@@ -62,18 +63,68 @@ def test_episodes_are_test_only_disjoint_and_seeded(tmp_path):
     assert set(np.unique(ep["classes"])) == {0, 1, 2, 3}
 
 
-def test_short_classes_are_left_out_or_named(tmp_path, caplog):
+def test_short_classes_fail_with_dataset_class_count_and_setting(tmp_path, caplog):
     index, *_ = _dataset(tmp_path, per_class=(40, 40, 10, 40))
+    with pytest.raises(ValueError, match=r"dataset 'toy': 3-way 5-shot with 15 queries \(pool: test\) needs 20 "
+                                         r"images per class, but class\(es\) \{'class2': 10\}.*drop_short_classes"):
+        sample_episodes(index=index, out=tmp_path / "x.npz", n_way=3, n_support=5, n_query=15, pool="test",
+                        dataset="toy")
+    assert not (tmp_path / "x.npz").exists()
     with caplog.at_level(logging.WARNING, logger="medtransfer.fewshot"):
-        _, ep = _episodes(tmp_path, index, n_way=3, n_support=5, n_query=15, episodes=20)
+        _, ep = _episodes(tmp_path, index, n_way=3, n_support=5, n_query=15, episodes=20, drop_short_classes=True)
     assert 2 not in set(np.unique(ep["classes"])) and "class2" in caplog.text
-    with pytest.raises(ValueError, match=r"but classes \{'class2': 10\} .* qualify; use n_query <= 9"):
-        sample_episodes(index=index, out=tmp_path / "x.npz", n_way=4, n_support=5, n_query=15)
+    assert list(ep["dropped_classes"]) == ["class2"]
+    with pytest.raises(ValueError, match=r"class\(es\) \{'class2': 10\}.*use pool: all .*n_query <= 9"):
+        sample_episodes(index=index, out=tmp_path / "x.npz", n_way=4, n_support=5, n_query=15, pool="test",
+                        drop_short_classes=True)
     index, *_ = _dataset(tmp_path, per_class=(40, 40, 30, 40))
-    with pytest.raises(ValueError, match=r"classes \{'class2': 30\} .*use n_support <= 15"):
-        sample_episodes(index=index, out=tmp_path / "x.npz", n_way=4, n_support=20, n_query=15)
+    with pytest.raises(ValueError, match=r"\{'class2': 30\}.*use pool: all .*n_support <= 15"):
+        sample_episodes(index=index, out=tmp_path / "x.npz", n_way=4, n_support=20, n_query=15, pool="test")
+
+
+def test_dropped_classes_are_recorded_in_the_row(tmp_path):
+    index, feats, *_ = _dataset(tmp_path, per_class=(40, 40, 10, 40))
+    eps, _ = _episodes(tmp_path, index, n_way=2, n_support=5, n_query=15, episodes=10, drop_short_classes=True)
+    evaluate_fewshot(features=feats, episodes=eps, rows=tmp_path / "r.csv", predictions=tmp_path / "p.npz")
+    info = details(read_rows([tmp_path / "r.csv"]).iloc[0])
+    assert info["dropped_classes"] == ["class2"] and info["pool"] == "test"
+
+
+@pytest.mark.parametrize("pool", ["train", "test", "all"])
+def test_episodes_come_from_the_pool(tmp_path, pool):
+    index, feats, labels, split = _dataset(tmp_path, per_class=(12, 12), n_train=40)
+    # 20 train images per class, 12 test: 5 + 10 fit the train pool and all, not test
+    if pool == "test":
+        with pytest.raises(ValueError, match=r"pool: test\) needs 15"):
+            _episodes(tmp_path, index, n_way=2, n_support=5, n_query=10, episodes=30, pool=pool)
+        return
+    eps, ep = _episodes(tmp_path, index, n_way=2, n_support=5, n_query=10, episodes=30, pool=pool)
+    pos = ep["positions"]
+    if pool == "train":
+        assert (split[pos] == "train").all()
+    else:
+        assert set(split[pos.ravel()]) == {"train", "test"}
+    evaluate_fewshot(features=feats, episodes=eps, rows=tmp_path / "r.csv", predictions=tmp_path / "p.npz")
+    assert details(read_rows([tmp_path / "r.csv"]).iloc[0])["pool"] == pool
+
+
+def test_a_large_common_offset_does_not_change_the_predictions():
+    """Distances are shift-invariant; float32 must not lose that to a large offset (ReLU-like features)."""
+    rng = np.random.default_rng(6)
+    feats = rng.normal(size=(300, 32)) * 0.01
+    positions = np.stack([rng.choice(300, size=(4, 8), replace=False) for _ in range(40)])
+    shifted = torch.tensor(feats + 1000.0, dtype=torch.float32)
+    want, _ = prototype_accuracy(shifted.double(), positions, n_support=3)  # same inputs, float64
+    got, _ = prototype_accuracy(shifted, positions, n_support=3)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_bad_sizes_are_named(tmp_path):
+    index, *_ = _dataset(tmp_path)
     with pytest.raises(ValueError, match="n_way must be an integer >= 2"):
         sample_episodes(index=index, out=tmp_path / "x.npz", n_way=1, n_support=5)
+    with pytest.raises(ValueError, match="few-shot pool 'val' is not one of"):
+        sample_episodes(index=index, out=tmp_path / "x.npz", n_way=2, n_support=5, pool="val")
 
 
 def test_separable_features_score_perfectly(tmp_path):

@@ -1,9 +1,14 @@
 """Few-shot evaluation with prototypical networks on cached features.
 
-Episodes are drawn once per (dataset, n_way, n_support, n_query, seed) from the
-index's *test* images, as in the published protocol, and stored as index positions;
-every model is scored on the same stored episodes (the published runs drew fresh,
-unseeded episodes per model). Scoring gathers the cached features of all episodes
+Episodes are drawn once per (dataset, n_way, n_support, n_query, seed) from a pool of
+the index's images and stored as index positions; every model is scored on the same
+stored episodes (the published runs drew fresh, unseeded episodes per model). The pool
+is a setting (``pool``): ``train`` (the published code drew from the training images, or
+from train and test together; few-shot has no training step, so this is no leak),
+``test`` or ``all``. The test split alone cannot hold 20 support + 15 query images per
+class on the small datasets (docs/datasets.md). A class with too few images in the
+pool is an error unless ``drop_short_classes`` allows leaving it out; dropped classes
+are then recorded in the result row. Scoring gathers the cached features of all episodes
 with batched tensor ops (no backbone passes, no Python loop per episode).
 """
 
@@ -32,31 +37,38 @@ def _check_settings(n_way: int, n_support: int, n_query: int, episodes: int) -> 
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
-def _advice(counts: np.ndarray, n_way: int, n_query: int) -> str:
-    """What setting would fit: the largest n_support, else fewer queries or ways."""
+POOLS = ("train", "test", "all")
+
+
+def _advice(counts: np.ndarray, n_way: int, n_query: int, pool: str) -> str:
+    """What setting would fit: a larger pool, the largest n_support, else fewer queries or ways."""
+    bigger = "" if pool == "all" else "pool: all (train and test), or "
     nth = int(np.sort(counts)[::-1][n_way - 1]) if len(counts) >= n_way else 0
     if nth - n_query >= 1:
-        return f"use n_support <= {nth - n_query}"
+        return f"use {bigger}n_support <= {nth - n_query}"
     enough = int((counts >= n_query + 1).sum())
-    return (f"use n_query <= {max(nth - 1, 0)} with n_support = 1, or n_way <= {enough} "
-            f"(the classes with at least {n_query + 1} test images)")
+    return (f"use {bigger}n_query <= {max(nth - 1, 0)} with n_support = 1, or n_way <= {enough} "
+            f"(the classes with at least {n_query + 1} images in the pool)")
 
 
-def _eligible_classes(labels: np.ndarray, names: list[str], n_way: int, n_support: int, n_query: int) -> np.ndarray:
-    """Classes with at least n_support + n_query test images; error if fewer than n_way."""
+def _eligible_classes(labels: np.ndarray, names: list[str], *, n_way: int, n_support: int, n_query: int,
+                      pool: str, dataset: str, drop_short_classes: bool) -> tuple[np.ndarray, dict[str, int]]:
+    """Classes with at least n_support + n_query pool images, and the short ones left out.
+
+    A short class is an error unless ``drop_short_classes``; fewer than n_way classes always is.
+    """
     need = n_support + n_query
     counts = np.bincount(labels, minlength=len(names))
     eligible = np.flatnonzero(counts >= need)
     short = {names[c]: int(counts[c]) for c in np.flatnonzero(counts < need)}
-    if len(eligible) < n_way:
+    setting = f"{n_way}-way {n_support}-shot with {n_query} queries (pool: {pool})"
+    if short and (not drop_short_classes or len(eligible) < n_way):
         raise ValueError(
-            f"{n_way}-way {n_support}-shot episodes with {n_query} queries need {need} test images in at "
-            f"least {n_way} classes, but classes {short} (name: test images) have fewer and only "
-            f"{len(eligible)} class(es) qualify; {_advice(counts, n_way, n_query)}")
-    if short:
-        log.warning("few-shot episodes leave out classes %s (name: test images): fewer than %d test images",
-                    short, need)
-    return eligible
+            f"dataset {dataset!r}: {setting} needs {need} images per class, but class(es) {short} "
+            f"(name: images in the pool) have fewer; {_advice(counts, n_way, n_query, pool)}"
+            + ("" if drop_short_classes else ", or set drop_short_classes: true to leave them out "
+               "(recorded in the result row)"))
+    return eligible, short
 
 
 def draw_episodes(labels: np.ndarray, positions: np.ndarray, eligible: np.ndarray, *, n_way: int,
@@ -77,11 +89,19 @@ def draw_episodes(labels: np.ndarray, positions: np.ndarray, eligible: np.ndarra
     return chosen, out
 
 
+def pool_positions(split: np.ndarray, pool: str) -> np.ndarray:
+    """Index positions of the images episodes are drawn from."""
+    if pool not in POOLS:
+        raise ValueError(f"few-shot pool {pool!r} is not one of {POOLS}")
+    return np.arange(len(split)) if pool == "all" else np.flatnonzero(split == pool)
+
+
 def sample_episodes(
     *, index: str | os.PathLike, out: str | os.PathLike, n_way: int, n_support: int,
-    n_query: int = 15, episodes: int = 600, seed: int = 0,
+    n_query: int = 15, episodes: int = 600, pool: str = "train", drop_short_classes: bool = False,
+    seed: int = 0, dataset: str = "",
 ) -> None:
-    """Draw the episodes of one (dataset, setting, seed) from the test images of ``index``.
+    """Draw the episodes of one (dataset, setting, seed) from the ``pool`` images of ``index``.
 
     Stores index positions (E, n_way, n_support + n_query): per class, the first
     ``n_support`` are the support set and the rest the queries (disjoint by construction).
@@ -91,14 +111,19 @@ def sample_episodes(
     _check_settings(n_way, n_support, n_query, episodes)
     frame = read_index(index)
     names = class_names(frame)
-    test = np.flatnonzero(frame["split"].to_numpy(str) == "test")
-    labels = frame["label"].to_numpy(np.int64)[test]
-    eligible = _eligible_classes(labels, names, n_way, n_support, n_query)
-    chosen, positions = draw_episodes(labels, test, eligible, n_way=n_way, need=n_support + n_query,
+    members = pool_positions(frame["split"].to_numpy(str), pool)
+    labels = frame["label"].to_numpy(np.int64)[members]
+    eligible, dropped = _eligible_classes(labels, names, n_way=n_way, n_support=n_support, n_query=n_query,
+                                          pool=pool, dataset=dataset or str(index),
+                                          drop_short_classes=drop_short_classes)
+    if dropped:
+        log.warning("few-shot episodes leave out classes %s (name: images in the pool)", dropped)
+    chosen, positions = draw_episodes(labels, members, eligible, n_way=n_way, need=n_support + n_query,
                                       episodes=episodes, seed=seed)
     with atomic_path(out) as tmp:
         np.savez(tmp, positions=positions, classes=chosen, n_way=n_way, n_support=n_support, n_query=n_query,
-                 seed=seed, n_images=len(frame), class_names=np.array(names, dtype=str))
+                 seed=seed, n_images=len(frame), class_names=np.array(names, dtype=str), pool=pool,
+                 dropped_classes=np.array(sorted(dropped), dtype=str))
 
 
 def episodes_digest(positions: np.ndarray) -> str:
@@ -112,7 +137,8 @@ def _check_match(ep: dict, labels: np.ndarray, split: np.ndarray, features: str,
             f"episodes {episodes} were drawn from an index of {int(ep['n_images'])} images but features "
             f"{features} hold {len(labels)}; re-run sample_episodes on this dataset's index")
     pos = ep["positions"]
-    if not (labels[pos] == ep["classes"][:, :, None]).all() or not (split[pos] == "test").all():
+    in_pool = np.isin(pos, pool_positions(split, str(ep["pool"])))
+    if not (labels[pos] == ep["classes"][:, :, None]).all() or not in_pool.all():
         raise ValueError(
             f"episodes {episodes} do not match the labels/test split of {features} (another dataset or "
             "index version?); re-run sample_episodes on this dataset's index")
@@ -123,7 +149,11 @@ def prototype_accuracy(features: torch.Tensor, positions: np.ndarray, n_support:
 
     ``features`` (N, D); ``positions`` (E, n_way, n_support + n_query). Squared Euclidean
     distance ||q||^2 - 2 q.p + ||p||^2; ||q||^2 is the same for every prototype, so the
-    arg-min only needs the last two terms (one batched matmul).
+    arg-min only needs the last two terms (one batched matmul). The gathered features are
+    summed in float64 and each episode is centred on its mean prototype (distances do not
+    change under a shift): features with a large common offset (ReLU features are all
+    positive) would otherwise lose the differences between prototypes to float32
+    rounding, in the prototype means and in ||p||^2 - 2 q.p.
     """
     e_total, n_way, need = positions.shape
     n_query = need - n_support
@@ -132,8 +162,10 @@ def prototype_accuracy(features: torch.Tensor, positions: np.ndarray, n_support:
     accs, preds = [], []
     for start in range(0, e_total, chunk):
         pos = torch.from_numpy(positions[start:start + chunk])
-        protos = features[pos[:, :, :n_support]].mean(2)
-        queries = features[pos[:, :, n_support:]].flatten(1, 2)
+        protos = features[pos[:, :, :n_support]].double().mean(2)
+        centre = protos.mean(1, keepdim=True)
+        protos = protos - centre
+        queries = features[pos[:, :, n_support:]].flatten(1, 2).double() - centre
         dist = (protos * protos).sum(2).unsqueeze(1) - 2.0 * torch.bmm(queries, protos.transpose(1, 2))
         pred = dist.argmin(2)
         preds.append(pred)
@@ -161,7 +193,8 @@ def evaluate_fewshot(
     ci = episode_ci(acc)
     setting = f"{n_support}shot"
     details = {"n_way": n_way, "n_support": n_support, "n_query": n_query, "episodes": ci.n,
-               "episode_seed": int(ep["seed"]), "ci": "1.96*std/sqrt(episodes)",
+               "episode_seed": int(ep["seed"]), "pool": str(ep["pool"]),
+               "dropped_classes": [str(c) for c in ep["dropped_classes"]], "ci": "1.96*std/sqrt(episodes)",
                "classifier": "prototype_sq_euclidean"}
     model, dataset = str(fs.meta.get("model", "")), str(fs.meta.get("dataset", ""))
     row = make_row(model=model, dataset=dataset, protocol="fewshot", setting=setting, metric="accuracy",

@@ -48,6 +48,7 @@ class TrainConfig:
     precision: str = "fp32"
     seed: int = 0
     metric: str = "accuracy"  # val metric of the search and early stopping
+    deterministic: bool = False  # deterministic kernels (GPU reproducibility; slower)
 
 
 @dataclass
@@ -199,7 +200,7 @@ def build_model(weights: str | os.PathLike, num_classes: int, cfg: TrainConfig, 
     from medtransfer.models import load_weights
 
     backbone, wmeta = load_weights(weights)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, deterministic=cfg.deterministic)
     model = Classifier(backbone, num_classes)
     fmt = torch.channels_last if cfg.precision == "bf16" else torch.contiguous_format
     return model.to(device, memory_format=fmt), wmeta
@@ -346,7 +347,7 @@ def evaluate_finetune(
     search: bool = False, lr_grid: list[float] | None = None, wd_grid: list[float] | None = None,
     early_stopping: bool = True, eval_every: int = 200, patience: int = 3, val_fraction: float = 0.2,
     seed: int = 0, device: str = "auto", precision: str = "fp32", n_bootstrap: int = 1000,
-    metric: str = "accuracy",
+    metric: str = "accuracy", deterministic: bool = False,
 ) -> None:
     """Finetune one (model, dataset), write the three metric rows and the test predictions.
 
@@ -366,7 +367,8 @@ def evaluate_finetune(
     classes = class_names(frame)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                       early_stopping=early_stopping, eval_every=eval_every, patience=patience,
-                      precision=precision, seed=seed, metric=metric)
+                      precision=precision, seed=seed, metric=metric,
+                      deterministic=deterministic)
     parted, final = _split(frame, images, val_fraction, seed, hold_out=early_stopping)
     scores: list[float] = []
     if search:

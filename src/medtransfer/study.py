@@ -115,6 +115,10 @@ class Study:
         own = self.datasets[dataset].get("fewshot", {}).get("n_way")
         return int(own or self.config["protocols"]["fewshot"]["n_way"])
 
+    def fewshot_pool(self, dataset: str) -> str:
+        own = self.datasets[dataset].get("fewshot", {}).get("pool")
+        return own or self.config["protocols"]["fewshot"]["pool"]
+
     def metric(self, dataset: str) -> str:
         """The dataset's headline metric: model selection and paired comparisons use it."""
         return self.datasets[dataset]["metric"]

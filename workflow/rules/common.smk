@@ -91,6 +91,10 @@ def n_way(wildcards):
     return STUDY.n_way(wildcards.dataset)
 
 
+def fewshot_pool(wildcards):
+    return STUDY.fewshot_pool(wildcards.dataset)
+
+
 def n_support(wildcards):
     return int(wildcards.setting.removesuffix("shot"))
 

@@ -12,6 +12,7 @@ rule extract_features:
     params:
         precision=CONFIG["precision"],
         device=CONFIG["device"],
+        deterministic=CONFIG["deterministic"],
         seed=CONFIG["seed"],
     log:
         "logs/extract_features/{model}/{dataset}.log",

@@ -10,6 +10,7 @@ rule sample_episodes:
     params:
         n_way=n_way,
         n_support=n_support,
+        pool=fewshot_pool,
         settings=protocol_settings("fewshot"),
         seed=CONFIG["seed"],
     log:

@@ -14,6 +14,7 @@ rule finetune:
         metric=dataset_metric,
         precision=CONFIG["precision"],
         device=CONFIG["device"],
+        deterministic=CONFIG["deterministic"],
         seed=CONFIG["seed"],
     log:
         "logs/finetune/{model}/{dataset}.log",

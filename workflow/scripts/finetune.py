@@ -10,5 +10,6 @@ evaluate_finetune(
     rows=snakemake.output.rows, predictions=snakemake.output.predictions,
     model=snakemake.wildcards.model, dataset=snakemake.wildcards.dataset,
     precision=snakemake.params.precision, device=snakemake.params.device,
+    deterministic=snakemake.params.deterministic,
     seed=snakemake.params.seed, metric=snakemake.params.metric, **snakemake.params.settings,
 )

@@ -9,5 +9,7 @@ settings = snakemake.params.settings
 sample_episodes(
     index=snakemake.input.index, out=snakemake.output.episodes, n_way=snakemake.params.n_way,
     n_support=snakemake.params.n_support, n_query=settings["n_query"],
-    episodes=settings["episodes"], seed=snakemake.params.seed,
+    episodes=settings["episodes"], pool=snakemake.params.pool,
+    drop_short_classes=settings["drop_short_classes"], seed=snakemake.params.seed,
+    dataset=snakemake.wildcards.dataset,
 )
