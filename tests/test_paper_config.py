@@ -2,11 +2,12 @@
 
 import re
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from conftest import REPO
-from test_data_adapters import make_amd, make_bach, make_chestx, make_chexpert, make_dr, make_pm, make_tb
+from test_data_adapters import TB_SETS, _image, make_amd, make_bach, make_chestx, make_chexpert, make_dr, make_pm, make_tb
 from workflow_helpers import make_workdir, snakemake
 
 DATASETS = ["bach", "chestx", "chexpert", "diabetic_retinopathy", "ichallenge_amd", "ichallenge_pm",
@@ -45,9 +46,9 @@ def test_paper_config_indexes_fake_trees_and_builds_the_full_dag(tmp_path):
     jobs = _jobs(snakemake(workdir, "all", "-n").stdout)
     assert jobs["download_weights"] == 6 and jobs["convert_weights"] == 6
     assert jobs["cache_images"] == 8 and jobs["sample_episodes"] == 8
-    for rule in ("extract_features", "linear_probe", "fewshot", "finetune"):
+    for rule in ("extract_features", "linear_probe", "fewshot", "finetune", "knn"):
         assert jobs[rule] == 48, rule
-    assert jobs["compare_models"] == 24 and "index_dataset" not in jobs
+    assert jobs["compare_models"] == 32 and "index_dataset" not in jobs
 
 
 def test_missing_dataset_root_is_named(tmp_path):
@@ -61,3 +62,46 @@ def test_missing_dataset_root_is_named(tmp_path):
 
 def _logs(workdir):
     return "".join(p.read_text() for p in (workdir / "logs").rglob("*.log")) if (workdir / "logs").exists() else ""
+
+
+def _published_size_trees(data):
+    """Montgomery, BACH and iChallenge-AMD with their real class counts (tiny images)."""
+    folder, prefix = TB_SETS["montgomerycxr"]
+    for i in range(1, 139):  # 80 normal, 58 abnormal
+        _image(data / "montgomerycxr" / folder / "CXR_png" / f"{prefix}_{i:04d}_{int(i > 80)}.png")
+    (data / "montgomerycxr" / folder / "ClinicalReadings").mkdir()
+    photos = data / "bach" / "ICIAR2018_BACH_Challenge" / "Photos"
+    rows = [(f"{p}{i:03d}.tif", c) for c, p in (("Normal", "n"), ("Benign", "b"), ("InSitu", "is"),
+                                                 ("Invasive", "iv")) for i in range(1, 101)]
+    for name, cls in rows:
+        _image(photos / cls / name)
+    (photos / "microscopy_ground_truth.csv").write_text("".join(f"{f},{c}\n" for f, c in rows))
+    make_amd(data / "ichallenge_amd", n_amd=89, n_normal=311)
+
+
+def test_paper_fewshot_runs_at_published_sizes_on_the_small_datasets(tmp_path):
+    """20-shot + 15 queries per class cannot come from these test splits; the train pool holds them."""
+    from medtransfer.features import FeatureSet, save_features
+    from medtransfer.fewshot import evaluate_fewshot
+
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    assert paper["protocols"]["fewshot"]["pool"] == "train" and paper["protocols"]["fewshot"]["n_support"] == [20]
+    workdir = make_workdir(tmp_path / "run", paper)
+    _published_size_trees(workdir / "data")
+    small = ["montgomerycxr", "bach", "ichallenge_amd"]
+    snakemake(workdir, *[f"results/fewshot/episodes/{name}/20shot.npz" for name in small])
+    for name in small:
+        index = pd.read_csv(workdir / "results" / "data" / name / "index.csv")
+        test_counts = index[index["split"] == "test"]["label"].value_counts()
+        assert test_counts.min() < 35, name  # the test split alone could not hold an episode
+        episodes = workdir / "results" / "fewshot" / "episodes" / name / "20shot.npz"
+        with np.load(episodes) as ep:
+            assert ep["positions"].shape == (600, 2, 35) and str(ep["pool"]) == "train"
+            assert (index["split"].to_numpy()[ep["positions"]] == "train").all()
+        labels = index["label"].to_numpy()
+        feats = np.eye(int(labels.max()) + 1, 4, dtype=np.float32)[labels]  # separable stand-in features
+        meta = {"model": "m", "dataset": name, "weights_sha256": "0" * 64, "split": "published"}
+        save_features(tmp_path / f"{name}.npz", FeatureSet(feats, labels, index["split"].to_numpy(), meta))
+        evaluate_fewshot(features=tmp_path / f"{name}.npz", episodes=episodes, rows=tmp_path / f"{name}.csv",
+                         predictions=tmp_path / f"{name}.p.npz")
+        assert pd.read_csv(tmp_path / f"{name}.csv")["value"].iloc[0] == 1.0
