@@ -82,8 +82,10 @@ def test_index_from_csv_still_round_trips(tmp_path) -> None:
 ])
 def test_broken_user_csv_and_index_name_the_file(tmp_path, content: bytes, problem: str) -> None:
     (tmp_path / "data.csv").write_bytes(content)
-    with pytest.raises(ValueError, match=rf"data\.csv {problem}[^;]*; expected a CSV with columns path,label\[,split,patient\]\..*fix or rewrite"):
+    expected = r"; expected a CSV with columns path,label\[,split,patient\]\..*fix or rewrite"
+    with pytest.raises(ValueError, match=rf"data\.csv {problem}[^;]*" + expected):
         index_from_csv(tmp_path / "data.csv")
     (tmp_path / "index.csv").write_bytes(content)
-    with pytest.raises(ValueError, match=rf"index\.csv {problem}[^;]*; expected a CSV with columns path,label,.*re-run the index rule"):
+    expected = r"; expected a CSV with columns path,label,.*re-run the index rule"
+    with pytest.raises(ValueError, match=rf"index\.csv {problem}[^;]*" + expected):
         read_index(tmp_path / "index.csv")
