@@ -1,6 +1,7 @@
 """Finetuning crops of whole images: boxes inside each real image, torchvision's resampling."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torchvision.transforms.v2 import InterpolationMode
@@ -78,13 +79,30 @@ def test_seeded_and_flip_mirrors_the_same_crop():
     torch.testing.assert_close(a, torch.where(flips[:, None, None, None], plain.flip(-1), plain))
 
 
-def test_full_batch_cuts_the_padding_to_the_batch_and_checks_sizes():
-    cache = np.zeros((4, 50, 70, 3), np.uint8)
-    hw = np.array([[20, 30], [50, 10], [10, 70], [0, 0]], np.int32)
-    x, sizes = full_batch(cache, hw, np.array([0, 2]), "cpu")
-    assert x.shape == (2, 3, 20, 70) and x.dtype == torch.uint8 and sizes.tolist() == [[20, 30], [10, 70]]
+def test_full_batch_stands_images_up_and_pads_to_the_batch(tmp_path):
+    from PIL import Image
+
+    from medtransfer.data.cache import build_full_cache, load_full_cache, load_full_image
+    from medtransfer.data.index import write_index
+
+    rng = np.random.default_rng(0)
+    paths = [tmp_path / f"{i}.png" for i in range(4)]
+    for path, (h, w) in zip(paths, [(20, 30), (50, 16), (16, 16), (40, 20)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    frame = pd.DataFrame({"path": [str(p) for p in paths], "label": [0, 1, 0, 1], "label_name": list("abab"),
+                          "split": ["train", "train", "test", "train"], "patient": "", "split_rule": "given"})
+    write_index(frame, tmp_path / "index.csv")
+    build_full_cache(tmp_path / "index.csv", tmp_path / "full.npy", size=14, scale=8 / 7, max_aspect=2.5)
+    images, hw = load_full_cache(tmp_path / "full.npy")
+    assert hw.tolist() == [[16, 24], [40, 16], [0, 0], [32, 16]] and images.shape == (4, 16, 40, 3)
+    x, sizes = full_batch(images, hw, np.array([1, 0, 3]), "cpu")
+    assert x.shape == (3, 3, 40, 24) and x.dtype == torch.uint8 and sizes.tolist() == [[40, 16], [16, 24], [32, 16]]
+    for got, path, (h, w) in zip(x, [paths[1], paths[0], paths[3]], sizes):
+        np.testing.assert_array_equal(got.permute(1, 2, 0)[:h, :w].numpy(), load_full_image(path, 16, 40))
+        assert not got[:, h:].any() and not got[:, :, w:].any()
     with pytest.raises(ValueError, match=r"image sizes \[\[20, 30\], \[0, 0\]\].*must be positive.*rebuild"):
-        random_resized_crop_full(torch.zeros(2, 3, 50, 70, dtype=torch.uint8), hw[[0, 3]], 8, np.random.default_rng(0))
+        random_resized_crop_full(torch.zeros(2, 3, 50, 70, dtype=torch.uint8), np.array([[20, 30], [0, 0]]), 8,
+                                 np.random.default_rng(0))
 
 
 @pytest.mark.gpu

@@ -5,7 +5,7 @@ from PIL import Image
 
 from medtransfer.data.cache import (
     build_cache, build_full_cache, full_hw_path, full_preprocessing_name, full_sides, load_cache, load_full_cache,
-    load_image,
+    load_full_image, load_image,
 )
 from medtransfer.data.index import write_index
 
@@ -92,11 +92,12 @@ def test_full_cache_keeps_the_whole_image_at_bounded_size(tmp_path):
     images, hw = load_full_cache(tmp_path / "full.npy")
     # short side round(1.25 * 8) = 10; tall 90x30 -> 30x10, long side cropped to 20
     assert hw.tolist() == [[10, 20], [20, 10], [10, 10], [10, 20]] and hw.dtype == np.int32
-    assert images.shape == (4, 20, 20, 3) and images.dtype == np.uint8
-    assert (images[0, 10:] == 0).all() and (images[1, :, 10:] == 0).all()  # padding
-    wide = images[0, :10, :20]
+    assert images.shape == (4, 10, 20, 3) and images.dtype == np.uint8  # the tall image lies transposed
+    assert (images[2, :, 10:] == 0).all()  # padding
+    wide, tall = images[0], images[1, :, :20].transpose(1, 0, 2)
     assert wide[:, 0].min() > 200 and wide[0].min() > 200 and wide[5, 5:15].max() < 130  # frame kept
-    assert images[1, :, 0].min() > 200 and images[1, 0, 4].max() < 130  # tall: side frame kept, top cut off
+    assert tall[:, 0].min() > 200 and tall[0, 4].max() < 130  # side frame kept, top cut off
+    np.testing.assert_array_equal(tall, load_full_image(paths[1], 10, 20))
     ref = np.asarray(Image.open(paths[0]).resize((20, 10), Image.Resampling.BICUBIC))
     np.testing.assert_array_equal(wide, ref)
     assert full_preprocessing_name(8, 1.25, 2.0) == "resize_short10_bicubic+center_crop_long_max20"
@@ -108,7 +109,7 @@ def test_full_cache_stores_only_the_training_images_by_default(tmp_path):
     images, hw = load_full_cache(tmp_path / "full.npy")
     assert full_sides(8) == (9, 18)  # round(8 * 256 / 224), twice that
     assert hw.tolist() == [[9, 9], [0, 0], [15, 9], [0, 0]]  # rows 1 and 3 are test
-    assert images.shape == (4, 15, 9, 3) and not images[[1, 3]].any() and images[[0, 2]].all(-1).any()
+    assert images.shape == (4, 9, 15, 3) and not images[[1, 3]].any() and images[[0, 2]].all(-1).any()
 
 
 def test_full_cache_errors_name_the_file_and_what_to_do(tmp_path):

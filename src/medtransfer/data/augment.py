@@ -127,13 +127,15 @@ def resize_weights(start: torch.Tensor, length: torch.Tensor, in_size: int, out_
     Row ``o`` of box ``i`` holds the weights of output pixel ``o`` over the input pixels:
     ``weights @ column`` is ``interpolate(column[start:start + length], out_size,
     mode="bicubic", align_corners=False, antialias=antialias)``, taps clamped to the box.
+    The taps of each output pixel are computed, then scattered into the dense matrix.
     """
     start, length = start.to(torch.float64)[:, None, None], length.to(torch.float64)[:, None, None]
     step = length / out_size  # input pixels per output pixel
     out = torch.arange(out_size, device=start.device, dtype=torch.float64)[None, :, None]
-    pixel = torch.arange(in_size, device=start.device, dtype=torch.float64)[None, None, :] - start
-    weights = _aa_weights(step, out, pixel, length) if antialias else _plain_weights(step, out, pixel, length)
-    return weights.to(torch.float32)
+    taps, weights = _aa_taps(step, out, length, in_size / out_size) if antialias else _plain_taps(step, out, length)
+    dense = torch.zeros((len(start), out_size, in_size), dtype=torch.float64, device=start.device)
+    dense.scatter_add_(2, (start + taps).long().expand_as(weights), weights)
+    return dense.to(torch.float32)
 
 
 def _cubic(x: torch.Tensor, a: float) -> torch.Tensor:
@@ -144,38 +146,43 @@ def _cubic(x: torch.Tensor, a: float) -> torch.Tensor:
     return torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
 
 
-def _aa_weights(step, out, pixel, length) -> torch.Tensor:
-    """torch's ``_upsample_bicubic2d_aa`` (PIL's filter): the kernel widens by the downscale."""
+def _aa_taps(step, out, length, widest: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch's ``_upsample_bicubic2d_aa`` (PIL's filter): the kernel widens by the downscale.
+
+    Taps (relative to the box) and normalised weights, (n, out, K); unused taps weigh 0.
+    K is bounded by ``widest``, the largest possible ``step`` (no device sync to find it).
+    """
     stretch = step.clamp(min=1.0)
     centre = step * (out + 0.5)
     support = 2.0 * stretch
     low = torch.trunc(centre - support + 0.5).clamp(min=0)
     high = torch.minimum(torch.trunc(centre + support + 0.5), length)
-    inside = (pixel >= low) & (pixel < high)
-    weights = torch.where(inside, _cubic((pixel - centre + 0.5) / stretch, AA_CUBIC), 0.0)
-    return weights / weights.sum(-1, keepdim=True)
+    width = int(math.ceil(4 * max(widest, 1.0))) + 2  # taps span 2 * support + 1 at most
+    taps = low + torch.arange(width, device=step.device, dtype=step.dtype)
+    weights = torch.where(taps < high, _cubic((taps - centre + 0.5) / stretch, AA_CUBIC), 0.0)
+    return torch.minimum(taps, length - 1), weights / weights.sum(-1, keepdim=True)
 
 
-def _plain_weights(step, out, pixel, length) -> torch.Tensor:
+def _plain_taps(step, out, length) -> tuple[torch.Tensor, torch.Tensor]:
     """torch's ``upsample_bicubic2d``: four taps at a fixed width, indices clamped to the box."""
     real = step * (out + 0.5) - 0.5
     index = torch.minimum(torch.floor(real), length - 1)
     frac = (real - index).clamp(0.0, 1.0)
-    weights = torch.zeros(torch.broadcast_shapes(real.shape, pixel.shape), dtype=real.dtype, device=real.device)
-    for tap in (-1, 0, 1, 2):
-        source = torch.minimum((index + tap).clamp(min=0), length - 1)  # relative to the box
-        hit = pixel == source
-        weights = weights + torch.where(hit, _cubic(frac - tap, PLAIN_CUBIC), 0.0)
-    return weights
+    offsets = torch.arange(-1, 3, device=step.device, dtype=step.dtype)
+    taps = torch.minimum((index + offsets).clamp(min=0), length - 1)
+    return taps, _cubic(frac - offsets, PLAIN_CUBIC)
 
 
 def full_batch(images: np.ndarray, hw: np.ndarray, positions: np.ndarray,
                device: str | torch.device) -> tuple[torch.Tensor, np.ndarray]:
     """Images at ``positions`` of a full cache as uint8 (B, 3, h, w) on ``device``, and their sizes.
 
-    The padding is cut to the largest image of the batch before the copy to the device.
+    Portrait images, stored transposed (``cache.build_full_cache``), are stood up again;
+    the batch is padded to its own largest (h, w), not the cache's.
     """
     sizes = np.asarray(hw[positions], dtype=np.int64)
-    h, w = sizes.max(0)
-    batch = np.ascontiguousarray(images[positions, :h, :w])
+    batch = np.zeros((len(sizes), *sizes.max(0), 3), dtype=np.uint8)
+    for k, (pos, (h, w)) in enumerate(zip(positions, sizes)):
+        lying = images[pos, :min(h, w), :max(h, w)]
+        batch[k, :h, :w] = lying.transpose(1, 0, 2) if h > w else lying
     return torch.from_numpy(batch).to(device).permute(0, 3, 1, 2), sizes

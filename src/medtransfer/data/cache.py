@@ -11,6 +11,9 @@ reads a second cache (``build_full_cache``): each training image with its short 
 resized to ``round(scale * S)`` (default 256 for S = 224), aspect ratio kept, the long
 side centre-cropped to at most ``max_aspect`` times the short one; one uint8 array
 padded to a common (H, W), plus a sidecar ``<name>.hw.npy`` with each image's (h, w).
+Images are stored lying (h <= w; portrait ones transposed), so (H, W) is at most
+(short side, longest long side) whatever the mix of orientations (CheXpert, the NLM TB
+sets have both); ``augment.full_batch`` stands them up again.
 """
 
 from __future__ import annotations
@@ -162,7 +165,8 @@ def build_full_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: 
     """Decode the images of ``index`` whole into ``out`` (.npy) and their sizes into ``full_hw_path(out)``.
 
     ``out``: uint8 (N, H, W, 3) in index order, image ``i`` in ``[i, :h_i, :w_i]``, zeros
-    beyond; the sidecar: int32 (N, 2) ``(h_i, w_i)``. Only rows of ``split`` are decoded
+    beyond, transposed when ``h_i > w_i`` (so it lies in ``[i, :w_i, :h_i]``); the
+    sidecar: int32 (N, 2) ``(h_i, w_i)`` as the image stands. Only rows of ``split`` are decoded
     (``None``: all); the others keep ``(0, 0)`` and zeros (sparse on disk), since
     finetuning crops only training images. Two passes: image headers fix (H, W), then
     the images are decoded into a memory map. ``kind`` only improves the error for a
@@ -175,10 +179,12 @@ def build_full_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: 
     with _with_source(kind), atomic_path(out) as tmp:
         for i in rows:
             hw[i] = _full_hw(frame["path"].iat[i], short, longest)
-        shape = (len(frame), *(int(v) for v in np.maximum(hw.max(0), 1)), 3)
+        lying = np.sort(hw, axis=1)  # (short, long) as stored
+        shape = (len(frame), *(int(v) for v in np.maximum(lying.max(0), 1)), 3)
         cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         for i in rows:
-            cache[i, :hw[i, 0], :hw[i, 1]] = load_full_image(frame["path"].iat[i], short, longest)
+            img = load_full_image(frame["path"].iat[i], short, longest)
+            cache[i, :lying[i, 0], :lying[i, 1]] = img.transpose(1, 0, 2) if hw[i, 0] > hw[i, 1] else img
         cache.flush()
         del cache
         with atomic_path(full_hw_path(out)) as hw_tmp:
@@ -186,7 +192,10 @@ def build_full_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: 
 
 
 def load_full_cache(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Memory-map a cache written by ``build_full_cache``: (uint8 N x H x W x 3, int32 N x 2 sizes)."""
+    """Memory-map a cache written by ``build_full_cache``: (uint8 N x H x W x 3, int32 N x 2 sizes).
+
+    Read batches through ``augment.full_batch``, which stands the transposed images up.
+    """
     images = np.load(Path(path), mmap_mode="r")
     sidecar = full_hw_path(path)
     if not sidecar.is_file():
@@ -195,7 +204,7 @@ def load_full_cache(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"{path} is not a full image cache (uint8 N x H x W x 3), got {images.dtype} "
                          f"{images.shape}; rebuild the full cache")
-    if hw.shape != (len(images), 2) or (hw < 0).any() or (hw > images.shape[1:3]).any():
+    if hw.shape != (len(images), 2) or (hw < 0).any() or (np.sort(hw, axis=1) > images.shape[1:3]).any():
         raise ValueError(f"{sidecar} holds sizes {hw.shape} that do not fit {path} {images.shape}; the two "
                          f"files come from different builds: rebuild the full cache")
     return images, hw
