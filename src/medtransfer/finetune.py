@@ -311,7 +311,7 @@ def evaluate_finetune(
     ``full_cache`` (``data.cache.build_full_cache``): training crops come from the whole
     images; without it, from the centre cache ``cache``.
     """
-    from medtransfer.data.cache import load_cache
+    from medtransfer.data.cache import load_cache, load_full_cache
     from medtransfer.data.index import class_names, read_index
     from medtransfer.features import run_meta
 
@@ -324,7 +324,7 @@ def evaluate_finetune(
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                       early_stopping=early_stopping, eval_every=eval_every, patience=patience,
                       precision=precision, seed=seed)
-    full = _load_full(full_cache, frame) if full_cache else None
+    full = load_full_cache(full_cache, frame=frame) if full_cache else None
     parted, final = _split(frame, images, val_fraction, seed, hold_out=early_stopping, full=full)
     scores: list[float] = []
     if search:
@@ -335,20 +335,6 @@ def evaluate_finetune(
     meta = run_meta(model=model, dataset=dataset, weights_meta=wmeta, index=frame, precision=precision,
                     size=images.shape[1], seed=seed)
     _write(rows, predictions, probs, final, classes, meta, cfg, result, scores, n_bootstrap)
-
-
-def _load_full(path: str | os.PathLike, frame) -> tuple[np.ndarray, np.ndarray]:
-    """The full cache, checked against the index: one row per image, every training image in it."""
-    from medtransfer.data.cache import load_full_cache
-
-    images, hw = load_full_cache(path)
-    if len(images) != len(frame):
-        raise ValueError(f"{path} holds {len(images)} images but the index lists {len(frame)}; rebuild the full cache")
-    lacking = np.flatnonzero((frame["split"].to_numpy() == "train") & (hw.min(1) == 0))
-    if len(lacking):
-        raise ValueError(f"{path} lacks {len(lacking)} training images (rows {lacking[:5].tolist()}...); "
-                         f"rebuild the full cache from this index")
-    return images, hw
 
 
 def _augment_name(final: Data) -> str:

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from medtransfer.common import atomic_path
@@ -191,10 +192,12 @@ def build_full_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: 
             np.save(hw_tmp, hw)
 
 
-def load_full_cache(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+def load_full_cache(path: str | os.PathLike, *, frame: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Memory-map a cache written by ``build_full_cache``: (uint8 N x H x W x 3, int32 N x 2 sizes).
 
     Read batches through ``augment.full_batch``, which stands the transposed images up.
+    With ``frame`` (the dataset index), check it has one row per image and every training
+    image.
     """
     images = np.load(Path(path), mmap_mode="r")
     sidecar = full_hw_path(path)
@@ -207,4 +210,15 @@ def load_full_cache(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if hw.shape != (len(images), 2) or (hw < 0).any() or (np.sort(hw, axis=1) > images.shape[1:3]).any():
         raise ValueError(f"{sidecar} holds sizes {hw.shape} that do not fit {path} {images.shape}; the two "
                          f"files come from different builds: rebuild the full cache")
+    if frame is not None:
+        _check_full_rows(path, hw, frame)
     return images, hw
+
+
+def _check_full_rows(path: str | os.PathLike, hw: np.ndarray, frame: pd.DataFrame) -> None:
+    if len(hw) != len(frame):
+        raise ValueError(f"{path} holds {len(hw)} images but the index lists {len(frame)}; rebuild the full cache")
+    lacking = np.flatnonzero((frame["split"].to_numpy() == "train") & (hw.min(1) == 0))
+    if len(lacking):
+        raise ValueError(f"{path} lacks {len(lacking)} training images (rows {lacking[:5].tolist()}...); "
+                         f"rebuild the full cache from this index")
