@@ -3,7 +3,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from medtransfer.data.cache import build_cache, load_cache, load_image
+from medtransfer.data.cache import (
+    build_cache, build_full_cache, full_hw_path, full_preprocessing_name, full_sides, load_cache, load_full_cache,
+    load_full_image, load_image,
+)
 from medtransfer.data.index import write_index
 
 
@@ -68,3 +71,61 @@ def test_bad_image_error_says_where_the_dataset_comes_from(tmp_path):
     index = _index(tmp_path, [tmp_path / "ok.png", tmp_path / "bad.png"])
     with pytest.raises(ValueError, match=r"(?s)bad\.png cannot be decoded.*download:.*zenodo.*ICIAR2018"):
         build_cache(index, tmp_path / "c.npy", size=8, kind="bach")
+
+
+# ---------------------------------------------------------------- the finetune cache of whole images
+
+
+def _bordered(path, h, w, border=4):
+    """A mid-grey image with a white frame ``border`` pixels wide: the centre crop cuts it off."""
+    img = np.full((h, w, 3), 100, dtype=np.uint8)
+    img[:border], img[-border:], img[:, :border], img[:, -border:] = 255, 255, 255, 255
+    Image.fromarray(img).save(path)
+    return path
+
+
+def test_full_cache_keeps_the_whole_image_at_bounded_size(tmp_path):
+    paths = [_bordered(tmp_path / "wide.png", 40, 80), _bordered(tmp_path / "tall.png", 90, 30),
+             _bordered(tmp_path / "square.png", 30, 30)]
+    index = _index(tmp_path, paths + [tmp_path / "wide.png"])  # rows 0, 2 train; 1, 3 test
+    build_full_cache(index, tmp_path / "full.npy", size=8, scale=1.25, max_aspect=2.0, split=None)
+    images, hw = load_full_cache(tmp_path / "full.npy")
+    # short side round(1.25 * 8) = 10; tall 90x30 -> 30x10, long side cropped to 20
+    assert hw.tolist() == [[10, 20], [20, 10], [10, 10], [10, 20]] and hw.dtype == np.int32
+    assert images.shape == (4, 10, 20, 3) and images.dtype == np.uint8  # the tall image lies transposed
+    assert (images[2, :, 10:] == 0).all()  # padding
+    wide, tall = images[0], images[1, :, :20].transpose(1, 0, 2)
+    assert wide[:, 0].min() > 200 and wide[0].min() > 200 and wide[5, 5:15].max() < 130  # frame kept
+    assert tall[:, 0].min() > 200 and tall[0, 4].max() < 130  # side frame kept, top cut off
+    np.testing.assert_array_equal(tall, load_full_image(paths[1], 10, 20))
+    ref = np.asarray(Image.open(paths[0]).resize((20, 10), Image.Resampling.BICUBIC))
+    np.testing.assert_array_equal(wide, ref)
+    assert full_preprocessing_name(8, 1.25, 2.0) == "resize_short10_bicubic+center_crop_long_max20"
+
+
+def test_full_cache_stores_only_the_training_images_by_default(tmp_path):
+    paths = [_bordered(tmp_path / f"{i}.png", 24 + 8 * i, 24) for i in range(4)]
+    build_full_cache(_index(tmp_path, paths), tmp_path / "full.npy", size=8)
+    images, hw = load_full_cache(tmp_path / "full.npy")
+    assert full_sides(8) == (9, 18)  # round(8 * 256 / 224), twice that
+    assert hw.tolist() == [[9, 9], [0, 0], [15, 9], [0, 0]]  # rows 1 and 3 are test
+    assert images.shape == (4, 9, 15, 3) and not images[[1, 3]].any() and images[[0, 2]].all(-1).any()
+
+
+def test_full_cache_errors_name_the_file_and_what_to_do(tmp_path):
+    ok = _bordered(tmp_path / "ok.png", 12, 12)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    index = _index(tmp_path, [ok, tmp_path / "bad.png"], labels=[0, 0])
+    with pytest.raises(ValueError, match=r"(?s)bad\.png cannot be decoded.*download:.*zenodo"):
+        build_full_cache(index, tmp_path / "full.npy", size=8, split=None, kind="bach")
+    assert list(tmp_path.glob("full*")) == [] and list(tmp_path.glob(".full*")) == []
+    with pytest.raises(ValueError, match=r"scale >= 1.*got size=8, scale=0.5.*e\.g\. scale 1\.1429"):
+        build_full_cache(index, tmp_path / "full.npy", size=8, scale=0.5)
+    build_full_cache(_index(tmp_path, [ok, ok]), tmp_path / "full.npy", size=8)
+    np.save(tmp_path / "full.hw.npy", np.array([[9, 9]], np.int32))
+    with pytest.raises(ValueError, match=r"full\.hw\.npy holds sizes \(1, 2\) that do not fit .*rebuild"):
+        load_full_cache(tmp_path / "full.npy")
+    (tmp_path / "full.hw.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"full\.hw\.npy \(the image sizes of .*full\.npy\) does not exist"):
+        load_full_cache(tmp_path / "full.npy")
+    assert full_hw_path(tmp_path / "full.npy") == tmp_path / "full.hw.npy"

@@ -66,11 +66,30 @@ def test_bach_labels_counts_and_published_split_in_csv_order(tmp_path: Path) -> 
     assert (frame["patient"] == "").all()
 
 
-def test_bach_without_truth_uses_sorted_file_names(tmp_path: Path) -> None:
+def test_bach_without_truth_refuses_the_published_split_but_splits_at_random(tmp_path: Path) -> None:
     make_bach(tmp_path, truth=False)
-    frame = build_index("bach", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"(?s)bach: split 'published' needs .*Photos/microscopy_ground_truth"
+                                                r"\.csv, which does not exist.*use split: random.*zenodo"):
+        build_index("bach", tmp_path)
+    frame = build_index("bach", tmp_path, split="random", seed=42)
     names = [Path(p).name for p in frame["path"]]
     assert names == sorted(names) and len(names) == 10
+    assert (frame["split"] == published_split(10, seed=42)).all()
+    assert set(frame["split_rule"]) == {"random:80/20,seed=42"}
+    assert "split: published is refused" in describe("bach")
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("", r"is empty \(0 bytes\)"),
+    ("n001.tif\nb001.tif\n", r"has 1 column"),
+    ('n001.tif,"Normal\n', r"cannot be parsed as CSV"),
+])
+def test_bach_broken_truth_names_the_file_and_the_columns(tmp_path: Path, text: str, problem: str) -> None:
+    make_bach(tmp_path)
+    (tmp_path / "ICIAR2018_BACH_Challenge" / "Photos" / "microscopy_ground_truth.csv").write_text(text)
+    with pytest.raises(ValueError, match=rf"(?s)bach: .*microscopy_ground_truth\.csv {problem}.*expected .*no header "
+                                         r"and two columns, file name and class.*zenodo"):
+        build_index("bach", tmp_path)
 
 
 def test_bach_truth_must_agree_with_folders(tmp_path: Path) -> None:
@@ -260,12 +279,15 @@ def test_chexpert_missing_images_are_counted(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- diabetic retinopathy
 
 
-def make_dr(root: Path, train_ids: int = 15, test_ids: int = 10) -> None:
+def make_dr(root: Path, train_ids: int = 15, test_ids: int = 10, test_csv: str = "testLabels.csv") -> None:
+    """Kaggle's layout; ``test_csv`` retinopathy_solution.csv writes it as Kaggle ships it."""
     start = 10
     for part, n in (("train", train_ids), ("test", test_ids)):
         images = [f"{start + i}_{eye}" for i in range(n) for eye in ("left", "right")]
-        levels = [str(i // 2 % 5) for i in range(len(images))]
-        pd.DataFrame({"image": images, "level": levels}).to_csv(root / f"{part}Labels.csv", index=False)
+        table = pd.DataFrame({"image": images, "level": [str(i // 2 % 5) for i in range(len(images))]})
+        if part == "test" and test_csv == "retinopathy_solution.csv":
+            table["Usage"] = ["Public", "Private"] * n
+        table.to_csv(root / ("trainLabels.csv" if part == "train" else test_csv), index=False)
         for name in images:
             _image(root / part / f"{name}.jpeg")
         start += n
@@ -280,6 +302,47 @@ def test_dr_official_split_levels_and_patients(tmp_path: Path) -> None:
     assert frame["patient"].iloc[0] == "10" and frame["path"].iloc[0].endswith("train/10_left.jpeg")
     given = build_index("diabetic_retinopathy", tmp_path, split="given")
     assert (given["split"] == frame["split"]).all() and set(given["split_rule"]) == {"given"}
+
+
+def test_dr_reads_kaggles_retinopathy_solution_csv(tmp_path: Path) -> None:
+    make_dr(tmp_path, test_csv="retinopathy_solution.csv")
+    frame = build_index("diabetic_retinopathy", tmp_path)
+    test = frame[frame["split"] == "test"]
+    assert len(test) == 20 and test["label"].tolist()[:4] == [0, 0, 1, 1]  # Public and Private rows
+    assert test["path"].iloc[0].endswith("test/25_left.jpeg")
+    # with both files present, Kaggle's is read
+    pd.DataFrame({"image": ["25_left"], "level": ["9"]}).to_csv(tmp_path / "testLabels.csv", index=False)
+    assert build_index("diabetic_retinopathy", tmp_path)["split"].tolist() == frame["split"].tolist()
+    (tmp_path / "retinopathy_solution.csv").unlink()
+    with pytest.raises(ValueError, match=r"unknown label value\(s\) \['9'\] in .*testLabels.csv"):
+        build_index("diabetic_retinopathy", tmp_path)
+    (tmp_path / "testLabels.csv").unlink()
+    both = r"(?s)test labels as .*retinopathy_solution\.csv \(Kaggle's name\) or .*testLabels\.csv \(the published"
+    with pytest.raises(FileNotFoundError, match=both + r" code's name\); neither exists.*kaggle"):
+        build_index("diabetic_retinopathy", tmp_path)
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"", r"is empty \(0 bytes\)"),
+    (b"\n\n", r"holds no CSV columns \(blank lines only\)"),
+    (b"image,level\n", r"has no data rows \(only the header \['image', 'level'\]\)"),
+    (b"\x89PNG\r\n\x1a\n\xff\xfe\x00garbage", r"cannot be parsed as CSV \(.utf-8. codec"),
+    (b'image,level\n10_left,"0\n', r"cannot be parsed as CSV \(Error tokenizing"),
+])
+def test_dr_broken_labels_csv_names_the_file_and_the_columns(tmp_path: Path, content: bytes, problem: str) -> None:
+    make_dr(tmp_path)
+    (tmp_path / "trainLabels.csv").write_bytes(content)
+    expected = r"; expected a CSV with a header row naming at least the columns image, level\. .*kaggle"
+    with pytest.raises(ValueError, match=rf"(?s)diabetic_retinopathy: .*trainLabels\.csv {problem}[^;]*" + expected):
+        build_index("diabetic_retinopathy", tmp_path)
+
+
+def test_chestx_empty_csv_names_the_file(tmp_path: Path) -> None:
+    make_chestx(tmp_path, n=12)
+    (tmp_path / "Data_Entry_2017.csv").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"chestx: .*Data_Entry_2017\.csv is empty \(0 bytes\); expected .*"
+                                         r"Image Index, Finding Labels, Patient ID"):
+        build_index("chestx", tmp_path)
 
 
 def test_dr_patient_split_keeps_both_eyes_together(tmp_path: Path) -> None:

@@ -73,3 +73,19 @@ def test_index_from_csv_still_round_trips(tmp_path) -> None:
     assert list(frame.loc[frame["label"] == 0, "label_name"].unique()) == ["a"]
     write_index(frame, tmp_path / "index.csv")
     pd.testing.assert_frame_equal(read_index(tmp_path / "index.csv"), frame, check_dtype=False)
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"", r"is empty \(0 bytes\)"),
+    (b"path,label\n", r"has no data rows"),
+    (b"path,label\n\"a.png,0\n", r"cannot be parsed as CSV"),
+])
+def test_broken_user_csv_and_index_name_the_file(tmp_path, content: bytes, problem: str) -> None:
+    (tmp_path / "data.csv").write_bytes(content)
+    expected = r"; expected a CSV with columns path,label\[,split,patient\]\..*fix or rewrite"
+    with pytest.raises(ValueError, match=rf"data\.csv {problem}[^;]*" + expected):
+        index_from_csv(tmp_path / "data.csv")
+    (tmp_path / "index.csv").write_bytes(content)
+    expected = r"; expected a CSV with columns path,label,.*re-run the index rule"
+    with pytest.raises(ValueError, match=rf"index\.csv {problem}[^;]*" + expected):
+        read_index(tmp_path / "index.csv")

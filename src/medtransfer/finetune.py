@@ -7,8 +7,10 @@ lr x wd search, early stopping on val every 200 steps with patience 3 and a *rea
 restore of the best weights (the published restore kept a reference to the live
 state dict, so it restored nothing).
 
-Training reads the decoded uint8 cache (no JPEG decoding) and augments on the device;
-evaluation uses the cached centre images, as every other protocol does.
+Training reads the decoded uint8 cache (no JPEG decoding) and augments on the device:
+crops of the cached centre images, or of the whole images when a full cache
+(``data.cache.build_full_cache``) is given; evaluation uses the cached centre images,
+as every other protocol does.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medtransfer.common import resolve_device, seed_everything
+from medtransfer.data.augment import augment, crop_params, full_batch, random_resized_crop_full  # noqa: F401
 from medtransfer.data.index import stratified_split
 
 log = logging.getLogger(__name__)
@@ -98,61 +101,6 @@ class EarlyStopping:
 # ---------------------------------------------------------------- data and augmentation
 
 
-def crop_params(rng: np.random.Generator, n: int, height: int, width: int,
-                scale: tuple[float, float] = (0.08, 1.0),
-                ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
-    """(n, 4) top, left, h, w of RandomResizedCrop boxes, torchvision's rule, vectorised.
-
-    Ten tries per image for a box of random area and log-uniform aspect ratio that fits;
-    images without one fall back to the largest centred box within the ratio range.
-    """
-    area = height * width * rng.uniform(*scale, size=(n, 10))
-    aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), size=(n, 10)))
-    w = np.round(np.sqrt(area * aspect)).astype(np.int64)
-    h = np.round(np.sqrt(area / aspect)).astype(np.int64)
-    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = fits.argmax(1)
-    h, w = h[np.arange(n), first], w[np.arange(n), first]
-    fh, fw = _fallback_box(height, width, ratio)
-    h, w = np.where(fits.any(1), h, fh), np.where(fits.any(1), w, fw)
-    top = np.where(fits.any(1), rng.integers(0, height - h + 1), (height - h) // 2)
-    left = np.where(fits.any(1), rng.integers(0, width - w + 1), (width - w) // 2)
-    return np.stack([top, left, h, w], axis=1)
-
-
-def _fallback_box(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        return int(round(width / ratio[0])), width
-    if in_ratio > ratio[1]:
-        return height, int(round(height * ratio[1]))
-    return height, width
-
-
-def augment(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """RandomResizedCrop(S, scale (0.08, 1), bicubic) + horizontal flip of a uint8 batch.
-
-    ``images``: uint8 (n, 3, S, S) on any device; returns float (n, 3, S, S) in [0, 1].
-    One bicubic ``grid_sample`` for the whole batch, instead of one resize per image:
-    a crop of an S x S image resized to S x S is never a downscale, so no antialiasing
-    is lost, and the flip is folded into the sampling grid. Sample points follow
-    ``interpolate``'s pixel-centre rule; unlike a crop-then-resize, the bicubic taps at a
-    crop's edge may read the pixels just outside it (the image's own, not padding).
-    """
-    n, _, size, _ = images.shape
-    boxes = torch.from_numpy(crop_params(rng, n, size, size)).to(images.device, torch.float32)
-    flips = torch.from_numpy(rng.random(n) < 0.5).to(images.device)
-    centres = (torch.arange(size, device=images.device, dtype=torch.float32) + 0.5) / size
-    top, left, h, w = boxes.unbind(1)
-    ys = top[:, None] + centres[None] * h[:, None] - 0.5  # source pixel coordinates
-    xs = left[:, None] + centres[None] * w[:, None] - 0.5
-    xs = torch.where(flips[:, None], xs.flip(1), xs)
-    grid = torch.stack([xs[:, None, :].expand(n, size, size), ys[:, :, None].expand(n, size, size)], dim=3)
-    grid = (2.0 * grid + 1.0) / size - 1.0  # to grid_sample's [-1, 1] (align_corners=False)
-    out = F.grid_sample(images.float(), grid, mode="bicubic", padding_mode="border", align_corners=False)
-    return out.clamp_(0.0, 255.0).div_(255.0)
-
-
 class BatchStream:
     """Endless seeded batches of positions: a fresh permutation every pass over the data."""
 
@@ -176,6 +124,7 @@ class Data:
     train: np.ndarray  # positions used to update the weights
     val: np.ndarray  # positions for early stopping / search (may be empty)
     test: np.ndarray
+    full: tuple[np.ndarray, np.ndarray] | None = None  # whole images (N, H, W, 3) and sizes (N, 2)
 
 
 # ---------------------------------------------------------------- model
@@ -242,8 +191,7 @@ def _train_step(model, opt, sched, data: Data, stream: BatchStream, rng, wmeta, 
     from medtransfer.models import normalise
 
     pos = stream.next()
-    x = torch.from_numpy(np.ascontiguousarray(data.images[pos])).to(device).permute(0, 3, 1, 2)
-    x = normalise(augment(x, rng), wmeta)
+    x = normalise(_train_batch(data, pos, rng, device), wmeta)
     if cfg.precision == "bf16":
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.from_numpy(data.labels[pos]).to(device)
@@ -255,6 +203,15 @@ def _train_step(model, opt, sched, data: Data, stream: BatchStream, rng, wmeta, 
     opt.step()
     sched.step()  # per iteration: the cosine runs over all steps
     return loss.detach()
+
+
+def _train_batch(data: Data, pos: np.ndarray, rng: np.random.Generator, device: str) -> torch.Tensor:
+    """Augmented images at ``pos``: crops of the whole images when a full cache is given."""
+    if data.full is None:
+        x = torch.from_numpy(np.ascontiguousarray(data.images[pos])).to(device).permute(0, 3, 1, 2)
+        return augment(x, rng)
+    x, hw = full_batch(*data.full, pos, device)
+    return random_resized_crop_full(x, hw, data.images.shape[1], rng)
 
 
 def _val_score(model, data: Data, wmeta, device: str, cfg: TrainConfig) -> float:
@@ -321,14 +278,15 @@ def search_hparams(weights, data: Data, num_classes: int, device: str, cfg: Trai
     return replace(cfg, lr=lr, weight_decay=wd), scores
 
 
-def _split(frame, images: np.ndarray, val_fraction: float, seed: int, hold_out: bool) -> tuple[Data, Data]:
+def _split(frame, images: np.ndarray, val_fraction: float, seed: int, hold_out: bool,
+           full: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Data, Data]:
     """(search data: train part + val part, final data: val held out only if ``hold_out``)."""
     labels = frame["label"].to_numpy(np.int64)
     split = frame["split"].to_numpy(str)
     train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
     tr, va = stratified_split(labels[train], val_fraction, seed)
-    parted = Data(images, labels, train[tr], train[va], test)
-    final = parted if hold_out else Data(images, labels, train, np.empty(0, np.int64), test)
+    parted = Data(images, labels, train[tr], train[va], test, full)
+    final = parted if hold_out else Data(images, labels, train, np.empty(0, np.int64), test, full)
     return parted, final
 
 
@@ -347,15 +305,17 @@ def evaluate_finetune(
     search: bool = False, lr_grid: list[float] | None = None, wd_grid: list[float] | None = None,
     early_stopping: bool = True, eval_every: int = 200, patience: int = 3, val_fraction: float = 0.2,
     seed: int = 0, device: str = "auto", precision: str = "fp32", n_bootstrap: int = 1000,
-    metric: str = "accuracy", deterministic: bool = False,
+    metric: str = "accuracy", deterministic: bool = False, full_cache: str | os.PathLike | None = None,
 ) -> None:
     """Finetune one (model, dataset), write the three metric rows and the test predictions.
 
     ``wd_grid`` values are divided by the lr (published convention). With early stopping
     the val part (``val_fraction`` of train, stratified, seeded) is held out of training;
     without it and without search the final run trains on all training images.
+    ``full_cache`` (``data.cache.build_full_cache``): training crops come from the whole
+    images; without it, from the centre cache ``cache``.
     """
-    from medtransfer.data.cache import load_cache
+    from medtransfer.data.cache import load_cache, load_full_cache
     from medtransfer.data.index import class_names, read_index
     from medtransfer.features import run_meta
 
@@ -369,7 +329,8 @@ def evaluate_finetune(
                       early_stopping=early_stopping, eval_every=eval_every, patience=patience,
                       precision=precision, seed=seed, metric=metric,
                       deterministic=deterministic)
-    parted, final = _split(frame, images, val_fraction, seed, hold_out=early_stopping)
+    full = load_full_cache(full_cache, frame=frame) if full_cache else None
+    parted, final = _split(frame, images, val_fraction, seed, hold_out=early_stopping, full=full)
     scores: list[float] = []
     if search:
         cfg, scores = search_hparams(weights, parted, len(classes), device, cfg, search_grid(lr_grid, wd_grid))
@@ -381,14 +342,22 @@ def evaluate_finetune(
     _write(rows, predictions, probs, final, classes, meta, cfg, result, scores, n_bootstrap)
 
 
+def _augment_name(final: Data) -> str:
+    if final.full is None:
+        return "rrc0.08-1_bicubic+hflip_of_centre_crop"
+    hw = final.full[1][final.train]
+    return f"rrc0.08-1_bicubic_aa+hflip_of_full_image_short{int(hw.min())}_long_max{int(hw.max())}"
+
+
 def _details(cfg: TrainConfig, result: RunResult, final: Data, scores: list[float]) -> dict:
     return {
         "lr": cfg.lr, "weight_decay": cfg.weight_decay, "best_step": result.best_step,
         "stopped_early": result.stopped_early, "diverged": result.diverged, "steps_run": result.steps_run,
         "steps": cfg.steps, "batch_size": cfg.batch_size, "early_stopping": cfg.early_stopping,
-        "val_score": result.val_score, "selection_metric": cfg.metric, "train_images": len(final.train), "val_images": len(final.val),
-        "search_runs": len(scores), "search_best_val_score": max(scores) if scores else None,
-        "augment": "rrc0.08-1_bicubic+hflip", "optimizer": "sgd_nesterov0.9_cosine",
+        "val_score": result.val_score, "selection_metric": cfg.metric, "train_images": len(final.train),
+        "val_images": len(final.val), "search_runs": len(scores),
+        "search_best_val_score": max(scores) if scores else None,
+        "augment": _augment_name(final), "optimizer": "sgd_nesterov0.9_cosine",
     }
 
 

@@ -13,7 +13,8 @@ Splits (``split=``):
   shuffles a table with ``DataFrame.sample(frac=1, random_state=42)`` and keeps
   ``iloc[:floor(0.8 n)]`` as train; ``index.published_split`` reproduces that. The table
   it shuffled sets the row order, so each adapter keeps rows in that order: the
-  ground-truth CSV for bach, ``Data_Entry_2017.csv`` for chestx (all 112,120 rows, split
+  ground-truth CSV for bach (without it bach refuses this split: its row order cannot be
+  rebuilt from the folders), ``Data_Entry_2017.csv`` for chestx (all 112,120 rows, split
   *before* the single-finding filter), ``train.csv`` for chexpert (shuffled, then the
   first 134,049 rows are train), the official train/test for diabetic_retinopathy. For
   amd, pm, montgomery and shenzhen the published code shuffled private or Kaggle CSVs
@@ -46,7 +47,7 @@ import pandas as pd
 from medtransfer.data.demo import DEMO_KINDS
 from medtransfer.data.index import (
     INDEX_COLUMNS, PUBLISHED_SEED, SPLITS, check_index, first_of_shuffle, index_from_csv,
-    patient_split, published_split, write_index,
+    patient_split, published_split, read_table, write_index,
 )
 
 # CheXpert's published cut: the first 134,049 of the 223,414 shuffled train.csv rows are
@@ -222,9 +223,17 @@ def _rows(paths: pd.Series, labels: Any, classes: tuple[str, ...], patient: Any 
                          "patient": patient, "keep": True})
 
 
+def _read_table(kind: str, path: Path, expected: str, **kwargs: Any) -> pd.DataFrame:
+    """A dataset CSV as strings; missing, empty or unparsable: an error naming the file."""
+    try:
+        return read_table(_need_file(kind, path), expected, **kwargs)
+    except ValueError as err:
+        raise ValueError(f"{kind}: {err}\n{describe(kind)}") from err
+
+
 def _read_csv(kind: str, path: Path, columns: list[str], **kwargs: Any) -> pd.DataFrame:
     """Read the ``columns`` of a dataset CSV as strings; a missing column is a layout error."""
-    frame = pd.read_csv(_need_file(kind, path), dtype=str, keep_default_na=False, **kwargs)
+    frame = _read_table(kind, path, f"a header row naming at least the columns {', '.join(columns)}", **kwargs)
     lacking = [c for c in columns if c not in frame.columns]
     if lacking:
         raise ValueError(f"{kind}: {path} lacks column(s) {lacking}; it has {list(frame.columns)[:20]}. "
@@ -279,22 +288,49 @@ def _scan_class_folders(kind: str, parent: Path, classes: tuple[str, ...],
     return pd.DataFrame(rows, columns=["file", "label"]).astype({"label": int})
 
 
+BACH_TRUTH = "microscopy_ground_truth.csv"
+BACH_TRUTH_COLUMNS = "no header and two columns, file name and class (e.g. b001.tif,Benign)"
+
+
 def _scan_bach(root: Path, options: dict[str, Any]) -> pd.DataFrame:
     photos = root / "ICIAR2018_BACH_Challenge" / "Photos"
     found = _scan_class_folders("bach", photos, BACH_CLASSES, (".tif", ".tiff"))
-    truth = photos / "microscopy_ground_truth.csv"
+    truth = photos / BACH_TRUTH
     if truth.is_file():
         found = _bach_check_truth(found, truth)
-    else:  # without the ground truth the file name order stands in for its row order
+    else:  # rows sorted by file name, for split: random; _published_bach refuses these
         found = found.sort_values("file", kind="stable")
     folders = pd.Series(BACH_CLASSES, dtype=str).iloc[found["label"]].to_numpy()
-    return _rows(str(photos) + os.sep + pd.Series(folders) + os.sep + found["file"].to_numpy(),
-                 found["label"], BACH_CLASSES)
+    frame = _rows(str(photos) + os.sep + pd.Series(folders) + os.sep + found["file"].to_numpy(),
+                  found["label"], BACH_CLASSES)
+    frame.attrs["missing_truth"] = None if truth.is_file() else str(truth)
+    return frame
+
+
+def _published_bach(frame: pd.DataFrame, options: dict[str, Any]) -> tuple[np.ndarray, str]:
+    """The published shuffle ran over the ground-truth CSV's rows: without it, refuse.
+
+    The CSV lists the classes in the order Normal, Benign, InSitu, Invasive; the order of
+    the files within a class cannot be checked without it, so no folder order is assumed.
+    """
+    missing = frame.attrs.get("missing_truth")
+    if missing:
+        raise FileNotFoundError(
+            f"bach: split 'published' needs {missing}, which does not exist: the published "
+            f"seed-42 shuffle ran over that CSV's row order, which the class folders cannot reproduce. "
+            f"Restore {BACH_TRUTH} from the download, or use split: random (a seeded 80/20 shuffle of "
+            f"the sorted file names; not the published split). split: patient and given are not "
+            f"available for bach.\n{describe('bach')}")
+    return _published_80_20(frame, options)
 
 
 def _bach_check_truth(found: pd.DataFrame, truth: Path) -> pd.DataFrame:
     """Cross-check the folders with the ground-truth CSV; rows come back in the CSV's order."""
-    table = pd.read_csv(truth, header=None, names=["file", "name"], usecols=[0, 1], dtype=str)
+    table = _read_table("bach", truth, BACH_TRUTH_COLUMNS, header=None)
+    if table.shape[1] < 2:
+        raise ValueError(f"bach: {truth} has {table.shape[1]} column; expected {BACH_TRUTH_COLUMNS}. "
+                         f"Restore the original file from the download.\n{describe('bach')}")
+    table = table.iloc[:, :2].set_axis(["file", "name"], axis=1)
     bad = set(table["name"]) - set(BACH_CLASSES)
     if bad:
         raise _unknown_labels("bach", truth, bad, BACH_CLASSES)
@@ -368,8 +404,25 @@ def _scan_dr(root: Path, options: dict[str, Any]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+# Kaggle ships the test labels as retinopathy_solution.csv (image, level, Usage); the
+# published code read a renamed copy, testLabels.csv. Either is accepted, Kaggle's first.
+DR_LABELS = {"train": ("trainLabels.csv",), "test": ("retinopathy_solution.csv", "testLabels.csv")}
+
+
+def _dr_labels_csv(root: Path, part: str) -> Path:
+    names = DR_LABELS[part]
+    found = next((root / n for n in names if (root / n).is_file()), None)
+    if found is None and len(names) > 1:
+        raise FileNotFoundError(
+            f"diabetic_retinopathy: expected the {part} labels as {root / names[0]} (Kaggle's name) or "
+            f"{root / names[1]} (the published code's name); neither exists. Download "
+            f"{names[0]} from the competition's data page into the dataset root."
+            f"\n{describe('diabetic_retinopathy')}")
+    return found or _need_file("diabetic_retinopathy", root / names[0])
+
+
 def _scan_dr_part(root: Path, part: str) -> pd.DataFrame:
-    csv = root / f"{part}Labels.csv"
+    csv = _dr_labels_csv(root, part)
     table = _read_csv("diabetic_retinopathy", csv, ["image", "level"])
     _need_dir("diabetic_retinopathy", root / part)
     levels = table["level"].str.strip()
@@ -482,13 +535,14 @@ ADAPTERS: dict[str, Adapter] = {a.kind: a for a in [
         licence="CC BY-NC-ND 4.0 (non-commercial, no derivatives)",
         layout="ICIAR2018_BACH_Challenge/Photos/{Normal,Benign,InSitu,Invasive}/*.tif\n"
                "ICIAR2018_BACH_Challenge/Photos/microscopy_ground_truth.csv (no header: file,label; "
-               "optional, cross-checked when present)",
+               "needed for split: published, cross-checked with the folders)",
         label_rule="the class folder; the ground-truth CSV must agree when present",
-        published_rule="80/20, seed-42 shuffle of the ground-truth CSV rows (sorted file names "
-                       "without it), first floor(80%) train",
+        published_rule="80/20, seed-42 shuffle of the ground-truth CSV rows in file order, first "
+                       "floor(80%) train. Without the CSV, split: published is refused (its row order "
+                       "cannot be rebuilt from the folders); split: random works without it",
         patient_rule="none: BACH publishes no patient ids and several photos come from one "
                      "patient, so split: patient is refused",
-        scan=_scan_bach, published=_published_80_20),
+        scan=_scan_bach, published=_published_bach),
     Adapter(
         kind="chestx", title="NIH ChestX-ray14 (112,120 frontal radiographs; ~25.8k kept)",
         classes=CHESTX_CLASSES,
@@ -536,13 +590,16 @@ ADAPTERS: dict[str, Adapter] = {a.kind: a for a in [
         source="https://www.kaggle.com/competitions/diabetic-retinopathy-detection/data "
                "(cat train.zip.* > train.zip; unzip; same for test)",
         licence="Kaggle competition rules (non-commercial research use)",
-        layout="trainLabels.csv, testLabels.csv (columns image, level)\n"
+        layout="trainLabels.csv (columns image, level)\n"
+               "retinopathy_solution.csv (as Kaggle ships it: columns image, level, Usage; Public and "
+               "Private rows are all test) or testLabels.csv (a renamed copy, as the published code "
+               "read it); when both exist retinopathy_solution.csv is used\n"
                "train/<image>.jpeg, test/<image>.jpeg (images are <id>_left, <id>_right)",
         label_rule="level 0-4 (no DR, mild, moderate, severe, proliferative)",
         published_rule="the official train / test split",
         patient_rule="the id before _left/_right (the two eyes of one patient)",
         scan=_scan_dr, published=_published_given, has_patients=True, has_given_split=True,
-        listed_in="trainLabels.csv/testLabels.csv"),
+        listed_in="trainLabels.csv and retinopathy_solution.csv (or testLabels.csv)"),
     Adapter(
         kind="ichallenge_amd", title="iChallenge-AMD (ADAM) Training400 fundus photos (400, 89 AMD)",
         classes=AMD_CLASSES,

@@ -5,14 +5,26 @@ One uint8 array ``(N, S, S, 3)`` per (dataset, size), in index row order, saved 
 (decoding is the bottleneck at GPU speed: docs/performance.md).
 Preprocessing (the one definition every protocol uses): resize the short side to
 ``S`` with bicubic interpolation, centre-crop ``S x S``.
+
+Finetuning crops RandomResizedCrop boxes from the whole image, borders included, so it
+reads a second cache (``build_full_cache``): each training image with its short side
+resized to ``round(scale * S)`` (default 256 for S = 224), aspect ratio kept, the long
+side centre-cropped to at most ``max_aspect`` times the short one; one uint8 array
+padded to a common (H, W), plus a sidecar ``<name>.hw.npy`` with each image's (h, w).
+Images are stored lying (h <= w; portrait ones transposed), so (H, W) is at most
+(short side, longest long side) whatever the mix of orientations (CheXpert, the NLM TB
+sets have both); ``augment.full_batch`` stands them up again.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from medtransfer.common import atomic_path
@@ -25,15 +37,26 @@ def preprocessing_name(size: int) -> str:
 
 def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
     """Decode one image to RGB uint8 (size, size, 3), short side resized then centre crop."""
+    with _decoding(path), Image.open(path) as img:
+        img = _to_rgb(img)
+        new = _resized(img.size, size)
+        img = img.resize(new, Image.Resampling.BICUBIC)
+        left, top = (new[0] - size) // 2, (new[1] - size) // 2
+        return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def _resized(wh: tuple[int, int], short: int) -> tuple[int, int]:
+    """(w, h) with the short side ``short`` and the aspect ratio kept (to the nearest pixel)."""
+    w, h = wh
+    scale = short / min(w, h)
+    return max(short, round(w * scale)), max(short, round(h * scale))
+
+
+@contextmanager
+def _decoding(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a missing or undecodable image into an error that names it and says what to do."""
     try:
-        with Image.open(path) as img:
-            img = _to_rgb(img)
-            w, h = img.size
-            scale = size / min(w, h)
-            new = (max(size, round(w * scale)), max(size, round(h * scale)))
-            img = img.resize(new, Image.Resampling.BICUBIC)
-            left, top = (new[0] - size) // 2, (new[1] - size) // 2
-            return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+        yield
     except FileNotFoundError as err:
         raise FileNotFoundError(f"image {path} listed in the dataset index does not exist; "
                                 "re-run the index rule or check the dataset root") from err
@@ -59,17 +82,23 @@ def build_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: int, 
     where the dataset is downloaded and the layout expected.
     """
     frame = read_index(index)
-    with atomic_path(out) as tmp:
+    with atomic_path(out) as tmp, _with_source(kind):
         cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(frame), size, size, 3))
-        try:
-            for i, path in enumerate(frame["path"]):
-                cache[i] = load_image(path, size)
-        except (OSError, ValueError) as err:
-            if kind is None:
-                raise
-            raise type(err)(f"{err}\n\n{_describe(kind)}") from err
+        for i, path in enumerate(frame["path"]):
+            cache[i] = load_image(path, size)
         cache.flush()
         del cache
+
+
+@contextmanager
+def _with_source(kind: str | None) -> Iterator[None]:
+    """Add where ``kind`` is downloaded and its layout to an image error (nothing without a kind)."""
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        if kind is None:
+            raise
+        raise type(err)(f"{err}\n\n{_describe(kind)}") from err
 
 
 def _describe(kind: str | None) -> str:
@@ -84,3 +113,112 @@ def load_cache(path: str | os.PathLike) -> np.ndarray:
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
         raise ValueError(f"{path} is not an image cache (uint8 N x S x S x 3), got {arr.dtype} {arr.shape}")
     return arr
+
+
+# ---------------------------------------------------------------- the finetune cache of whole images
+
+FULL_SCALE = 256 / 224  # short side 256 for 224 crops, the usual resize-256-crop-224 margin
+FULL_MAX_ASPECT = 2.0  # longer sides are centre-cropped to twice the short one
+
+
+def full_hw_path(path: str | os.PathLike) -> Path:
+    """The sidecar with each image's real (h, w): ``full.npy`` -> ``full.hw.npy``."""
+    path = Path(path)
+    return path.with_name(f"{path.name.removesuffix('.npy')}.hw.npy")
+
+
+def full_sides(size: int, scale: float = FULL_SCALE, max_aspect: float = FULL_MAX_ASPECT) -> tuple[int, int]:
+    """(short side, longest long side) of the full cache for crops of ``size``."""
+    if not (scale >= 1.0 and max_aspect >= 1.0 and size >= 1):
+        raise ValueError(f"full cache needs size >= 1, scale >= 1 and max_aspect >= 1, got size={size}, "
+                         f"scale={scale}, max_aspect={max_aspect}; e.g. scale {FULL_SCALE:.4f} (256/224) "
+                         f"and max_aspect {FULL_MAX_ASPECT}")
+    short = round(scale * size)
+    return short, round(max_aspect * short)
+
+
+def full_preprocessing_name(size: int, scale: float = FULL_SCALE, max_aspect: float = FULL_MAX_ASPECT) -> str:
+    short, longest = full_sides(size, scale, max_aspect)
+    return f"resize_short{short}_bicubic+center_crop_long_max{longest}"
+
+
+def load_full_image(path: str | os.PathLike, short: int, longest: int) -> np.ndarray:
+    """Decode one image to RGB uint8 (h, w, 3): short side ``short``, long side at most ``longest``."""
+    with _decoding(path), Image.open(path) as img:
+        img = _to_rgb(img)
+        new = _resized(img.size, short)
+        img = img.resize(new, Image.Resampling.BICUBIC)  # PIL antialiases when it shrinks
+        w, h = min(new[0], longest), min(new[1], longest)
+        left, top = (new[0] - w) // 2, (new[1] - h) // 2
+        return np.asarray(img.crop((left, top, left + w, top + h)), dtype=np.uint8)
+
+
+def _full_hw(path: str, short: int, longest: int) -> tuple[int, int]:
+    """(h, w) that ``load_full_image`` will return, from the image header only."""
+    with _decoding(path), Image.open(path) as img:
+        w, h = _resized(img.size, short)
+    return min(h, longest), min(w, longest)
+
+
+def build_full_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: int, scale: float = FULL_SCALE,
+                     max_aspect: float = FULL_MAX_ASPECT, split: str | None = "train",
+                     kind: str | None = None) -> None:
+    """Decode the images of ``index`` whole into ``out`` (.npy) and their sizes into ``full_hw_path(out)``.
+
+    ``out``: uint8 (N, H, W, 3) in index order, image ``i`` in ``[i, :h_i, :w_i]``, zeros
+    beyond, transposed when ``h_i > w_i`` (so it lies in ``[i, :w_i, :h_i]``); the
+    sidecar: int32 (N, 2) ``(h_i, w_i)`` as the image stands. Only rows of ``split`` are decoded
+    (``None``: all); the others keep ``(0, 0)`` and zeros (sparse on disk), since
+    finetuning crops only training images. Two passes: image headers fix (H, W), then
+    the images are decoded into a memory map. ``kind`` only improves the error for a
+    bad image, as in ``build_cache``.
+    """
+    short, longest = full_sides(size, scale, max_aspect)
+    frame = read_index(index)
+    rows = np.arange(len(frame)) if split is None else np.flatnonzero(frame["split"].to_numpy() == split)
+    hw = np.zeros((len(frame), 2), dtype=np.int32)
+    with _with_source(kind), atomic_path(out) as tmp:
+        for i in rows:
+            hw[i] = _full_hw(frame["path"].iat[i], short, longest)
+        lying = np.sort(hw, axis=1)  # (short, long) as stored
+        shape = (len(frame), *(int(v) for v in np.maximum(lying.max(0), 1)), 3)
+        cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        for i in rows:
+            img = load_full_image(frame["path"].iat[i], short, longest)
+            cache[i, :lying[i, 0], :lying[i, 1]] = img.transpose(1, 0, 2) if hw[i, 0] > hw[i, 1] else img
+        cache.flush()
+        del cache
+        with atomic_path(full_hw_path(out)) as hw_tmp:
+            np.save(hw_tmp, hw)
+
+
+def load_full_cache(path: str | os.PathLike, *, frame: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Memory-map a cache written by ``build_full_cache``: (uint8 N x H x W x 3, int32 N x 2 sizes).
+
+    Read batches through ``augment.full_batch``, which stands the transposed images up.
+    With ``frame`` (the dataset index), check it has one row per image and every training
+    image.
+    """
+    images = np.load(Path(path), mmap_mode="r")
+    sidecar = full_hw_path(path)
+    if not sidecar.is_file():
+        raise FileNotFoundError(f"{sidecar} (the image sizes of {path}) does not exist; rebuild the full cache")
+    hw = np.load(sidecar)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"{path} is not a full image cache (uint8 N x H x W x 3), got {images.dtype} "
+                         f"{images.shape}; rebuild the full cache")
+    if hw.shape != (len(images), 2) or (hw < 0).any() or (np.sort(hw, axis=1) > images.shape[1:3]).any():
+        raise ValueError(f"{sidecar} holds sizes {hw.shape} that do not fit {path} {images.shape}; the two "
+                         f"files come from different builds: rebuild the full cache")
+    if frame is not None:
+        _check_full_rows(path, hw, frame)
+    return images, hw
+
+
+def _check_full_rows(path: str | os.PathLike, hw: np.ndarray, frame: pd.DataFrame) -> None:
+    if len(hw) != len(frame):
+        raise ValueError(f"{path} holds {len(hw)} images but the index lists {len(frame)}; rebuild the full cache")
+    lacking = np.flatnonzero((frame["split"].to_numpy() == "train") & (hw.min(1) == 0))
+    if len(lacking):
+        raise ValueError(f"{path} lacks {len(lacking)} training images (rows {lacking[:5].tolist()}...); "
+                         f"rebuild the full cache from this index")

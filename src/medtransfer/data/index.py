@@ -32,9 +32,33 @@ def write_index(frame: pd.DataFrame, path: str | os.PathLike) -> None:
 
 
 def read_index(path: str | os.PathLike) -> pd.DataFrame:
-    frame = pd.read_csv(path, dtype={"patient": str, "label_name": str, "path": str}, keep_default_na=False)
+    frame = read_table(path, f"columns {','.join(INDEX_COLUMNS)}", remedy="re-run the index rule",
+                       dtype={"patient": str, "label_name": str, "path": str})
     check_index(frame, str(path))
     return frame
+
+
+def read_table(path: str | os.PathLike, expected: str, *,
+               remedy: str = "restore it from the original download", **kwargs) -> pd.DataFrame:
+    """Read a CSV (strings, empty cells kept as ""), or raise a ValueError naming the file.
+
+    pandas' own errors for an empty or broken file do not say which file; this one says
+    which, what is wrong and what was ``expected`` (the columns). A header without rows
+    is an error too. ``kwargs`` go to ``pandas.read_csv`` and override the defaults.
+    """
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, **{"dtype": str, "keep_default_na": False, **kwargs})
+    except pd.errors.EmptyDataError:
+        problem = "is empty (0 bytes)" if path.stat().st_size == 0 else "holds no CSV columns (blank lines only)"
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        problem = f"cannot be parsed as CSV ({str(err).strip()[:200]})"
+    else:
+        if len(frame):
+            return frame
+        problem = f"has no data rows (only the header {list(frame.columns)[:10]})"
+    raise ValueError(f"{path} {problem}; expected a CSV with {expected}. The file is damaged or "
+                     f"incomplete: {remedy}.")
 
 
 def class_names(frame: pd.DataFrame) -> list[str]:
@@ -150,7 +174,7 @@ def index_from_csv(csv: str | os.PathLike, root: str | os.PathLike | None = None
     csv = Path(csv)
     if not csv.is_file():
         raise FileNotFoundError(f"dataset CSV {csv} not found; expected a CSV with columns path,label[,split,patient]")
-    frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    frame = read_table(csv, "columns path,label[,split,patient]", remedy="fix or rewrite the CSV")
     for col in ("path", "label"):
         if col not in frame.columns:
             raise ValueError(f"{csv}: missing column {col!r}; expected columns path,label[,split,patient]")

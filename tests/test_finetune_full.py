@@ -1,0 +1,76 @@
+"""Finetuning on crops of whole images (the full cache); evaluation stays on the centre cache."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from medtransfer.data.cache import build_cache, build_full_cache
+from medtransfer.data.index import write_index
+from medtransfer.finetune import evaluate_finetune
+from medtransfer.models import WeightsMeta, build_backbone, save_weights
+from medtransfer.results import read_rows
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convolutions on a shared machine: threads only spin
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """20 PNGs of mixed sizes and orientations (class 1 bright), both caches, a random resnet18."""
+    root = tmp_path_factory.mktemp("full")
+    torch.manual_seed(0)
+    meta = WeightsMeta(arch="resnet18", model="toy")
+    save_weights(root / "weights.pt", build_backbone("resnet18").state_dict(), meta)
+    rng = np.random.default_rng(0)
+    labels = np.arange(20) % 2
+    for i, label in enumerate(labels):
+        h, w = (40, 64) if i % 3 else (72, 36)
+        pixels = np.clip(rng.normal(190 if label else 60, 25, size=(h, w, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / f"{i}.png")
+    frame = pd.DataFrame({"path": [str(root / f"{i}.png") for i in range(20)], "label": labels,
+                          "label_name": np.where(labels == 1, "bright", "dark"),
+                          "split": ["train"] * 14 + ["test"] * 6, "patient": "", "split_rule": "given"})
+    write_index(frame, root / "index.csv")
+    build_cache(root / "index.csv", root / "cache.npy", size=32)
+    build_full_cache(root / "index.csv", root / "full.npy", size=32)
+    return root
+
+
+def _run(toy, tmp_path, name, **kw):
+    args = dict(weights=toy / "weights.pt", cache=toy / "cache.npy", index=toy / "index.csv",
+                rows=tmp_path / f"{name}.csv", predictions=tmp_path / f"{name}.npz", model="toy", dataset="toy",
+                steps=4, batch_size=6, lr=0.05, early_stopping=False, device="cpu", n_bootstrap=20)
+    evaluate_finetune(**{**args, **kw})
+    return args["rows"], args["predictions"]
+
+
+def test_training_crops_come_from_the_full_cache(toy, tmp_path):
+    rows_a, preds_a = _run(toy, tmp_path, "a", full_cache=toy / "full.npy")
+    rows_b, _ = _run(toy, tmp_path, "b", full_cache=toy / "full.npy")
+    _, preds_centre = _run(toy, tmp_path, "c")
+    assert rows_a.read_bytes() == rows_b.read_bytes()  # seeded
+    details = read_rows([rows_a])["details"].iloc[0]
+    # short side round(32 * 256 / 224) = 37; the 72x36 images become 74x37, the longest
+    assert "augment=rrc0.08-1_bicubic_aa+hflip_of_full_image_short37_long_max74;" in details
+    assert "augment=rrc0.08-1_bicubic+hflip;" in read_rows([tmp_path / "c.csv"])["details"].iloc[0]
+    with np.load(preds_a) as full, np.load(preds_centre) as centre:
+        assert full["probs"].shape == centre["probs"].shape == (6, 2)  # evaluated on the centre cache
+        assert not np.allclose(full["losses"], centre["losses"])  # trained on other crops
+
+
+def test_full_cache_must_match_the_index(toy, tmp_path):
+    frame = pd.read_csv(toy / "index.csv")
+    write_index(frame.iloc[:10].assign(split=["train"] * 6 + ["test"] * 4), tmp_path / "short.csv")
+    build_full_cache(tmp_path / "short.csv", tmp_path / "short.npy", size=32)
+    with pytest.raises(ValueError, match=r"short\.npy holds 10 images but the index lists 20; rebuild the full cache"):
+        _run(toy, tmp_path, "x", full_cache=tmp_path / "short.npy")
+    build_full_cache(toy / "index.csv", tmp_path / "test_only.npy", size=32, split="test")
+    with pytest.raises(ValueError, match=r"test_only\.npy lacks 14 training images \(rows \[0, 1, 2, 3, 4\]"):
+        _run(toy, tmp_path, "y", full_cache=tmp_path / "test_only.npy")
