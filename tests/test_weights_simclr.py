@@ -24,6 +24,8 @@ import torchvision
 from medtransfer.models import SameMaxPool2d, backbone_keys, load_weights
 from medtransfer.weights import simclr, tfbundle
 from medtransfer.weights.convert import convert_file
+from medtransfer.weights.inspect import describe
+from medtransfer.weights.sources import source_files, source_sha256
 
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
 needs_tf = pytest.mark.skipif(not HAS_TF, reason="tensorflow is not installed (pip install tensorflow-cpu)")
@@ -133,7 +135,6 @@ def test_roundtrip_write_native_then_convert(native_zip: Path, resnet_state) -> 
         ]
     converted = simclr.convert(native_zip)
     assert_maps_back(converted.state_dict, resnet_state)
-    assert converted.padding == "tf_same_maxpool"
     dropped = converted.dropped
     assert dropped["global_step"] == "training step counter"
     assert "classifier head" in dropped["head_supervised/linear_layer/dense/kernel"]
@@ -252,3 +253,69 @@ def test_zip_without_exactly_one_checkpoint(tmp_path: Path) -> None:
         archive.writestr("ResNet50_1x/README", "no checkpoint here")
     with pytest.raises(ValueError, match=r"ResNet50_1x\.zip: expected exactly one TensorFlow checkpoint"):
         simclr.convert(path)
+
+
+# ------------------------------------------------- the published zip's layout, prefixes
+
+def _hub_module(folder: Path) -> dict[str, Path]:
+    """A TF-Hub module as SimCLR's README lists it beside the checkpoint: saved_model.pb,
+    tfhub_module.pb and a variables/ checkpoint (same backbone names, placeholder values;
+    the .pb files are never read, so their bytes are stand-ins)."""
+    tfbundle.write_checkpoint(folder / "variables" / "variables", tiny_native())
+    (folder / "saved_model.pb").write_bytes(b"\x08\x01")
+    (folder / "tfhub_module.pb").write_bytes(b"\x08\x03")
+    return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def hub_zip(native_zip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ResNet50_1x.zip as published: ResNet50_1x/{checkpoint, model.ckpt-225206.*, hub/...}."""
+    folder = tmp_path_factory.mktemp("hub_zip")
+    path = folder / "ResNet50_1x.zip"
+    with zipfile.ZipFile(native_zip) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
+        for member in src.namelist():
+            dst.writestr(member, src.read(member))
+        for name, file in _hub_module(folder / "hub").items():
+            dst.write(file, f"ResNet50_1x/hub/{name}")
+    return path
+
+
+def test_zip_with_a_hub_module_converts_the_training_checkpoint(hub_zip: Path, tmp_path: Path, resnet_state) -> None:
+    with zipfile.ZipFile(hub_zip) as archive:
+        assert "ResNet50_1x/hub/variables/variables.index" in archive.namelist()
+    assert_maps_back(simclr.convert(hub_zip).state_dict, resnet_state)
+    info = describe(hub_zip)
+    assert info["format"] == "simclr_tf" and info["checkpoint"] == "ResNet50_1x/model.ckpt-225206"
+    meta = convert_file(hub_zip, tmp_path / "simclr.pt", fmt="simclr_tf")
+    assert meta.mean is None and meta.padding == "tf_same_maxpool"  # the format's defaults
+
+
+def test_zip_with_two_training_checkpoints_names_them(tmp_path: Path) -> None:
+    path = tmp_path / "ResNet50_1x.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for step in (1000, 225206):
+            tfbundle.write_checkpoint(tmp_path / f"model.ckpt-{step}", tiny_native(count=1))
+            for file in sorted(tmp_path.glob(f"model.ckpt-{step}.*")):
+                archive.write(file, f"ResNet50_1x/{file.name}")
+    with pytest.raises(ValueError, match=r"ResNet50_1x\.zip: cannot tell which TensorFlow checkpoint.*"
+                                         r"'ResNet50_1x/model\.ckpt-1000\.index', 'ResNet50_1x/model\.ckpt-225206"
+                                         r"\.index'.*set the model's `path:` to the checkpoint prefix"):
+        simclr.convert(path)
+
+
+def test_checkpoint_prefix_as_path(hub_zip: Path, tmp_path: Path, resnet_state) -> None:
+    """``path: .../model.ckpt-225206`` names no file, only the checkpoint's .index and data."""
+    with zipfile.ZipFile(hub_zip) as archive:
+        archive.extractall(tmp_path)
+    folder = tmp_path / "ResNet50_1x"
+    prefix = folder / "model.ckpt-225206"
+    assert not prefix.exists()
+    assert [f.name for f in source_files(prefix)] == [
+        "model.ckpt-225206.data-00000-of-00001", "model.ckpt-225206.index"]
+    meta = convert_file(prefix, tmp_path / "a.pt", fmt="simclr_tf", model="simclr-v1")
+    assert meta.source_sha256 == source_sha256(prefix) == source_sha256(folder)  # hub/ is not part of it
+    again = convert_file(prefix.with_name("model.ckpt-225206.index"), tmp_path / "b.pt", fmt="simclr_tf")
+    assert again.source_sha256 == meta.source_sha256
+    model, _ = load_weights(tmp_path / "a.pt")
+    assert torch.equal(model.conv1.weight, resnet_state["conv1.weight"])
+    assert describe(prefix)["format"] == "simclr_tf"

@@ -55,7 +55,7 @@ import torch
 
 from medtransfer.common import atomic_path
 from medtransfer.models import backbone_keys, check_state_dict
-from medtransfer.weights.convert import Converted
+from medtransfer.weights.base import Converted, Probe, sample_keys
 
 # Field order of `_ByolExperimentState` in deepmind/byol, byol/byol_experiment.py (a
 # typing.NamedTuple declared in exactly this order); used when a file names the class by
@@ -384,7 +384,8 @@ def _map_sources(sources: dict[str, Any], path: Path) -> tuple[dict[str, torch.T
 
 
 def convert(path: Path) -> Converted:
-    """Map a BYOL file's online ResNet-50 onto torchvision names (padding ``tf_same``).
+    """Map a BYOL file's online ResNet-50 onto torchvision names (to be built with padding
+    ``tf_same``, as the format's record says).
 
     Every source entry that is not a backbone tensor is listed in ``dropped`` with its reason;
     every backbone key and shape is checked, so the result loads strictly.
@@ -399,7 +400,7 @@ def convert(path: Path) -> Converted:
         if key.endswith("num_batches_tracked"):
             state_dict[key] = torch.zeros((), dtype=torch.int64)
     check_state_dict(state_dict, "resnet50", str(path))
-    return Converted(state_dict=state_dict, dropped=dropped, padding="tf_same", arch="resnet50")
+    return Converted(state_dict=state_dict, dropped=dropped)
 
 
 # --- the inverse: torchvision -> a file in BYOL's published layout -------------------------
@@ -490,3 +491,22 @@ def write_native(state_dict: dict[str, torch.Tensor], path: Path, *, step: int =
                "rng": np.array([0, step], dtype=np.uint32)}
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         dill.dump(payload, handle, protocol=2)
+
+
+def write_demo(state_dict: dict[str, torch.Tensor], out: Path, seed: int) -> None:
+    """Demo weights in BYOL's published layout (``seed`` is not needed: the file is exact)."""
+    write_native(state_dict, out)
+
+
+def detect(probe: Probe) -> dict[str, Any] | None:
+    """A protocol-2 pickle whose first key is ``experiment_state`` (what BYOL's checkpointing
+    writes; torch's legacy files start with a magic number instead)."""
+    if not probe.head.startswith(b"\x80\x02") or b"experiment_state" not in probe.head:
+        return None
+    info: dict[str, Any] = {"container": "dill pickle (protocol 2)"}
+    try:
+        fields, _ = _experiment_fields(read_native(probe.path), probe.path)
+        keys = sorted(_flatten(fields["online_params"], "online_params", probe.path))
+    except ValueError as err:
+        return info | {"error": str(err)[:300]}
+    return info | {"fields": sorted(fields), "count": len(keys), "keys": sample_keys(keys)}

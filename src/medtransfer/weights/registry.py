@@ -1,8 +1,9 @@
 """The published models: where their files come from and how to read and feed them.
 
-Facts in docs/models.md. A study config may override any field
-of a registered model (e.g. a local ``path`` or a mirror ``url``) or add a model of
-its own with ``url`` or ``path``, ``format`` and ``normalisation``.
+Facts in docs/models.md. A study config may override any field of a registered model (e.g. a local ``path`` or a
+mirror ``url``) or add a model of its own with ``url`` or ``path`` and ``format``. What a
+format implies (default normalisation, architectures it can hold) comes from its record in
+``formats.FORMATS``. This module imports no torch: ``snakemake -n`` reads it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from medtransfer.models import ARCHS
+from medtransfer.weights.formats import ARCHITECTURES, FORMATS, NORMALISATIONS
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """One model: source (``url`` or local ``path``), file ``format``, how to feed it.
+
+    ``path`` may also be a TensorFlow checkpoint prefix (``.../model.ckpt-225206``; see
+    ``sources.source_files``). ``normalisation`` empty means the format's default (filled
+    in by ``resolve_model``).
 
     ``sha256`` pins the source file (a prefix of at least 8 hex digits will do); when
     empty the first download records it in the lock file and later downloads are
@@ -31,7 +36,7 @@ class ModelSpec:
     filename: str = ""
     sha256: str = ""
     arch: str = "resnet50"
-    normalisation: str = "imagenet"
+    normalisation: str = ""
     top1: float | None = None
     demo: bool = False
     notes: str = ""
@@ -39,8 +44,26 @@ class ModelSpec:
 
 TORCHVISION_V1 = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
 
+def _complete(spec: ModelSpec) -> ModelSpec:
+    """Check ``spec`` against its format's record and fill in the default normalisation."""
+    name = spec.name
+    if spec.format not in FORMATS:
+        raise ValueError(f"model {name!r}: unknown format {spec.format!r}; expected one of {sorted(FORMATS)}")
+    record = FORMATS[spec.format]
+    normalisation = spec.normalisation or record.normalisation
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"model {name!r}: unknown normalisation {normalisation!r}; "
+                         f"expected one of {sorted(NORMALISATIONS)}")
+    if spec.arch not in ARCHITECTURES:
+        raise ValueError(f"model {name!r}: unknown arch {spec.arch!r}; expected one of {ARCHITECTURES}")
+    if spec.arch not in record.archs:
+        raise ValueError(f"model {name!r}: format {spec.format!r} holds only {record.archs}, not arch "
+                         f"{spec.arch!r}; remove `arch` or correct the `format`")
+    return replace(spec, normalisation=normalisation)
+
+
 REGISTRY: dict[str, ModelSpec] = {
-    spec.name: spec
+    spec.name: _complete(spec)
     for spec in [
         ModelSpec("supervised", "torchvision", TORCHVISION_V1, filename="resnet50-0676ba61.pth",
                   sha256="0676ba61", top1=76.1, notes="torchvision ResNet50_Weights.IMAGENET1K_V1"),
@@ -55,7 +78,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("byol", "byol", "https://storage.googleapis.com/deepmind-byol/checkpoints/pretrain_res50x1.pkl",
                   filename="pretrain_res50x1.pkl", top1=74.3),
         ModelSpec("simclr-v1", "simclr_tf", "https://storage.cloud.google.com/simclr-gcs/checkpoints/ResNet50_1x.zip",
-                  filename="ResNet50_1x.zip", normalisation="none", top1=69.3,
+                  filename="ResNet50_1x.zip", top1=69.3,
                   notes="login-only URL; the same files are in the public bucket gs://simclr-checkpoints/simclrv1/1x"),
     ]
 }
@@ -69,8 +92,6 @@ def resolve_model(name: str, overrides: Mapping[str, Any] | None = None) -> Mode
     A name not in the registry is a user model: it must give ``format`` and a ``url``
     or ``path``.
     """
-    from medtransfer.weights.convert import FORMATS, NORMALISATIONS
-
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - _FIELDS)
     if unknown:
@@ -78,6 +99,8 @@ def resolve_model(name: str, overrides: Mapping[str, Any] | None = None) -> Mode
     if name in REGISTRY:
         if ("url" in overrides or "path" in overrides) and "sha256" not in overrides:
             overrides["sha256"] = ""  # a registry pin belongs to the registry's URL, not a mirror
+        if "format" in overrides and "normalisation" not in overrides:
+            overrides["normalisation"] = ""  # the new format's default
         spec = replace(REGISTRY[name], **overrides)
     elif "format" not in overrides or not (overrides.get("url") or overrides.get("path")):
         raise ValueError(
@@ -86,11 +109,4 @@ def resolve_model(name: str, overrides: Mapping[str, Any] | None = None) -> Mode
         )
     else:
         spec = ModelSpec(name=name, **overrides)
-    if spec.format not in FORMATS:
-        raise ValueError(f"model {name!r}: unknown format {spec.format!r}; expected one of {sorted(FORMATS)}")
-    if spec.normalisation not in NORMALISATIONS:
-        raise ValueError(f"model {name!r}: unknown normalisation {spec.normalisation!r}; "
-                         f"expected one of {sorted(NORMALISATIONS)}")
-    if spec.arch not in ARCHS:
-        raise ValueError(f"model {name!r}: unknown arch {spec.arch!r}; expected one of {ARCHS}")
-    return spec
+    return _complete(spec)

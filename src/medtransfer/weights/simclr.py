@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ import torch
 from medtransfer.common import atomic_path
 from medtransfer.models import backbone_keys, check_state_dict
 from medtransfer.weights import tfbundle
-from medtransfer.weights.convert import Converted
+from medtransfer.weights.base import Converted, Probe, sample_keys
 
 ARCH = "resnet50"
 BLOCKS_PER_STAGE = (3, 4, 6, 3)  # ResNet-50
@@ -31,6 +32,7 @@ PUBLISHED_STEP = 225206
 _BN_PARAMS = {
     "gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var",
 }
+_TRAINING_CHECKPOINT = re.compile(r"(?:^|/)model\.ckpt-\d+\.index$")
 _KERNEL = re.compile(r"^base_model/conv2d(?:_\d+)?/kernel$")
 _DROP_RULES = (  # (pattern, reason); checked in order, the first match wins
     (re.compile(r"/Momentum$"), "optimizer slot (LARS momentum): training state, not weights"),
@@ -127,23 +129,43 @@ def _extract_member(archive: zipfile.ZipFile, member: str, folder: Path) -> Path
     return target
 
 
+def _zip_indexes(names: list[str]) -> list[str]:
+    return sorted(n for n in names if n.endswith(".index") and not n.startswith("__MACOSX/"))
+
+
+def _pick_index(indexes: list[str], path: Path) -> str:
+    """The checkpoint to convert: the only ``*.index``, else the only ``model.ckpt-<step>``.
+
+    The published zip very likely holds a TF-Hub module (``hub/variables/variables.index``)
+    next to the training checkpoint; the checkpoint is what the variable mapping is for.
+    """
+    if len(indexes) == 1:
+        return indexes[0]
+    checkpoints = [n for n in indexes if _TRAINING_CHECKPOINT.search(n)]
+    if len(checkpoints) == 1:
+        return checkpoints[0]
+    if not indexes:
+        raise ValueError(f"{path}: expected exactly one TensorFlow checkpoint (*.index) in the zip, found none")
+    raise ValueError(
+        f"{path}: cannot tell which TensorFlow checkpoint in the zip to convert: "
+        f"{len(checkpoints)} model.ckpt-<step>.index among {indexes}. Unzip it and set the model's "
+        "`path:` to the checkpoint prefix you want (e.g. .../model.ckpt-225206, without .index)."
+    )
+
+
 def _extract_checkpoint(path: Path, folder: Path) -> tuple[Path, str]:
-    """Copy the one checkpoint in the zip (in whatever folder) to ``folder``.
+    """Copy the checkpoint to convert (``_pick_index``), in whatever folder, to ``folder``.
 
     Returns the local prefix and the prefix's path inside the zip (for error messages).
     """
     with zipfile.ZipFile(path) as archive:
         names = [n for n in archive.namelist() if not n.startswith("__MACOSX/")]
-        indexes = [n for n in names if n.endswith(".index")]
-        if len(indexes) != 1:
-            raise ValueError(
-                f"{path}: expected exactly one TensorFlow checkpoint (*.index) in the zip, found {indexes}"
-            )
-        member_prefix = indexes[0][: -len(".index")]
+        index = _pick_index(_zip_indexes(names), path)
+        member_prefix = index[: -len(".index")]
         shards = [n for n in names if n.startswith(member_prefix + ".data-")]
         if not shards:
-            raise ValueError(f"{path}: the zip holds {indexes[0]} but no {member_prefix}.data-* shard")
-        for member in [indexes[0], *shards]:
+            raise ValueError(f"{path}: the zip holds {index} but no {member_prefix}.data-* shard")
+        for member in [index, *shards]:
             _extract_member(archive, member, folder)
     return folder / Path(member_prefix).name, member_prefix
 
@@ -171,7 +193,8 @@ def _read_zip(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 
 def convert(path: Path) -> Converted:
     """SimCLR-v1 weights (the published zip, or a checkpoint prefix / ``.index``) as a
-    torchvision ResNet-50 state dict; the stem max-pool must use TF "SAME" padding."""
+    torchvision ResNet-50 state dict; the stem max-pool must use TF "SAME" padding (the
+    format record's ``tf_same_maxpool``). In a zip, ``_pick_index`` chooses the checkpoint."""
     path = Path(path)
     if path.suffix == ".zip" or (path.is_file() and zipfile.is_zipfile(path)):
         if not path.is_file():
@@ -181,7 +204,7 @@ def convert(path: Path) -> Converted:
         arrays, dropped = _read_backbone(tfbundle.checkpoint_prefix(path), path)
     state = _to_torchvision(arrays, path)
     check_state_dict(state, ARCH, str(path))
-    return Converted(state_dict=state, dropped=dropped, padding="tf_same_maxpool", arch=ARCH)
+    return Converted(state_dict=state, dropped=dropped)
 
 
 def to_native(state_dict: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -237,3 +260,44 @@ def write_native(state_dict: dict[str, torch.Tensor], path: Path, *, step: int =
             archive.writestr(f"{PUBLISHED_FOLDER}/checkpoint", state)
             for file in sorted(Path(folder).iterdir()):
                 archive.write(file, f"{PUBLISHED_FOLDER}/{file.name}")
+
+
+def write_demo(state_dict: dict[str, torch.Tensor], out: Path, seed: int) -> None:
+    """Demo weights as SimCLR-v1's published zip (``seed`` is not needed: the file is exact)."""
+    write_native(state_dict, out)
+
+
+def _summary(index: Path, info: dict[str, Any]) -> dict[str, Any]:
+    try:
+        names = sorted(tfbundle.list_checkpoint(index))
+    except (ValueError, FileNotFoundError) as err:
+        return info | {"error": str(err)[:300]}
+    return info | {"count": len(names), "keys": sample_keys(names)}
+
+
+def _detect_zip(probe: Probe, names: list[str]) -> dict[str, Any] | None:
+    indexes = _zip_indexes(names)
+    if not indexes:
+        return None
+    info: dict[str, Any] = {"container": "zip of a TensorFlow checkpoint", "indexes": indexes}
+    try:
+        member = _pick_index(indexes, probe.path)
+    except ValueError as err:
+        return info | {"error": str(err)}
+    with tempfile.TemporaryDirectory(prefix="simclr-") as folder, zipfile.ZipFile(probe.path) as archive:
+        index = _extract_member(archive, member, Path(folder))
+        return _summary(index, info | {"checkpoint": member[: -len(".index")]})
+
+
+def detect(probe: Probe) -> dict[str, Any] | None:
+    """A zip holding a ``*.index``, or a checkpoint given by folder, prefix, ``.index`` or shard."""
+    if probe.zip_names is not None:
+        return _detect_zip(probe, probe.zip_names)
+    try:
+        prefix = tfbundle.checkpoint_prefix(probe.path)
+    except ValueError:  # a folder without exactly one *.index
+        return None
+    index = prefix.with_name(prefix.name + ".index")
+    if not index.is_file():
+        return None
+    return _summary(index, {"container": "TensorFlow checkpoint", "checkpoint": str(prefix)})

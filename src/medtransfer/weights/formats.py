@@ -1,0 +1,103 @@
+"""The weights file formats, one record each: the single place that knows them.
+
+Convert, demo, inspect, the model registry and the command line are all derived from
+``FORMATS``. A record holds a format's plain facts (name, what the file is, the default
+input normalisation, the padding of the framework that trained it, the architectures it
+can hold) and names the module that implements it. That module defines three functions:
+
+- ``convert(path: Path) -> Converted``: the backbone under torchvision names, plus every
+  dropped source key with its reason (``medtransfer.weights.base.Converted``);
+- ``write_demo(state: dict[str, Tensor], out: Path, seed: int) -> None``: a torchvision
+  ResNet-50 state dict written in the format's own published file layout;
+- ``detect(probe: Probe) -> dict | None``: a summary (``container``, ``count``, ``keys``...)
+  when the file is in this format, else ``None`` (``medtransfer.weights.base.Probe``).
+
+Adding a format is one new module with those functions plus one ``FormatRecord`` line
+below. This module imports no torch (the workflow's DAG building reads it through the
+model registry); a record imports its module only when one of its functions is called.
+The modules never import this one, the registry, convert, demo or inspect, so there is
+no import cycle to hide.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for annotations only: importing base would import torch
+    from medtransfer.weights.base import Converted, Probe
+
+# Backbones a converted file can be built as (medtransfer.models.ARCHS, kept torch-free here).
+ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet50")
+# Input normalisations by name; the mean/std values live with the models (see convert.py).
+NORMALISATIONS: dict[str, str] = {
+    "imagenet": "ImageNet mean/std after scaling to [0, 1]",
+    "none": "inputs in [0, 1], no mean/std (SimCLR-v1)",
+}
+# Framework paddings a converted backbone can emulate (medtransfer.models.PADDINGS).
+PADDINGS: tuple[str, ...] = ("torch", "tf_same", "tf_same_maxpool")
+
+
+@dataclass(frozen=True)
+class FormatRecord:
+    """One weights file format; ``module`` implements convert / write_demo / detect."""
+
+    name: str
+    module: str
+    summary: str
+    normalisation: str = "imagenet"
+    padding: str = "torch"
+    archs: tuple[str, ...] = ARCHITECTURES
+
+    def __post_init__(self) -> None:
+        if self.normalisation not in NORMALISATIONS or self.padding not in PADDINGS:
+            raise ValueError(f"format {self.name!r}: normalisation {self.normalisation!r} or padding "
+                             f"{self.padding!r} is not one of {sorted(NORMALISATIONS)} / {PADDINGS}")
+        if not set(self.archs) <= set(ARCHITECTURES):
+            raise ValueError(f"format {self.name!r}: archs {self.archs} are not all in {ARCHITECTURES}")
+
+    def implementation(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+    def convert(self, path: Path) -> Converted:
+        """The backbone under torchvision names and the dropped keys of the source at ``path``."""
+        return self.implementation().convert(Path(path))
+
+    def write_demo(self, state: dict[str, Any], out: Path, seed: int) -> None:
+        self.implementation().write_demo(state, Path(out), seed)
+
+    def detect(self, probe: Probe) -> dict[str, Any] | None:
+        return self.implementation().detect(probe)
+
+
+def _index(*records: FormatRecord) -> dict[str, FormatRecord]:
+    return {record.name: record for record in records}
+
+
+# One line per format; the order is the order in which inspect tries them.
+FORMATS: dict[str, FormatRecord] = _index(
+    FormatRecord("torchvision", "medtransfer.weights.plain",
+                 "a plain torchvision state dict (conv1.weight, layer1.0..., fc.*)"),
+    FormatRecord("moco", "medtransfer.weights.moco",
+                 "a MoCo training checkpoint: 'state_dict' with module.encoder_q.*, encoder_k, queue"),
+    FormatRecord("swav", "medtransfer.weights.swav",
+                 "a SwAV checkpoint: module.* with projection_head and prototypes"),
+    FormatRecord("pirl", "medtransfer.weights.pirl",
+                 "a PyContrast PIRL checkpoint: 'model' with module.encoder.*, heads and jigsaw branch"),
+    FormatRecord("byol", "medtransfer.weights.byol",
+                 "BYOL's dill pickle of Haiku parameters (experiment_state, step, rng)",
+                 padding="tf_same", archs=("resnet50",)),
+    FormatRecord("simclr_tf", "medtransfer.weights.simclr",
+                 "a SimCLR-v1 TensorFlow 1 checkpoint (the published zip, a folder, a prefix or .index)",
+                 normalisation="none", padding="tf_same_maxpool", archs=("resnet50",)),
+)
+
+
+def get_format(name: str) -> FormatRecord:
+    """The record of format ``name``; the error lists the known formats."""
+    if name not in FORMATS:
+        raise ValueError(f"unknown weights format {name!r}; expected one of {sorted(FORMATS)}")
+    return FORMATS[name]
