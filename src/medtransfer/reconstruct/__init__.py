@@ -1,0 +1,58 @@
+"""Reconstruction protocol: how much of an image survives in a model's last feature map.
+
+For a few seeded test images per dataset, a deep-image-prior generator is optimised so
+that the frozen backbone's feature map of the generated image matches the original's
+(``invert``); the reconstructions are then scored with LPIPS, PSNR and SSIM against the
+originals (``score``) and drawn (``plot_grid``, ``plot_lpips``). See docs/protocols.md
+(Reconstruction) for the published settings and their weaknesses this fixes.
+
+Batching, and why it is exact
+-----------------------------
+Published code inverts one image per run; at 3,000 steps that is about 75 s per image on
+a GPU, mostly launch overhead of small layers. Here all N images of a (model, dataset)
+are optimised together, each by its own generator, and the N generators are *one*
+module whose layers are grouped convolutions (``groups=N``) over channels laid out
+member-major. Nothing mixes members:
+
+- a grouped convolution's group ``g`` reads only channels of member ``g``;
+- BatchNorm (train mode, batch 1, as in the deep image prior) normalises each channel
+  over its own H x W, so its statistics are per member; LeakyReLU, nearest
+  upsampling and the sigmoid are per element; the skip concat interleaves per member;
+- the backbone is in eval mode, so each image's features depend on that image only;
+- the loss is the *sum* of the per-image MSEs, so the gradient reaching member ``g``
+  is exactly that of its own image's loss;
+- Adam is elementwise (its moments, bias correction and eps act per element; no weight
+  decay), so one Adam over the stacked parameters is N independent Adams.
+
+Each member is initialised exactly as a lone generator seeded with its image's seed
+(``image_seeds``: a function of the run seed and the image's row), and has its own noise.
+In float64 a batch of N and N runs of one give identical bytes (tested). In float32 the
+two differ by rounding (grouped and plain convolutions sum in different orders), and
+this optimisation amplifies rounding: BatchNorm over tiny deep feature maps, and Adam,
+which turns mathematically-zero gradients (biases before BatchNorm) into full-size
+steps, make pixels of two fp32 runs drift apart within tens of steps. Same settings,
+same device and same batch give the same bytes. The alternative, ``torch.func.vmap``
+over a functional generator, computes the same grouped convolutions underneath.
+
+Public API (what the workflow calls)
+------------------------------------
+``invert``, ``score``, ``plot_grid``, ``plot_lpips``, ``write_demo_lpips_weights``,
+``LPIPS_BACKBONES`` (the three torchvision files LPIPS needs, for the download rule),
+``TARGET_LAYERS`` / ``target_layer`` (arch -> inverted layer; config-time checks) and
+``check_settings`` (validate the protocol's settings before any work).
+"""
+
+from medtransfer.reconstruct.invert import (
+    TARGET_LAYERS, check_settings, draw_positions, invert, load_reconstructions, target_layer,
+)
+from medtransfer.reconstruct.perceptual import (
+    LPIPS_BACKBONES, LPIPS_NETS, load_lpips, write_demo_lpips_weights,
+)
+from medtransfer.reconstruct.plots import plot_grid, plot_lpips
+from medtransfer.reconstruct.score import METRICS, score
+
+__all__ = [
+    "LPIPS_BACKBONES", "LPIPS_NETS", "METRICS", "TARGET_LAYERS", "check_settings", "draw_positions",
+    "invert", "load_lpips", "load_reconstructions", "plot_grid", "plot_lpips", "score", "target_layer",
+    "write_demo_lpips_weights",
+]

@@ -1,0 +1,245 @@
+"""Feature inversion: optimise one deep-image-prior generator per image so that the
+backbone's last feature map of the generated image matches the original's.
+
+Settings (see docs/protocols.md, Reconstruction): target = the feature map before
+pooling (``TARGET_LAYERS``), backbone frozen in eval mode, fixed noise input (32
+channels, U(0, 1) * 0.1, 256 px for a 224 px image), Adam lr 1e-3, 3,000 steps, MSE.
+Unlike the published code, images are seeded, several per dataset, and the generated
+image goes through the model's own input normalisation like every other protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medtransfer.reconstruct.generator import (
+    SkipConfig, build_generators, check_size, make_noise, noise_size, output_crop,
+)
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEY = "protocols.reconstruction"
+PRECISIONS = ("fp32", "bf16")
+# arch -> the module whose output is the last feature map before global pooling.
+TARGET_LAYERS: dict[str, str] = {
+    "resnet50": "layer4",
+    "resnet18": "layer4",
+}
+
+
+def target_layer(arch: str) -> str:
+    """The feature layer inverted for ``arch``; an arch without an entry is an error."""
+    if arch not in TARGET_LAYERS:
+        raise ValueError(
+            f"reconstruction has no target layer for architecture {arch!r}; known: "
+            f"{sorted(TARGET_LAYERS)}. Add the name of its last feature map before pooling "
+            "to medtransfer.reconstruct.invert.TARGET_LAYERS"
+        )
+    return TARGET_LAYERS[arch]
+
+
+def check_settings(*, steps: int, lr: float, n_images: int, precision: str,
+                   batch_size: int | None = None) -> None:
+    """Raise, naming the config key, before any work is done."""
+    for key, value in (("steps", steps), ("n_images", n_images)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"{CONFIG_KEY}.{key} must be a positive integer, got {value!r}")
+    if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size <= 0):
+        raise ValueError(f"{CONFIG_KEY}.batch_size must be a positive integer, got {batch_size!r}")
+    if not lr > 0:
+        raise ValueError(f"{CONFIG_KEY}.lr must be > 0, got {lr!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+
+
+def draw_positions(split: np.ndarray, n_images: int, seed: int, source: str = "the dataset") -> np.ndarray:
+    """``n_images`` row positions drawn (seeded, without replacement) from the test split, sorted.
+
+    The draw depends only on the split and the seed, so every model of a dataset
+    inverts the same images.
+    """
+    test = np.flatnonzero(np.asarray(split) == "test")
+    if n_images > len(test):
+        raise ValueError(
+            f"{CONFIG_KEY}.n_images={n_images} but {source} has only {len(test)} test images; "
+            f"set {CONFIG_KEY}.n_images to at most {len(test)}"
+        )
+    return np.sort(np.random.default_rng(seed).choice(test, size=n_images, replace=False))
+
+
+def image_seeds(seed: int, positions: Sequence[int]) -> np.ndarray:
+    """Per image (init seed, noise seed): a function of (seed, row position) only, so an
+    image's reconstruction does not depend on which images share its batch."""
+    return np.array([np.random.SeedSequence([int(seed), int(p)]).generate_state(2) for p in positions],
+                    dtype=np.int64).reshape(-1, 2)
+
+
+class FeatureTap:
+    """The output of one named module of a backbone (a forward hook)."""
+
+    def __init__(self, net: nn.Module, layer: str) -> None:
+        self.net, self.value = net, None
+        self.handle = net.get_submodule(layer).register_forward_hook(self._keep)
+
+    def _keep(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        self.value = output
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.net(x)
+        value, self.value = self.value, None
+        return value
+
+    def close(self) -> None:
+        self.handle.remove()
+
+
+@dataclass
+class Inversion:
+    """``images`` (N, 3, S, S) float32 in [0, 1] on the CPU; ``losses`` (steps, N): each
+    image's feature MSE before each step; ``final_loss`` (N,): after the last step."""
+
+    images: torch.Tensor
+    losses: np.ndarray
+    final_loss: np.ndarray
+
+
+@contextmanager
+def _autocast(device: str, precision: str):
+    with torch.autocast(device.split(":")[0], torch.bfloat16, enabled=precision == "bf16"):
+        yield
+
+
+def invert_batch(
+    tap: FeatureTap, normalise: Any, images: torch.Tensor, seeds: np.ndarray, *, steps: int, lr: float,
+    device: str, precision: str = "fp32", cfg: SkipConfig = SkipConfig(), log_every: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> Inversion:
+    """Invert ``images`` (N, 3, S, S) in [0, 1] together, one generator each.
+
+    ``seeds``: (N, 2) init and noise seed per image. ``normalise`` maps [0, 1] images to
+    the backbone's input. ``dtype`` float64 (with the backbone in float64) is for
+    verification only: batched and one-at-a-time runs then agree exactly (see tests).
+    """
+    size = images.shape[-1]
+    check_size(noise_size(size), cfg)
+    gen = build_generators([int(s) for s in seeds[:, 0]], cfg).to(device, dtype).train()
+    noise = make_noise([int(s) for s in seeds[:, 1]], noise_size(size), cfg.in_channels).to(device, dtype)
+    images = images.to(device, dtype)
+    with torch.no_grad(), _autocast(device, precision):
+        target = tap(normalise(images)).to(dtype)
+    opt = torch.optim.Adam(gen.parameters(), lr=lr)
+    losses = torch.empty(steps, len(images), device=device)  # copied once at the end: no sync per step
+    for step in range(steps):
+        opt.zero_grad(set_to_none=True)
+        with _autocast(device, precision):
+            feats = tap(normalise(output_crop(gen(noise), size)))
+        per_image = (feats.to(dtype) - target).pow(2).mean(dim=(1, 2, 3))
+        per_image.sum().backward()  # each generator only receives its own image's gradient
+        opt.step()
+        losses[step] = per_image.detach()
+        if log_every and (step + 1) % log_every == 0:
+            log.info("step %d/%d mean feature MSE %.6g", step + 1, steps, float(losses[step].mean()))
+    with torch.no_grad(), _autocast(device, precision):
+        out = output_crop(gen(noise), size)  # BatchNorm in train mode, as optimised
+        final = (tap(normalise(out)).to(dtype) - target).pow(2).mean(dim=(1, 2, 3))
+    return Inversion(out.float().cpu(), losses.cpu().numpy(), final.cpu().numpy().astype(np.float32))
+
+
+def _load(weights: str | os.PathLike, device: str, precision: str):
+    from medtransfer.models import load_weights, normalise
+
+    net, meta = load_weights(weights)
+    layer = target_layer(meta.arch)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    channels_last = precision == "bf16" and device.startswith("cuda")
+    net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).eval()
+    return FeatureTap(net, layer), (lambda x: normalise(x, meta)), meta, layer
+
+
+def invert(
+    *, weights: str | os.PathLike, cache: str | os.PathLike, index: str | os.PathLike,
+    out_npz: str | os.PathLike, model: str, dataset: str, n_images: int = 8, steps: int = 3000,
+    lr: float = 1e-3, seed: int = 0, device: str = "auto", precision: str = "fp32",
+    batch_size: int | None = None, log_every: int = 100, generator: SkipConfig = SkipConfig(),
+) -> dict[str, Any]:
+    """Invert ``n_images`` seeded test images of one (model, dataset); write ``out_npz``.
+
+    ``out_npz`` holds ``originals`` (N, S, S, 3) uint8 (the cached images), ``reconstructions``
+    (N, S, S, 3) float32 in [0, 1], ``positions`` (rows of the index), ``paths``, ``labels``,
+    ``losses`` (steps, N) feature MSE before each step, ``final_loss`` (N,), ``seeds`` (N, 2)
+    and ``meta`` (JSON: provenance and settings). ``batch_size`` images are optimised at
+    once (default 16); it changes results only by float rounding (see the package
+    docstring). ``generator``: the generator's shape (default: the published one).
+    """
+    from medtransfer.common import resolve_device
+    from medtransfer.data.cache import load_cache
+    from medtransfer.data.index import read_index
+    from medtransfer.features import run_meta
+
+    check_settings(steps=steps, lr=lr, n_images=n_images, precision=precision, batch_size=batch_size)
+    frame, images = read_index(index), load_cache(cache)
+    if len(frame) != len(images):
+        raise ValueError(f"{cache} holds {len(images)} images but {index} lists {len(frame)}; rebuild the cache")
+    positions = draw_positions(frame["split"].to_numpy(str), n_images, seed, f"dataset {dataset!r} ({index})")
+    check_size(noise_size(images.shape[1]), generator)
+    device = resolve_device(device)
+    tap, normalise, wmeta, layer = _load(weights, device, precision)
+    seeds = image_seeds(seed, positions)
+    originals = np.array(images[positions])
+    batch_size = batch_size or 16
+    start = time.perf_counter()
+    parts = []
+    for lo in range(0, n_images, batch_size):
+        x = torch.from_numpy(originals[lo:lo + batch_size]).permute(0, 3, 1, 2).float().div(255.0)
+        parts.append(invert_batch(tap, normalise, x, seeds[lo:lo + batch_size], steps=steps, lr=lr,
+                                  device=device, precision=precision, log_every=log_every, cfg=generator))
+    elapsed = time.perf_counter() - start
+    tap.close()
+    meta = run_meta(model=model, dataset=dataset, weights_meta=wmeta, index=frame, precision=precision,
+                    size=images.shape[1], seed=seed)
+    meta.update(protocol="reconstruction", arch=wmeta.arch, target_layer=layer, steps=steps, lr=lr,
+                n_images=n_images, batch_size=batch_size, noise_size=noise_size(images.shape[1]),
+                noise="U(0,1)*0.1", generator=generator.to_dict(), device=device.split(":")[0],
+                elapsed_s=round(elapsed, 3))
+    result = Inversion(torch.cat([p.images for p in parts]), np.concatenate([p.losses for p in parts], axis=1),
+                       np.concatenate([p.final_loss for p in parts]))
+    _write_npz(out_npz, originals=originals, result=result, positions=positions, frame=frame, seeds=seeds,
+               meta=meta)
+    return meta
+
+
+def _write_npz(path, *, originals, result: Inversion, positions, frame, seeds, meta) -> None:
+    from medtransfer.common import atomic_path
+
+    with atomic_path(path) as tmp:
+        np.savez(
+            tmp, originals=originals.astype(np.uint8),
+            reconstructions=result.images.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32),
+            positions=positions.astype(np.int64), paths=frame["path"].to_numpy(str)[positions],
+            labels=frame["label"].to_numpy(np.int64)[positions], losses=result.losses.astype(np.float32),
+            final_loss=result.final_loss, seeds=seeds.astype(np.int64),
+            meta=np.array(json.dumps(meta, sort_keys=True)),
+        )
+
+
+def load_reconstructions(path: str | os.PathLike) -> dict[str, Any]:
+    """The arrays of an ``invert`` output, with ``meta`` parsed."""
+    with np.load(path, allow_pickle=False) as data:
+        out = {k: data[k] for k in data.files}
+    if "reconstructions" not in out or "originals" not in out:
+        raise ValueError(f"{path} is not a reconstruction file (no originals/reconstructions); "
+                         "produce it with medtransfer.reconstruct.invert")
+    out["meta"] = json.loads(str(out["meta"]))
+    return out

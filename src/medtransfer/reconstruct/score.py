@@ -1,0 +1,103 @@
+"""Scores of reconstructions: LPIPS (AlexNet, VGG, SqueezeNet and their mean), PSNR, SSIM.
+
+Original and reconstruction are compared in [0, 1] as the model saw them before its
+input normalisation (LPIPS maps them to [-1, 1] itself). Each metric's value is the
+mean over the inverted images with a seeded percentile-bootstrap CI over images; the
+per-image values go to the predictions file so models can be compared paired.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from medtransfer.reconstruct.perceptual import LPIPS_NETS, load_lpips
+
+METRICS = ("lpips_alex", "lpips_vgg", "lpips_squeeze", "lpips_mean", "psnr", "ssim")
+PROTOCOL = "reconstruction"
+
+
+def lpips_distances(model: torch.nn.Module, a: np.ndarray, b: np.ndarray, device: str = "cpu",
+                    batch_size: int = 16) -> np.ndarray:
+    """LPIPS between image stacks ``a`` and ``b`` (N, H, W, 3) in [0, 1]: (N,) float64."""
+    model = model.to(device)
+    out = []
+    with torch.no_grad():
+        for lo in range(0, len(a), batch_size):
+            x, y = (torch.from_numpy(np.ascontiguousarray(v[lo:lo + batch_size], dtype=np.float32))
+                    .permute(0, 3, 1, 2).to(device) for v in (a, b))
+            out.append(model(x, y, normalize=True).reshape(-1).double().cpu().numpy())
+    return np.concatenate(out)
+
+
+def pixel_scores(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+    """PSNR (dB) and SSIM per image (scikit-image, data range 1, SSIM over RGB channels)."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    psnr = [peak_signal_noise_ratio(x, y, data_range=1.0) for x, y in zip(a, b)]
+    ssim = [structural_similarity(x, y, data_range=1.0, channel_axis=-1) for x, y in zip(a, b)]
+    return {"psnr": np.array(psnr, dtype=np.float64), "ssim": np.array(ssim, dtype=np.float64)}
+
+
+def image_scores(originals: np.ndarray, reconstructions: np.ndarray,
+                 lpips_weights: Mapping[str, str | os.PathLike], device: str = "cpu") -> dict[str, np.ndarray]:
+    """Every metric of ``METRICS`` per image; inputs (N, H, W, 3) in [0, 1]."""
+    missing = [n for n in LPIPS_NETS if n not in lpips_weights]
+    if missing:
+        raise ValueError(f"LPIPS backbone file(s) missing for {missing}; give one path per net of {list(LPIPS_NETS)}")
+    a, b = np.asarray(originals, np.float64), np.asarray(reconstructions, np.float64)
+    if a.shape != b.shape or a.ndim != 4 or a.shape[-1] != 3:
+        raise ValueError(f"expected two (N, H, W, 3) image stacks of one shape, got {a.shape} and {b.shape}")
+    scores = {}
+    for net in LPIPS_NETS:
+        model, _ = load_lpips(net, lpips_weights[net])
+        scores[f"lpips_{net}"] = lpips_distances(model, a, b, device)
+    scores["lpips_mean"] = np.mean([scores[f"lpips_{n}"] for n in LPIPS_NETS], axis=0)
+    scores.update(pixel_scores(a, b))
+    return scores
+
+
+def mean_with_ci(values: np.ndarray, n_bootstrap: int, seed: int) -> tuple[float, float, float]:
+    """Mean over images and its 95% percentile-bootstrap interval (resampling images)."""
+    from medtransfer.metrics import concat, percentile_ci, resample_counts
+
+    values = np.asarray(values, dtype=np.float64)
+    means = [counts @ values / counts.sum(1) for counts in resample_counts(len(values), n_bootstrap, seed)]
+    low, high = percentile_ci(concat(means))
+    return float(values.mean()), low, high
+
+
+def score(
+    *, reconstructions_npz: str | os.PathLike, lpips_weights: Mapping[str, str | os.PathLike],
+    out_rows_csv: str | os.PathLike, out_predictions_npz: str | os.PathLike, seed: int = 0,
+    n_bootstrap: int = 1000, device: str = "auto",
+) -> dict[str, np.ndarray]:
+    """Score one ``invert`` output: tidy rows (``METRICS``) and per-image values.
+
+    ``lpips_weights``: net (``alex``, ``vgg``, ``squeeze``) -> torchvision weights file.
+    """
+    from medtransfer.common import resolve_device
+    from medtransfer.linear import write_predictions
+    from medtransfer.reconstruct.invert import load_reconstructions
+    from medtransfer.results import make_row, write_rows
+
+    data = load_reconstructions(reconstructions_npz)
+    meta = data["meta"]
+    originals = data["originals"].astype(np.float64) / 255.0
+    scores = image_scores(originals, data["reconstructions"], lpips_weights, resolve_device(device))
+    details = (f"images={len(originals)};steps={meta['steps']};lr={meta['lr']:g};layer={meta['target_layer']};"
+               f"generator=dip_skip;noise={meta['noise_size']}px;lpips=v0.1")
+    rows = []
+    for metric in METRICS:
+        value, low, high = mean_with_ci(scores[metric], n_bootstrap, seed)
+        rows.append(make_row(model=meta["model"], dataset=meta["dataset"], protocol=PROTOCOL,
+                             setting=f"dip_{meta['target_layer']}", metric=metric, value=value, ci_low=low,
+                             ci_high=high, n=len(originals), seed=seed, meta=meta, details=details))
+    write_rows(rows, out_rows_csv)
+    write_predictions(out_predictions_npz, positions=data["positions"], labels=data["labels"],
+                      paths=data["paths"], model=meta["model"], dataset=meta["dataset"],
+                      **{m: scores[m] for m in METRICS})
+    return scores

@@ -1,0 +1,302 @@
+"""Reconstruction protocol: generator, batched inversion, LPIPS scores, figures."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torchvision
+
+from medtransfer.models import WeightsMeta, build_backbone, normalise, save_weights
+from medtransfer.reconstruct import (
+    LPIPS_BACKBONES, LPIPS_NETS, METRICS, TARGET_LAYERS, invert, load_lpips, load_reconstructions,
+    plot_grid, plot_lpips, score, target_layer, write_demo_lpips_weights,
+)
+from medtransfer.reconstruct.generator import (
+    SkipConfig, SkipGenerator, build_generators, make_noise, member_slice, noise_size, output_crop,
+)
+from medtransfer.reconstruct.invert import FeatureTap, draw_positions, image_seeds, invert_batch
+from medtransfer.reconstruct.perceptual import demo_lpips_bytes, read_features
+from medtransfer.results import read_rows
+
+# A small generator (3 scales) for fast tests; the published one is tested for shape.
+TINY = SkipConfig(in_channels=8, down=(8, 16, 16), up=(8, 16, 16), skip=(2, 2, 2),
+                  kernel_down=(3, 3, 3), kernel_up=(3, 3, 3))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny convolutions gain nothing from threads on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A random resnet18 and 10 cached images (6 train, 4 test) of 64 px."""
+    root = tmp_path_factory.mktemp("recon")
+    torch.manual_seed(0)
+    save_weights(root / "weights.pt", build_backbone("resnet18").state_dict(),
+                 WeightsMeta(arch="resnet18", model="toy", demo=True))
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:64, 0:64]
+    base = np.stack([xx * 4, yy * 4, (xx + yy) * 2], axis=-1)[None]  # smooth gradients, not noise
+    np.save(root / "cache.npy", np.clip(base + rng.integers(0, 40, (10, 1, 1, 3)), 0, 255).astype(np.uint8))
+    pd.DataFrame({
+        "path": [f"i{i}.png" for i in range(10)], "label": np.arange(10) % 2,
+        "label_name": np.where(np.arange(10) % 2, "b", "a"), "split": ["train"] * 6 + ["test"] * 4,
+        "patient": "", "split_rule": "given",
+    }).to_csv(root / "index.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def lpips_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lpips")
+    return {net: write_demo_lpips_weights(root / LPIPS_BACKBONES[net].filename, net) for net in LPIPS_NETS}
+
+
+def _invert(data, out, **kw):
+    args = dict(weights=data / "weights.pt", cache=data / "cache.npy", index=data / "index.csv", out_npz=out,
+                model="toy", dataset="grad", n_images=3, steps=4, seed=1, device="cpu", generator=TINY,
+                log_every=0)
+    return invert(**{**args, **kw})
+
+
+def _expected_parameters(cfg: SkipConfig) -> int:
+    """Count of the published layer list, written out independently of the module."""
+    conv = lambda c_in, c_out, k: c_in * c_out * k * k + c_out  # noqa: E731  (weights + bias)
+    bn = lambda c: 2 * c  # noqa: E731
+    total, c_in, last = 0, cfg.in_channels, len(cfg.down) - 1
+    for i, (d, u, s, kd, ku) in enumerate(zip(cfg.down, cfg.up, cfg.skip, cfg.kernel_down, cfg.kernel_up)):
+        k = d if i == last else cfg.up[i + 1]
+        total += conv(c_in, s, 1) + bn(s)  # skip branch
+        total += conv(c_in, d, kd) + bn(d) + conv(d, d, kd) + bn(d)  # down, stride 2 then same size
+        total += bn(s + k) + conv(s + k, u, ku) + bn(u) + conv(u, u, 1) + bn(u)  # after the concat
+        c_in = d
+    return total + conv(cfg.up[0], cfg.out_channels, 1)
+
+
+def test_published_generator_shape_and_parameter_count():
+    cfg = SkipConfig()
+    assert cfg.down == cfg.up == (16, 32, 64, 128, 128, 128) and cfg.skip == (4,) * 6
+    gen = SkipGenerator(cfg)
+    assert sum(p.numel() for p in gen.parameters()) == _expected_parameters(cfg) == 2_606_763
+    three = build_generators([1, 2, 3], cfg)
+    assert sum(p.numel() for p in three.parameters()) == 3 * 2_606_763
+    with torch.no_grad():
+        out = three(make_noise([4, 5, 6], noise_size(64)))
+    assert noise_size(224) == 256 and noise_size(64) == 73
+    assert out.shape == (3, 3, 73, 73) and 0 <= out.min() and out.max() <= 1
+    assert output_crop(out, 64).shape == (3, 3, 64, 64)
+    with torch.no_grad():
+        assert SkipGenerator(cfg)(make_noise([0], 256)).shape == (1, 3, 256, 256)
+
+
+def test_members_never_see_each_other():
+    gen = build_generators([10, 11, 12], TINY).train()
+    noise = make_noise([20, 21, 22], 16, TINY.in_channels)
+    out = gen(noise)
+    out[1].sum().backward()
+    for name, p in gen.named_parameters():
+        g = p.grad.reshape(3, -1)
+        assert torch.count_nonzero(g[0]) == 0 and torch.count_nonzero(g[2]) == 0, name
+        assert torch.count_nonzero(g[1]) > 0 or "bias" in name, name
+    changed = noise.clone()
+    changed[:, TINY.in_channels:] += 1.0  # other members' inputs only
+    with torch.no_grad():
+        assert torch.equal(gen(noise)[0], gen(changed)[0])
+    lone = SkipGenerator(TINY)
+    lone.load_state_dict(member_slice(gen, 2))
+    assert torch.equal(lone.state_dict()["head.weight"], build_generators([12], TINY).state_dict()["head.weight"])
+
+
+def _tap(dtype: torch.dtype):
+    torch.manual_seed(0)
+    net = build_backbone("resnet18").eval().to(dtype)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    meta = WeightsMeta(arch="resnet18")
+    return FeatureTap(net, "layer4"), (lambda x: normalise(x, meta))
+
+
+def test_batched_equals_one_at_a_time():
+    """float64 removes rounding differences between grouped and plain convolutions, so any
+    difference left would be a real interaction between the images of a batch."""
+    tap, norm = _tap(torch.float64)
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    seeds = image_seeds(0, [3, 7, 11])
+    kw = dict(steps=30, lr=1e-3, device="cpu", cfg=TINY, dtype=torch.float64)
+    batched = invert_batch(tap, norm, images, seeds, **kw)
+    assert batched.losses[-1].max() < 0.5 * batched.losses[0].min()  # it did optimise
+    for i in range(3):
+        alone = invert_batch(tap, norm, images[i:i + 1], seeds[i:i + 1], **kw)
+        np.testing.assert_allclose(batched.images[i].numpy(), alone.images[0].numpy(), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(batched.losses[:, i], alone.losses[:, 0], rtol=1e-6)
+
+
+def test_feature_loss_falls_by_half_with_the_published_generator(data, tmp_path):
+    meta = _invert(data, tmp_path / "r.npz", n_images=2, steps=12, generator=SkipConfig())
+    run = load_reconstructions(tmp_path / "r.npz")
+    assert run["losses"].shape == (12, 2)
+    assert np.all(run["final_loss"] < 0.5 * run["losses"][0])
+    assert meta["target_layer"] == "layer4" and meta["noise_size"] == 73
+
+
+def test_invert_output_and_same_seed_same_bytes(data, tmp_path):
+    meta = _invert(data, tmp_path / "a.npz")
+    _invert(data, tmp_path / "b.npz")
+    a, b = load_reconstructions(tmp_path / "a.npz"), load_reconstructions(tmp_path / "b.npz")
+    for key in ("originals", "reconstructions", "positions", "losses", "final_loss", "seeds"):
+        assert a[key].tobytes() == b[key].tobytes(), key
+    assert a["reconstructions"].shape == (3, 64, 64, 3) and a["reconstructions"].dtype == np.float32
+    assert a["originals"].dtype == np.uint8
+    assert set(a["positions"]) <= {6, 7, 8, 9}  # test split only
+    assert np.array_equal(a["originals"], np.load(data / "cache.npy")[a["positions"]])
+    assert list(a["paths"]) == [f"i{p}.png" for p in a["positions"]]
+    assert meta["weights_demo"] is True and meta["precision"] == "fp32" and meta["steps"] == 4
+    _invert(data, tmp_path / "c.npz", seed=2)
+    assert not np.array_equal(load_reconstructions(tmp_path / "c.npz")["seeds"], a["seeds"])
+
+
+def test_positions_are_seeded_and_shared_by_models():
+    split = np.array(["train", "test"] * 10)
+    a, b = draw_positions(split, 5, seed=3), draw_positions(split, 5, seed=3)
+    assert np.array_equal(a, b) and np.all(split[a] == "test") and np.all(np.diff(a) > 0)
+    assert not np.array_equal(a, draw_positions(split, 5, seed=4))
+
+
+def test_settings_are_checked_before_any_work(data, tmp_path):
+    missing = dict(weights=tmp_path / "none.pt", cache=tmp_path / "none.npy", index=tmp_path / "none.csv")
+    for steps in (0, -3):
+        with pytest.raises(ValueError, match=r"protocols\.reconstruction\.steps must be a positive integer"):
+            _invert(data, tmp_path / "x.npz", steps=steps, **missing)
+    with pytest.raises(ValueError, match=r"protocols\.reconstruction\.n_images must be a positive"):
+        _invert(data, tmp_path / "x.npz", n_images=0, **missing)
+    with pytest.raises(ValueError, match=r"unknown precision 'fp16'"):
+        _invert(data, tmp_path / "x.npz", precision="fp16", **missing)
+    with pytest.raises(ValueError, match=r"n_images=5 but dataset 'grad' .* has only 4 test images; "
+                                         r"set protocols\.reconstruction\.n_images to at most 4"):
+        _invert(data, tmp_path / "x.npz", n_images=5)
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_unknown_architecture_is_named(data, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"no target layer for architecture 'densenet121'; "
+                                         r"known: \['resnet18', 'resnet50'\]"):
+        target_layer("densenet121")
+    monkeypatch.delitem(TARGET_LAYERS, "resnet18")
+    with pytest.raises(ValueError, match=r"architecture 'resnet18'; known: \['resnet50'\]"):
+        _invert(data, tmp_path / "x.npz")
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_too_small_images_are_refused(data, tmp_path):
+    with pytest.raises(ValueError, match=r"too small for the generator's 6 scales.*at least 57 px"):
+        invert_batch(*_tap(torch.float32), torch.rand(1, 3, 48, 48), image_seeds(0, [0]), steps=1, lr=1e-3,
+                     device="cpu")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torchvision's `pretrained` deprecation, in lpips
+def test_lpips_agrees_with_the_package_built_normally(tmp_path, monkeypatch):
+    """The package's own path: torchvision finds the backbone file in its cache and loads
+    the full state dict itself (SqueezeNet: small enough to write whole)."""
+    import lpips
+
+    spec = LPIPS_BACKBONES["squeeze"]
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.manual_seed(5)
+    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), cache / spec.filename)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    reference = lpips.LPIPS(net="squeeze", verbose=False)
+    ours, dropped = load_lpips("squeeze", cache / spec.filename)
+    assert dropped == ["classifier.1.bias", "classifier.1.weight"]
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(3, 3, 48, 48, generator=g), torch.rand(3, 3, 48, 48, generator=g)
+    with torch.no_grad():
+        ref = reference(x, y, normalize=True).flatten()
+        got = ours(x, y, normalize=True).flatten()
+        assert torch.all(ref > 0)
+        torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-7)
+        assert torch.all(ours(x, x, normalize=True) == 0)
+
+
+def test_demo_lpips_files(lpips_files, tmp_path):
+    for net, path in lpips_files.items():
+        assert path.read_bytes() == demo_lpips_bytes(net)  # same seed, same bytes
+        state = torch.load(path, weights_only=True)
+        assert all(k.startswith("features.") for k in state) == (net != "squeeze")
+        model, _ = load_lpips(net, path)
+        x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            assert torch.all(model(x, x, normalize=True) == 0)
+            assert torch.all(model(x, x.flip(-1), normalize=True) > 0)
+    assert demo_lpips_bytes("alex", seed=1) != demo_lpips_bytes("alex", seed=0)
+
+
+def test_lpips_file_is_checked_strictly(lpips_files, tmp_path):
+    state = torch.load(lpips_files["alex"], weights_only=True)
+    state.pop("features.0.weight")
+    state["head.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match=r"not a torchvision alexnet file: missing features\.\['0\.weight'\], "
+                                         r"unexpected \['head\.weight'\].*alexnet-owt-7be5be79\.pth"):
+        read_features(tmp_path / "bad.pth", "alex")
+    with pytest.raises(ValueError, match=r"unknown LPIPS backbone 'resnet'; expected one of \['alex', 'vgg', 'squeeze'\]"):
+        read_features(lpips_files["alex"], "resnet")
+
+
+def test_score_rows_and_per_image_values(data, lpips_files, tmp_path):
+    _invert(data, tmp_path / "r.npz")
+    scores = score(reconstructions_npz=tmp_path / "r.npz", lpips_weights=lpips_files, out_rows_csv=tmp_path / "rows.csv",
+                   out_predictions_npz=tmp_path / "p.npz", seed=0, n_bootstrap=200, device="cpu")
+    rows = read_rows([tmp_path / "rows.csv"]).set_index("metric")
+    assert list(rows.index) == list(METRICS)
+    assert set(rows["protocol"]) == {"reconstruction"} and set(rows["setting"]) == {"dip_layer4"}
+    assert rows["weights_demo"].all() and (rows["n"] == 3).all()
+    assert (rows["ci_low"] <= rows["value"]).all() and (rows["value"] <= rows["ci_high"]).all()
+    with np.load(tmp_path / "p.npz") as p:
+        np.testing.assert_allclose(p["lpips_mean"], (p["lpips_alex"] + p["lpips_vgg"] + p["lpips_squeeze"]) / 3)
+        assert math.isclose(rows.loc["psnr", "value"], float(p["psnr"].mean()))
+        assert p["positions"].tolist() == load_reconstructions(tmp_path / "r.npz")["positions"].tolist()
+    assert np.all(scores["lpips_mean"] > 0) and np.all(scores["ssim"] < 1)
+
+
+def test_a_perfect_reconstruction_scores_perfectly(data, lpips_files, tmp_path):
+    _invert(data, tmp_path / "r.npz", n_images=2)
+    with np.load(tmp_path / "r.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["reconstructions"] = arrays["originals"].astype(np.float32) / 255.0
+    np.savez(tmp_path / "same.npz", **arrays)
+    scores = score(reconstructions_npz=tmp_path / "same.npz", lpips_weights=lpips_files,
+                   out_rows_csv=tmp_path / "rows.csv", out_predictions_npz=tmp_path / "p.npz", n_bootstrap=0)
+    for net in LPIPS_NETS:
+        assert np.all(scores[f"lpips_{net}"] == 0)
+    np.testing.assert_allclose(scores["ssim"], 1.0)
+    assert np.all(scores["psnr"] > 100)  # float32 storage of the reconstruction: not quite infinite
+    assert json.loads(str(arrays["meta"]))["dataset"] == "grad"
+
+
+def test_figures(data, lpips_files, tmp_path):
+    _invert(data, tmp_path / "a.npz")
+    _invert(data, tmp_path / "b.npz", model="other")
+    plot_grid({"a": tmp_path / "a.npz", "b": tmp_path / "b.npz"}, tmp_path / "g.png", tmp_path / "g.pdf")
+    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "g.pdf").read_bytes()[:5] == b"%PDF-"
+    for name in ("a", "b"):
+        score(reconstructions_npz=tmp_path / f"{name}.npz", lpips_weights=lpips_files,
+              out_rows_csv=tmp_path / f"{name}.csv", out_predictions_npz=tmp_path / f"{name}p.npz", n_bootstrap=0)
+    plot_lpips({"a": tmp_path / "ap.npz", "b": tmp_path / "bp.npz"}, tmp_path / "l.png", tmp_path / "l.pdf")
+    assert (tmp_path / "l.pdf").read_bytes()[:5] == b"%PDF-"
+    _invert(data, tmp_path / "c.npz", seed=5, n_images=2)
+    with pytest.raises(ValueError, match=r"c inverted other images than a .* use the same seed and n_images"):
+        plot_grid({"a": tmp_path / "a.npz", "c": tmp_path / "c.npz"}, tmp_path / "x.png", tmp_path / "x.pdf")
+    with pytest.raises(ValueError, match=r"unknown metric 'lpips'; expected one of"):
+        plot_lpips({"a": tmp_path / "ap.npz"}, tmp_path / "x.png", tmp_path / "x.pdf", metric="lpips")
