@@ -30,10 +30,11 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 
 
-# Evaluation protocols: workflow/rules/<protocol>.smk for each registered protocol.
-for _protocol in stages.PROTOCOLS:
+# Evaluation protocols: the rule file of each protocol registered in src/medtransfer/stages.py
+# (linear, fewshot, finetune, knn, reconstruct).
+for _protocol in stages.PROTOCOLS.values():
 
-    include: f"workflow/rules/{_protocol}.smk"
+    include: _protocol.rule_file
 
 
 include: "workflow/rules/report.smk"
@@ -43,4 +44,4 @@ rule all:
     default_target: True
     input:
         rules.table.output.table,
-        figures=expand(rules.figure.output.figure, protocol=PROTOCOLS),
+        figures=study_figures(),

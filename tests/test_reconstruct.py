@@ -259,7 +259,7 @@ def test_score_rows_and_per_image_values(data, lpips_files, tmp_path):
                    out_predictions_npz=tmp_path / "p.npz", seed=0, n_bootstrap=200, device="cpu")
     rows = read_rows([tmp_path / "rows.csv"]).set_index("metric")
     assert list(rows.index) == list(METRICS)
-    assert set(rows["protocol"]) == {"reconstruction"} and set(rows["setting"]) == {"dip_layer4"}
+    assert set(rows["protocol"]) == {"reconstruction"} and set(rows["setting"]) == {"dip"}
     assert rows["weights_demo"].all() and (rows["n"] == 3).all()
     assert (rows["ci_low"] <= rows["value"]).all() and (rows["value"] <= rows["ci_high"]).all()
     with np.load(tmp_path / "p.npz") as p:

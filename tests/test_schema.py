@@ -10,8 +10,7 @@ from medtransfer.config import load_schema, resolve
 from medtransfer.data.adapters import DATASET_KINDS
 from medtransfer.finetune import PRECISIONS
 from medtransfer.metrics import SELECTION_METRICS
-from medtransfer.models import ARCHS
-from medtransfer.weights.convert import FORMATS, NORMALISATIONS
+from medtransfer.weights.formats import ARCHITECTURES, FORMATS, NORMALISATIONS
 
 SCHEMA = load_schema()
 PROPS = SCHEMA["properties"]
@@ -41,7 +40,7 @@ def test_every_setting_is_described():
 
 @pytest.mark.parametrize("schema_values, code_values", [
     (MODEL["format"]["enum"], FORMATS),
-    (MODEL["arch"]["enum"], ARCHS),
+    (MODEL["arch"]["enum"], ARCHITECTURES),
     (MODEL["normalisation"]["enum"], NORMALISATIONS),
     (DATASET["kind"]["enum"], DATASET_KINDS),
     (DATASET["metric"]["enum"], SELECTION_METRICS),
@@ -72,12 +71,16 @@ def test_protocol_defaults_equal_the_entry_points(protocol):
 
 
 def test_feature_and_cache_defaults_equal_the_schema():
+    from medtransfer.data.cache import build_full_cache
     from medtransfer.features import extract
 
     params = inspect.signature(extract).parameters
     for key in ("precision", "device", "seed", "deterministic"):
-        if key in params:
-            assert params[key].default == PROPS[key]["default"], key
+        assert params[key].default == PROPS[key]["default"], key
+    finetune = PROPS["protocols"]["properties"]["finetune"]["properties"]
+    params = inspect.signature(build_full_cache).parameters
+    assert params["scale"].default == finetune["full_scale"]["default"]
+    assert params["max_aspect"].default == finetune["full_max_aspect"]["default"]
 
 
 def test_resolve_fills_every_default_and_names_bad_keys():

@@ -1,6 +1,7 @@
 """Paired comparison of every model against the best one, per (dataset, protocol).
 
-Many-shot protocols (linear, finetune): paired bootstrap over the shared test images;
+Image-paired protocols (linear, finetune, knn) and per-image values (reconstruction's
+LPIPS, PSNR, SSIM; lower LPIPS is better): paired bootstrap over the shared test images;
 every model is scored on the *same* resamples (metrics.resample_counts with one seed),
 so the interval is that of the difference, not of two independent scores. Few-shot:
 paired over the shared stored episodes, mean difference -/+ 1.96 * std / sqrt(E) (the
@@ -94,12 +95,12 @@ def _check_same(preds: dict[str, Predictions], keys: tuple[str, ...], what: str)
                                  f"({key!r} differs); re-run both on the same {what} before comparing")
 
 
-def _best(values: dict[str, float]) -> str:
-    """Highest finite value; ties go to the first name in sorted order."""
+def _best(values: dict[str, float], better: int = 1) -> str:
+    """Best finite value (highest, or lowest with ``better=-1``); ties go to the first name in sorted order."""
     finite = {k: v for k, v in values.items() if math.isfinite(v)}
     if not finite:
         raise ValueError(f"no model has a defined value of the metric ({values}); compare on another metric")
-    return max(sorted(finite), key=lambda k: finite[k])
+    return max(sorted(finite), key=lambda k: better * finite[k])
 
 
 def _bootstrap_p(diffs: np.ndarray) -> float:
@@ -112,23 +113,38 @@ def _bootstrap_p(diffs: np.ndarray) -> float:
     return float(min(1.0, 2.0 * min(low, high)))
 
 
-def paired_bootstrap(preds: dict[str, Predictions], metric: str, n_bootstrap: int,
-                     seed: int) -> tuple[str, dict[str, Diff]]:
-    """Best model and each model's paired-bootstrap difference to it on the shared test images."""
+def _scorer(preds: dict[str, Predictions], metric: str, pairing: str):
+    """``f(model, counts) -> metric per count row``: from probabilities, or a mean of per-image values."""
+    if pairing == "values":
+        if any(metric not in p.arrays for p in preds.values()):
+            raise ValueError(f"predictions lack per-image values of {metric!r}; re-run the protocol")
+        return lambda m, counts: counts @ preds[m][metric].astype(np.float64) / counts.sum(1)
+    labels = next(iter(preds.values()))["labels"]
+    return lambda m, counts: metric_from_counts(metric, preds[m]["probs"], labels, counts)
+
+
+def paired_bootstrap(preds: dict[str, Predictions], metric: str, n_bootstrap: int, seed: int,
+                     pairing: str = "images", better: int = 1) -> tuple[str, dict[str, Diff]]:
+    """Best model and each model's paired-bootstrap difference to it on the shared test images.
+
+    Every model is scored on the same resamples of the images, so the interval is that
+    of the difference. ``pairing="values"`` compares means of stored per-image values.
+    """
     names = sorted(preds)
-    labels = preds[names[0]]["labels"]
-    ones = np.ones((1, len(labels)), dtype=np.int64)
-    point = {m: float(metric_from_counts(metric, preds[m]["probs"], labels, ones)[0]) for m in names}
-    best = _best(point)
+    n = len(preds[names[0]]["positions"])
+    score = _scorer(preds, metric, pairing)
+    ones = np.ones((1, n), dtype=np.int64)
+    point = {m: float(score(m, ones)[0]) for m in names}
+    best = _best(point, better)
     samples = {m: [] for m in names}
-    for counts in resample_counts(len(labels), n_bootstrap, seed):
+    for counts in resample_counts(n, n_bootstrap, seed):
         for m in names:
-            samples[m].append(metric_from_counts(metric, preds[m]["probs"], labels, counts))
+            samples[m].append(score(m, counts))
     ref = concat(samples[best])
     out = {}
     for m in names:
         diffs = concat(samples[m]) - ref
-        out[m] = Diff(point[m] - point[best], *percentile_ci(diffs), _bootstrap_p(diffs), len(labels))
+        out[m] = Diff(point[m] - point[best], *percentile_ci(diffs), _bootstrap_p(diffs), n)
     return best, out
 
 
@@ -176,8 +192,8 @@ def compare_models(
         best, diffs = paired_episodes(preds)
         method = "paired_episodes:mean+-1.96*std/sqrt(E)"
     else:
-        _check_same(preds, ("positions", "labels"), "test images")
-        best, diffs = paired_bootstrap(preds, metric, n_bootstrap, seed)
+        _check_same(preds, ("positions",) if spec.pairing == "values" else ("positions", "labels"), "test images")
+        best, diffs = paired_bootstrap(preds, metric, n_bootstrap, seed, spec.pairing, spec.better(metric))
         method = f"paired_bootstrap:{n_bootstrap}"
     adjusted = holm({m: d.p for m, d in diffs.items() if m != best})
     out_rows = []

@@ -23,25 +23,33 @@ def write_table(*, rows: Iterable[str | os.PathLike], out: str | os.PathLike) ->
 
 def plot_protocol(*, table: str | os.PathLike, out: str | os.PathLike, protocol: str,
                   metric: str = "accuracy") -> None:
-    """One model x (dataset, setting) heatmap of ``metric`` for ``protocol``, in percent."""
+    """One model x (dataset, setting) heatmap of ``metric`` for ``protocol``.
+
+    Classification metrics are shown in percent; others (LPIPS, PSNR, SSIM) as they are.
+    The best value per column is bold: the highest, or the lowest where the protocol
+    says lower is better.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     frame = pd.read_csv(table)
-    name = stages.get(protocol).title
+    spec = stages.get(protocol)
+    name = spec.title
+    percent = metric in ("accuracy", "balanced_accuracy", "auroc")
     frame = frame[(frame["protocol"] == protocol) & (frame["metric"] == metric)].copy()
     if frame.empty:
         raise ValueError(f"{table} has no {metric!r} rows for protocol {protocol!r}; run that protocol first")
     several = frame.groupby("dataset")["setting"].nunique().max() > 1
     frame["column"] = frame["dataset"] + ("\n" + frame["setting"] if several else "")
-    grid = frame.pivot_table(index="model", columns="column", values="value") * 100.0
+    grid = frame.pivot_table(index="model", columns="column", values="value") * (100.0 if percent else 1.0)
     grid = grid[sorted(grid.columns, key=_natural)]
     fig, ax = plt.subplots(figsize=(2.5 + 1.3 * grid.shape[1], 1.4 + 0.45 * grid.shape[0]))
-    _heatmap(ax, grid)
+    _heatmap(ax, grid, spec.better(metric))
     demo = bool(frame["weights_demo"].any())
-    ax.set_title(f"{name}: {metric} (%), best per column in bold"
+    unit = " (%)" if percent else (" (lower is better)" if spec.better(metric) < 0 else "")
+    ax.set_title(f"{name}: {metric}{unit}, best per column in bold"
                  + ("\nDEMO: random weights, synthetic data" if demo else ""), fontsize=9)
     fig.tight_layout()
     with atomic_path(out) as tmp:
@@ -54,16 +62,16 @@ def _natural(label: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", label)]
 
 
-def _heatmap(ax, grid: pd.DataFrame) -> None:
+def _heatmap(ax, grid: pd.DataFrame, better: int = 1) -> None:
     values = grid.to_numpy(dtype=float)
     image = ax.imshow(values, cmap="viridis", vmin=np.nanmin(values), vmax=np.nanmax(values), aspect="auto")
     ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
-    best = np.nanargmax(np.nan_to_num(values, nan=-np.inf), axis=0)
+    best = np.nanargmax(np.nan_to_num(better * values, nan=-np.inf), axis=0)
     middle = (np.nanmin(values) + np.nanmax(values)) / 2
     for (i, j), v in np.ndenumerate(values):
         if np.isnan(v):
             continue
-        ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8,
+        ax.text(j, i, f"{v:.1f}" if abs(v) >= 10 else f"{v:.3g}", ha="center", va="center", fontsize=8,
                 color="black" if v > middle else "white", fontweight="bold" if best[j] == i else "normal")
     ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)

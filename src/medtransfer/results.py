@@ -102,10 +102,12 @@ def details(row_or_text: Mapping[str, Any] | str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- predictions
 
-# Arrays each pairing needs: images -> the same test images; episodes -> the same episodes.
+# Arrays each pairing needs: images -> the same test images; episodes -> the same episodes;
+# values -> per-image values of each metric (arrays named after the metrics) on the same images.
 _REQUIRED = {
     "images": ("probs", "labels", "positions", "classes"),
     "episodes": ("episode_acc", "episodes_sha256"),
+    "values": ("positions",),
 }
 _HEADER = ("model", "dataset", "protocol", "setting", "pairing")
 
@@ -116,7 +118,8 @@ class Predictions:
 
     ``arrays`` holds the pairing's required arrays (``images``: ``probs`` (n, C),
     ``labels`` (n,), ``positions`` (n,) index rows of the test images, ``classes``;
-    ``episodes``: ``episode_acc`` (E,), ``episodes_sha256``) plus any protocol extras.
+    ``episodes``: ``episode_acc`` (E,), ``episodes_sha256``; ``values``: ``positions`` and one
+    (n,) array per metric) plus any protocol extras.
     """
 
     model: str

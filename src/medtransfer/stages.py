@@ -11,7 +11,9 @@ Vocabulary, used alike in paths, result rows, config keys and code:
   trained on the whole training split, ``<k>shot`` for few-shot with k support images
   per class.
 - ``pairing``: what two models' results are paired over in a comparison: ``images``
-  (the same test images; paired bootstrap) or ``episodes`` (the same stored episodes).
+  (predicted probabilities on the same test images; paired bootstrap), ``episodes`` (the
+  same stored episodes) or ``values`` (a per-image value of each metric, e.g. a
+  reconstruction's LPIPS, on the same images; paired bootstrap of the mean).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MANYSHOT = "manyshot"
-PAIRINGS = ("images", "episodes")
+PAIRINGS = ("images", "episodes", "values")
 
 # Path templates of every protocol's outputs; rules fill them with :func:`rows_path`.
 ROWS = "results/{protocol}/{model}/{dataset}/{setting}.csv"
@@ -37,6 +39,10 @@ def _shots(settings: Mapping[str, Any]) -> list[str]:
     return [f"{k}shot" for k in settings["n_support"]]
 
 
+def _dip(settings: Mapping[str, Any]) -> list[str]:
+    return ["dip"]
+
+
 @dataclass(frozen=True)
 class Protocol:
     """What the rest of the workflow needs to know about one evaluation protocol.
@@ -45,7 +51,9 @@ class Protocol:
     config section as keywords (a test checks the schema's defaults against its
     signature); ``settings`` maps that section to the protocol's setting names;
     ``metrics`` are the metrics its rows report (the first is compared when a
-    dataset's headline metric is not among them).
+    dataset's headline metric is not among them), ``lower_is_better`` those of them
+    where smaller wins; ``stage`` names its rule file ``workflow/rules/<stage>.smk``
+    (the protocol's name unless given).
     """
 
     name: str
@@ -54,6 +62,16 @@ class Protocol:
     pairing: str
     metrics: tuple[str, ...]
     settings: Callable[[Mapping[str, Any]], list[str]] = field(default=_manyshot)
+    lower_is_better: tuple[str, ...] = ()
+    stage: str = ""
+
+    @property
+    def rule_file(self) -> str:
+        return f"workflow/rules/{self.stage or self.name}.smk"
+
+    def better(self, metric: str) -> int:
+        """+1 where a larger value of ``metric`` is better, -1 where a smaller one is."""
+        return -1 if metric in self.lower_is_better else 1
 
     def __post_init__(self) -> None:
         if self.pairing not in PAIRINGS:
@@ -97,3 +115,6 @@ register(Protocol("fewshot", "Few-shot (prototypical)", "medtransfer.fewshot:sam
                   ("accuracy",), _shots))
 register(Protocol("finetune", "Finetune", "medtransfer.finetune:evaluate_finetune", "images", _CLASSIFICATION))
 register(Protocol("knn", "Weighted kNN", "medtransfer.knn:evaluate_knn", "images", _CLASSIFICATION))
+_LPIPS = ("lpips_mean", "lpips_alex", "lpips_vgg", "lpips_squeeze")
+register(Protocol("reconstruction", "Reconstruction (DIP feature inversion)", "medtransfer.reconstruct:invert",
+                  "values", _LPIPS + ("psnr", "ssim"), _dip, lower_is_better=_LPIPS, stage="reconstruct"))

@@ -15,7 +15,7 @@ from typing import Any
 from medtransfer import stages
 from medtransfer.config import resolve
 from medtransfer.data.demo import DEMO_KINDS
-from medtransfer.weights.registry import ModelSpec, resolve_model
+from medtransfer.weights.registry import AuxiliaryFile, ModelSpec, resolve_auxiliary, resolve_model
 
 DEMO_WEIGHTS = "resources/demo/weights/{model}/{filename}"
 DOWNLOAD = "resources/weights/download/{model}/{filename}"
@@ -52,6 +52,11 @@ class Study:
             raise ValueError(f"config: `protocols` names none of {sorted(stages.PROTOCOLS)}; add at least one")
         for name, spec in self.datasets.items():
             self._check_dataset(name, spec)
+        # Weights files besides the models' (LPIPS backbones), downloaded the same way.
+        lpips = config["protocols"].get("reconstruction", {}).get("lpips")
+        self.auxiliary: dict[str, AuxiliaryFile] = {} if lpips is None else {
+            f"lpips-{net}": resolve_auxiliary(f"lpips-{net}", lpips.get(net)) for net in ("alex", "vgg", "squeeze")}
+        self.downloads: dict[str, ModelSpec | AuxiliaryFile] = {**self.models, **self.auxiliary}
 
     def _check_dataset(self, name: str, spec: Mapping[str, Any]) -> None:
         kind = spec["kind"]
@@ -62,22 +67,22 @@ class Study:
 
     # -- models ------------------------------------------------------------------
     def source_filename(self, model: str) -> str:
-        spec = self.models[model]
+        spec = self.downloads[model]
         if spec.filename:
             return spec.filename
         name = PurePosixPath(urllib.parse.urlparse(spec.url).path).name
         return name or "weights"
 
     def weights_source(self, model: str) -> str:
-        """The file the converter reads: a local ``path`` as is, else the download."""
-        spec = self.models[model]
+        """The file the converter (or a stage) reads: a local ``path`` as is, else the download."""
+        spec = self.downloads[model]
         if spec.path:
             return spec.path
         return DOWNLOAD.format(model=model, filename=self.source_filename(model))
 
     def download_inputs(self, model: str) -> list[str]:
         """A ``file:`` URL's file is an input, so a rule that makes it (demo weights) runs first."""
-        url = self.models[model].url
+        url = self.downloads[model].url
         if not url.startswith("file:"):
             return []
         path = urllib.parse.urlparse(url).path if url.startswith("file://") else url[len("file:"):]
@@ -85,6 +90,10 @@ class Study:
 
     def demo_weights_format(self, model: str) -> str:
         return self.models[model].format
+
+    def lpips_weights(self) -> dict[str, str]:
+        """LPIPS backbone -> the torchvision file the reconstruction scores read."""
+        return {name.removeprefix("lpips-"): self.weights_source(name) for name in self.auxiliary}
 
     # -- datasets ----------------------------------------------------------------
     def is_demo(self, dataset: str) -> bool:

@@ -22,9 +22,10 @@ def _alternatives(names):
 
 wildcard_constraints:
     model=_alternatives(STUDY.models),
+    net="alex|vgg|squeeze",
     dataset=_alternatives(STUDY.datasets),
     protocol=_alternatives(stages.PROTOCOLS),
-    setting=r"manyshot|\d+shot",
+    setting=r"manyshot|\d+shot|dip",
 
 
 def weights_source(wildcards):
@@ -36,11 +37,11 @@ def download_inputs(wildcards):
 
 
 def model_url(wildcards):
-    return STUDY.models[wildcards.model].url
+    return STUDY.downloads[wildcards.model].url
 
 
 def model_sha256(wildcards):
-    return STUDY.models[wildcards.model].sha256
+    return STUDY.downloads[wildcards.model].sha256
 
 
 def model_format(wildcards):
@@ -99,8 +100,21 @@ def n_support(wildcards):
     return int(wildcards.setting.removesuffix("shot"))
 
 
+def finetune_full_cache(wildcards):
+    """The whole-image cache when finetune crops from whole images (and its sidecar)."""
+    if not STUDY.settings("finetune")["full_image"]:
+        return {}
+    return {"full_cache": rules.cache_full_images.output.full.format(dataset=wildcards.dataset),
+            "full_hw": rules.cache_full_images.output.hw.format(dataset=wildcards.dataset)}
+
+
+def finetune_settings():
+    """Finetune's settings for training; the whole-image cache's own go to cache_full_images."""
+    return {k: v for k, v in protocol_settings("finetune").items() if not k.startswith("full_")}
+
+
 def protocol_settings(protocol):
-    return STUDY.settings(protocol)
+    return STUDY.settings(protocol) if protocol in PROTOCOLS else {}
 
 
 def comparison_n_bootstrap(wildcards):
@@ -118,6 +132,35 @@ def _unit(wildcards):
 
 def compare_inputs(wildcards):
     return STUDY.compare_inputs(_unit(wildcards))
+
+
+def lpips_weights(wildcards):
+    return STUDY.lpips_weights()
+
+
+def lpips_net(wildcards):
+    return wildcards.net
+
+
+def reconstruction_inputs(wildcards):
+    """Every model's reconstructions and scores of one dataset (for its figures)."""
+    return {
+        "images": expand(rules.reconstruct.output.images, model=STUDY.models, dataset=wildcards.dataset),
+        "predictions": expand(rules.score_reconstruction.output.predictions, model=STUDY.models,
+                              dataset=wildcards.dataset),
+    }
+
+
+def figure_metric(wildcards):
+    return stages.get(wildcards.protocol).metrics[0]
+
+
+def study_figures():
+    """The heatmap of every protocol and the reconstruction figures of every dataset."""
+    figures = expand(rules.figure.output.figure, protocol=PROTOCOLS)
+    if "reconstruction" in PROTOCOLS:
+        figures += expand(rules.reconstruction_figures.output.grid, dataset=STUDY.datasets)
+    return figures
 
 
 def table_inputs(wildcards):

@@ -52,3 +52,25 @@ rule cache_images:
         "../../envs/torch.yaml"
     script:
         "../scripts/cache_images.py"
+
+
+rule cache_full_images:
+    input:
+        index=rules.index_dataset.output.index,
+    output:
+        full="results/cache/{dataset}/full.npy",
+        hw="results/cache/{dataset}/full.hw.npy",
+    params:
+        size=CONFIG["image_size"],
+        settings=protocol_settings("finetune"),
+        kind=dataset_kind,
+    log:
+        "logs/cache_full_images/{dataset}.log",
+    benchmark:
+        "benchmarks/cache_full_images/{dataset}.tsv"
+    resources:
+        mem_mb=4000,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/cache_full_images.py"

@@ -3,6 +3,7 @@
 
 rule finetune:
     input:
+        unpack(finetune_full_cache),
         weights=rules.convert_weights.output.weights,
         cache=rules.cache_images.output.cache,
         index=rules.index_dataset.output.index,
@@ -10,7 +11,7 @@ rule finetune:
         rows=stages.rows_path("finetune", setting=stages.MANYSHOT),
         predictions=stages.predictions_path("finetune", setting=stages.MANYSHOT),
     params:
-        settings=protocol_settings("finetune"),
+        settings=finetune_settings(),
         metric=dataset_metric,
         precision=CONFIG["precision"],
         device=CONFIG["device"],

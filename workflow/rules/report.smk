@@ -36,6 +36,8 @@ rule figure:
         table=rules.table.output.table,
     output:
         figure="reports/figures/{protocol}.png",
+    params:
+        metric=figure_metric,
     log:
         "logs/figure/{protocol}.log",
     conda:

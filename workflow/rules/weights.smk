@@ -16,6 +16,8 @@ rule make_demo_weights:
 
 
 rule download_weights:
+    wildcard_constraints:
+        model=_alternatives(STUDY.downloads),
     input:
         local=download_inputs,
     output:

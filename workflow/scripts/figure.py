@@ -4,4 +4,7 @@ from medtransfer.common import log_to_file
 from medtransfer.report import plot_protocol
 
 log_to_file(snakemake.log[0])
-plot_protocol(table=snakemake.input.table, out=snakemake.output.figure, protocol=snakemake.wildcards.protocol)
+plot_protocol(
+    table=snakemake.input.table, out=snakemake.output.figure, protocol=snakemake.wildcards.protocol,
+    metric=snakemake.params.metric,
+)

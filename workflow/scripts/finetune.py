@@ -10,6 +10,6 @@ evaluate_finetune(
     rows=snakemake.output.rows, predictions=snakemake.output.predictions,
     model=snakemake.wildcards.model, dataset=snakemake.wildcards.dataset,
     precision=snakemake.params.precision, device=snakemake.params.device,
-    deterministic=snakemake.params.deterministic,
+    deterministic=snakemake.params.deterministic, full_cache=snakemake.input.get("full_cache"),
     seed=snakemake.params.seed, metric=snakemake.params.metric, **snakemake.params.settings,
 )

@@ -172,7 +172,7 @@ def invert(
     *, weights: str | os.PathLike, cache: str | os.PathLike, index: str | os.PathLike,
     out_npz: str | os.PathLike, model: str, dataset: str, n_images: int = 8, steps: int = 3000,
     lr: float = 1e-3, seed: int = 0, device: str = "auto", precision: str = "fp32",
-    batch_size: int | None = None, log_every: int = 100, generator: SkipConfig = SkipConfig(),
+    batch_size: int = 16, log_every: int = 100, generator: SkipConfig = SkipConfig(),
 ) -> dict[str, Any]:
     """Invert ``n_images`` seeded test images of one (model, dataset); write ``out_npz``.
 
@@ -198,7 +198,6 @@ def invert(
     tap, normalise, wmeta, layer = _load(weights, device, precision)
     seeds = image_seeds(seed, positions)
     originals = np.array(images[positions])
-    batch_size = batch_size or 16
     start = time.perf_counter()
     parts = []
     for lo in range(0, n_images, batch_size):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,30 +25,16 @@ import torchvision
 from torch import nn
 
 from medtransfer.common import atomic_path
+from medtransfer.weights.registry import AUXILIARY, AuxiliaryFile
 
 LPIPS_NETS = ("alex", "vgg", "squeeze")
 
 
-@dataclass(frozen=True)
-class TorchvisionFile:
-    """One torchvision ImageNet weights file: where it is and what builds it."""
-
-    arch: str
-    url: str
-    filename: str
-    sha256: str
+# The torchvision files each LPIPS backbone is read from (registry: weights/registry.py).
+LPIPS_BACKBONES: dict[str, AuxiliaryFile] = {net: AUXILIARY[f"lpips-{net}"] for net in LPIPS_NETS}
 
 
-_TV = "https://download.pytorch.org/models/"
-LPIPS_BACKBONES: dict[str, TorchvisionFile] = {
-    "alex": TorchvisionFile("alexnet", _TV + "alexnet-owt-7be5be79.pth", "alexnet-owt-7be5be79.pth", "7be5be79"),
-    "vgg": TorchvisionFile("vgg16", _TV + "vgg16-397923af.pth", "vgg16-397923af.pth", "397923af"),
-    "squeeze": TorchvisionFile("squeezenet1_1", _TV + "squeezenet1_1-b8a52dc0.pth",
-                               "squeezenet1_1-b8a52dc0.pth", "b8a52dc0"),
-}
-
-
-def _check_net(net: str) -> TorchvisionFile:
+def _check_net(net: str) -> AuxiliaryFile:
     if net not in LPIPS_BACKBONES:
         raise ValueError(f"unknown LPIPS backbone {net!r}; expected one of {list(LPIPS_NETS)}")
     return LPIPS_BACKBONES[net]

@@ -18,6 +18,9 @@ from medtransfer.reconstruct.perceptual import LPIPS_NETS, load_lpips
 
 METRICS = ("lpips_alex", "lpips_vgg", "lpips_squeeze", "lpips_mean", "psnr", "ssim")
 PROTOCOL = "reconstruction"
+SETTING = "dip"  # one setting for every model, whatever its target layer (in details)
+# Lower is better for these (distances); higher for PSNR and SSIM.
+LOWER_IS_BETTER = ("lpips_alex", "lpips_vgg", "lpips_squeeze", "lpips_mean")
 
 
 def lpips_distances(model: torch.nn.Module, a: np.ndarray, b: np.ndarray, device: str = "cpu",
@@ -80,24 +83,24 @@ def score(
     ``lpips_weights``: net (``alex``, ``vgg``, ``squeeze``) -> torchvision weights file.
     """
     from medtransfer.common import resolve_device
-    from medtransfer.linear import write_predictions
     from medtransfer.reconstruct.invert import load_reconstructions
-    from medtransfer.results import make_row, write_rows
+    from medtransfer.results import Predictions, make_row, write_rows
 
     data = load_reconstructions(reconstructions_npz)
     meta = data["meta"]
     originals = data["originals"].astype(np.float64) / 255.0
     scores = image_scores(originals, data["reconstructions"], lpips_weights, resolve_device(device))
-    details = (f"images={len(originals)};steps={meta['steps']};lr={meta['lr']:g};layer={meta['target_layer']};"
-               f"generator=dip_skip;noise={meta['noise_size']}px;lpips=v0.1")
+    details = {"images": len(originals), "steps": meta["steps"], "lr": meta["lr"], "layer": meta["target_layer"],
+               "generator": "dip_skip", "noise_px": meta["noise_size"], "lpips": "v0.1",
+               "final_feature_mse": float(np.mean(data["final_loss"])), "n_bootstrap": n_bootstrap}
     rows = []
     for metric in METRICS:
         value, low, high = mean_with_ci(scores[metric], n_bootstrap, seed)
         rows.append(make_row(model=meta["model"], dataset=meta["dataset"], protocol=PROTOCOL,
-                             setting=f"dip_{meta['target_layer']}", metric=metric, value=value, ci_low=low,
+                             setting=SETTING, metric=metric, value=value, ci_low=low,
                              ci_high=high, n=len(originals), seed=seed, meta=meta, details=details))
     write_rows(rows, out_rows_csv)
-    write_predictions(out_predictions_npz, positions=data["positions"], labels=data["labels"],
-                      paths=data["paths"], model=meta["model"], dataset=meta["dataset"],
-                      **{m: scores[m] for m in METRICS})
+    Predictions(model=meta["model"], dataset=meta["dataset"], protocol=PROTOCOL, setting=SETTING, pairing="values",
+                arrays={"positions": data["positions"], "labels": data["labels"], "paths": data["paths"],
+                        **{m: scores[m] for m in METRICS}}).save(out_predictions_npz)
     return scores

@@ -110,3 +110,47 @@ def resolve_model(name: str, overrides: Mapping[str, Any] | None = None) -> Mode
     else:
         spec = ModelSpec(name=name, **overrides)
     return _complete(spec)
+
+
+# ---------------------------------------------------------------- auxiliary weights
+
+_TV = "https://download.pytorch.org/models/"
+
+
+@dataclass(frozen=True)
+class AuxiliaryFile:
+    """A weights file a stage needs besides the studied models (LPIPS backbones).
+
+    Downloaded by the same rule as the models (``resources/weights/download/<name>/``),
+    with the same checks; ``arch`` is the torchvision architecture the file holds.
+    """
+
+    name: str
+    arch: str
+    url: str = ""
+    path: str = ""
+    filename: str = ""
+    sha256: str = ""
+    demo: bool = False
+
+
+AUXILIARY: dict[str, AuxiliaryFile] = {
+    f.name: f for f in [
+        AuxiliaryFile("lpips-alex", "alexnet", _TV + "alexnet-owt-7be5be79.pth",
+                      filename="alexnet-owt-7be5be79.pth", sha256="7be5be79"),
+        AuxiliaryFile("lpips-vgg", "vgg16", _TV + "vgg16-397923af.pth",
+                      filename="vgg16-397923af.pth", sha256="397923af"),
+        AuxiliaryFile("lpips-squeeze", "squeezenet1_1", _TV + "squeezenet1_1-b8a52dc0.pth",
+                      filename="squeezenet1_1-b8a52dc0.pth", sha256="b8a52dc0"),
+    ]
+}
+
+
+def resolve_auxiliary(name: str, overrides: Mapping[str, Any] | None = None) -> AuxiliaryFile:
+    """The registry's ``name`` with the config's ``url``/``path``/``sha256``/``demo`` applied."""
+    if name not in AUXILIARY:
+        raise ValueError(f"unknown auxiliary weights {name!r}; expected one of {sorted(AUXILIARY)}")
+    overrides = dict(overrides or {})
+    if ("url" in overrides or "path" in overrides) and "sha256" not in overrides:
+        overrides["sha256"] = ""  # the registry pin belongs to the registry's URL, not a mirror
+    return replace(AUXILIARY[name], **overrides)

@@ -1,0 +1,11 @@
+"""Decode the training images of a dataset once more, whole, for finetuning's crops."""
+
+from medtransfer.common import log_to_file
+from medtransfer.data.cache import build_full_cache
+
+log_to_file(snakemake.log[0])
+settings = snakemake.params.settings
+build_full_cache(
+    snakemake.input.index, snakemake.output.full, size=snakemake.params.size, scale=settings["full_scale"],
+    max_aspect=settings["full_max_aspect"], kind=snakemake.params.kind,
+)
