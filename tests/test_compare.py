@@ -164,3 +164,30 @@ def test_holm_correction_can_undo_a_nominal_difference(tmp_path):
     assert adjusted == pytest.approx(holm(raw))
     assert all(adjusted[m] >= raw[m] for m in raw)
     assert all(_detail(frame, m, "differs") == (adjusted[m] < 0.05) for m in raw)
+
+
+def test_per_image_values_lower_is_better(tmp_path):
+    """Reconstruction LPIPS: the lowest mean wins and the others' differences are positive."""
+    rng = np.random.default_rng(8)
+    base = rng.uniform(0.2, 0.4, 40)
+    paths = []
+    for model, shift in (("close", 0.0), ("far", 0.1), ("near", 0.001)):
+        path = tmp_path / f"{model}-rec.npz"
+        Predictions(model=model, dataset="ds", protocol="reconstruction", setting="dip", pairing="values",
+                    arrays={"positions": np.arange(40), "lpips_mean": base + shift + rng.normal(0, 1e-4, 40),
+                            "psnr": 30 - 10 * (base + shift)}).save(path)
+        paths.append(path)
+    rows = [_rows(tmp_path, m, "reconstruction", "dip") for m in ("close", "far", "near")]
+    out = tmp_path / "rec.csv"
+    compare_models(predictions=paths, rows=rows, out=out, protocol="reconstruction", dataset="ds",
+                   metric="lpips_mean", n_bootstrap=300)
+    frame = read_rows([out]).set_index("model")
+    assert _detail(frame, "far", "best") == "close" and frame.loc["close", "value"] == 0.0
+    assert frame.loc["far", "value"] == pytest.approx(0.1, abs=1e-3) and frame.loc["far", "ci_low"] > 0
+    assert _detail(frame, "far", "differs") is True
+    compare_models(predictions=paths, rows=rows, out=out, protocol="reconstruction", dataset="ds",
+                   metric="psnr", n_bootstrap=300)  # higher PSNR is better: same winner
+    assert _detail(read_rows([out]).set_index("model"), "far", "best") == "close"
+    with pytest.raises(ValueError, match="lack per-image values of 'ssim'"):
+        compare_models(predictions=paths, rows=rows, out=out, protocol="reconstruction", dataset="ds",
+                       metric="ssim")

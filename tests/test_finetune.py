@@ -117,7 +117,9 @@ def test_early_stopping_restores_a_real_copy():
 
 def test_cosine_schedule_is_stepped_per_iteration():
     model = nn.Linear(2, 2)
-    opt, sched = make_optimizer(model, TrainConfig(steps=10, lr=0.1))
+    cfg = TrainConfig(steps=10, batch_size=4, lr=0.1, weight_decay=1e-8, early_stopping=False, eval_every=5,
+                      patience=1)
+    opt, sched = make_optimizer(model, cfg)
     assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
     lrs = []
     for _ in range(10):

@@ -41,12 +41,13 @@ def test_table_has_every_cell_with_provenance(finished):
 def test_paired_comparisons_and_figures(finished):
     table = pd.read_csv(finished / "reports" / "table.csv")
     diffs = table[table["metric"].str.endswith("_diff_vs_best")]
-    assert set(diffs["protocol"]) == {"linear", "fewshot", "finetune", "knn"}
+    assert set(diffs["protocol"]) == {"linear", "fewshot", "finetune", "knn", "reconstruction"}
     # the dataset's headline metric is what is compared (the .test config sets it for demo_fundus)
     assert set(diffs.loc[diffs["dataset"] == "demo_fundus", "metric"]) == {
-        "balanced_accuracy_diff_vs_best", "accuracy_diff_vs_best"}  # fewshot compares accuracy
+        "balanced_accuracy_diff_vs_best", "accuracy_diff_vs_best",  # fewshot compares accuracy
+        "lpips_mean_diff_vs_best"}
     assert (diffs.groupby(["protocol", "dataset", "setting"])["model"].nunique() == len(MODELS)).all()
-    for protocol in ("linear", "fewshot", "finetune", "knn"):
+    for protocol in ("linear", "fewshot", "finetune", "knn", "reconstruction"):
         png = finished / "reports" / "figures" / f"{protocol}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -102,3 +103,30 @@ def test_default_config_validates_and_builds_the_dag(tmp_path):
                  "linear_probe", "fewshot", "finetune", "knn", "compare_models", "table", "figure"):
         assert rule in out
     assert yaml.safe_load((workdir / "config" / "config.yaml").read_text())["study"] == "demo"
+
+
+@pytest.mark.slow
+def test_reconstruction_rows_figures_and_lpips_weights_through_the_download_rule(finished):
+    table = pd.read_csv(finished / "reports" / "table.csv")
+    rec = table[(table["protocol"] == "reconstruction") & ~table["metric"].str.endswith("_diff_vs_best")]
+    assert set(rec["metric"]) == {"lpips_alex", "lpips_vgg", "lpips_squeeze", "lpips_mean", "psnr", "ssim"}
+    assert (rec.groupby("dataset")["model"].nunique() == len(MODELS)).all() and (rec["n"] == 2).all()
+    assert rec["weights_sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
+    for dataset in ("demo_cxr", "demo_fundus"):
+        for name in (f"{dataset}_grid", f"{dataset}_lpips"):
+            png = finished / "reports" / "figures" / "reconstruction" / f"{name}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert (png.with_suffix(".pdf")).read_bytes()[:4] == b"%PDF"
+    for net in ("alexnet-owt-7be5be79", "vgg16-397923af", "squeezenet1_1-b8a52dc0"):
+        prefix = net.split("-")[0].replace("alexnet", "alex").replace("vgg16", "vgg").replace("squeezenet1_1", "squeeze")
+        assert (finished / "resources" / "weights" / "download" / f"lpips-{prefix}" / f"{net}.pth").exists()
+
+
+@pytest.mark.slow
+def test_finetune_crops_from_the_whole_image_cache(finished):
+    from medtransfer.results import details
+
+    table = pd.read_csv(finished / "reports" / "table.csv")
+    ft = table[(table["protocol"] == "finetune") & (table["metric"] == "accuracy")]
+    assert all(details(r)["augment"].startswith("rrc0.08-1_bicubic_aa+hflip_of_full_image") for _, r in ft.iterrows())
+    assert (finished / "results" / "cache" / "demo_cxr" / "full.npy").exists()

@@ -39,15 +39,19 @@ WD_OVER_LR_GRID = (0.0, 1e-6, 1e-5, 1e-4, 1e-3)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run's settings; ``eval_every``/``patience`` only act with early stopping."""
+    """One training run's settings; ``eval_every``/``patience`` only act with early stopping.
 
-    steps: int = 5000
-    batch_size: int = 64
-    lr: float = 1e-2
-    weight_decay: float = 1e-8
-    early_stopping: bool = True
-    eval_every: int = 200
-    patience: int = 3
+    No defaults for the recipe: it comes from the resolved config (its defaults live in
+    config/schema.yaml), through :func:`evaluate_finetune`.
+    """
+
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    early_stopping: bool
+    eval_every: int
+    patience: int
     precision: str = "fp32"
     seed: int = 0
     metric: str = "accuracy"  # val metric of the search and early stopping

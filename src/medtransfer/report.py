@@ -45,11 +45,11 @@ def plot_protocol(*, table: str | os.PathLike, out: str | os.PathLike, protocol:
     frame["column"] = frame["dataset"] + ("\n" + frame["setting"] if several else "")
     grid = frame.pivot_table(index="model", columns="column", values="value") * (100.0 if percent else 1.0)
     grid = grid[sorted(grid.columns, key=_natural)]
-    fig, ax = plt.subplots(figsize=(2.5 + 1.3 * grid.shape[1], 1.4 + 0.45 * grid.shape[0]))
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.5 + 1.3 * grid.shape[1]), 1.8 + 0.45 * grid.shape[0]))
     _heatmap(ax, grid, spec.better(metric))
     demo = bool(frame["weights_demo"].any())
     unit = " (%)" if percent else (" (lower is better)" if spec.better(metric) < 0 else "")
-    ax.set_title(f"{name}: {metric}{unit}, best per column in bold"
+    ax.set_title(f"{name}\n{metric}{unit}, best per column in bold"
                  + ("\nDEMO: random weights, synthetic data" if demo else ""), fontsize=9)
     fig.tight_layout()
     with atomic_path(out) as tmp:
@@ -64,7 +64,8 @@ def _natural(label: str) -> list:
 
 def _heatmap(ax, grid: pd.DataFrame, better: int = 1) -> None:
     values = grid.to_numpy(dtype=float)
-    image = ax.imshow(values, cmap="viridis", vmin=np.nanmin(values), vmax=np.nanmax(values), aspect="auto")
+    # brighter is better either way
+    image = ax.imshow(values, cmap="viridis" if better > 0 else "viridis_r", vmin=np.nanmin(values), vmax=np.nanmax(values), aspect="auto")
     ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
     best = np.nanargmax(np.nan_to_num(better * values, nan=-np.inf), axis=0)
@@ -73,5 +74,5 @@ def _heatmap(ax, grid: pd.DataFrame, better: int = 1) -> None:
         if np.isnan(v):
             continue
         ax.text(j, i, f"{v:.1f}" if abs(v) >= 10 else f"{v:.3g}", ha="center", va="center", fontsize=8,
-                color="black" if v > middle else "white", fontweight="bold" if best[j] == i else "normal")
+                color="black" if better * (v - middle) > 0 else "white", fontweight="bold" if best[j] == i else "normal")
     ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
