@@ -77,7 +77,10 @@ class Study:
         """The file the converter (or a stage) reads: a local ``path`` as is, else the download."""
         spec = self.downloads[model]
         if spec.path:
-            return spec.path
+            # A TensorFlow checkpoint prefix (model.ckpt-N) is no file: its .index stands for it
+            # (the converter reads and hashes every file of the checkpoint).
+            index = spec.path + ".index"
+            return index if not Path(spec.path).exists() and Path(index).exists() else spec.path
         return DOWNLOAD.format(model=model, filename=self.source_filename(model))
 
     def download_inputs(self, model: str) -> list[str]:
