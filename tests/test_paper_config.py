@@ -44,11 +44,12 @@ def test_paper_config_indexes_fake_trees_and_builds_the_full_dag(tmp_path):
         assert {"train", "test"} == set(index["split"]), name
         assert index["split_rule"].str.startswith(("published", "given")).all(), name
     jobs = _jobs(snakemake(workdir, "all", "-n").stdout)
-    assert jobs["download_weights"] == 6 and jobs["convert_weights"] == 6
+    assert jobs["download_weights"] == 6 + 3 and jobs["convert_weights"] == 6  # + the LPIPS backbones
+    assert jobs["reconstruct"] == 48 and jobs["cache_full_images"] == 8
     assert jobs["cache_images"] == 8 and jobs["sample_episodes"] == 8
     for rule in ("extract_features", "linear_probe", "fewshot", "finetune", "knn"):
         assert jobs[rule] == 48, rule
-    assert jobs["compare_models"] == 32 and "index_dataset" not in jobs
+    assert jobs["compare_models"] == 40 and "index_dataset" not in jobs
 
 
 def test_missing_dataset_root_is_named(tmp_path):
