@@ -11,7 +11,7 @@
 #   report   -> paired comparisons, reports/table.csv, reports/figures/
 #
 # Usage: snakemake --cores 8 all            (the embedded demo study, config/config.yaml)
-#        snakemake --cores 8 --configfile config/paper.yaml all   (the published study)
+#        snakemake --cores 8 all --configfile config/paper.yaml   (the published study)
 from snakemake.utils import min_version
 
 min_version("9.0")

@@ -91,3 +91,12 @@ def test_broken_links_finds_a_missing_target(tmp_path: Path) -> None:
                     "[h](there.md#linear-probe-many-shot) [i](there.md#linear-probe) [j](#elsewhere)\n"
                     "`[e](in-code.md)`\n```\n[f](in-fence.md)\n```\n[g]: missing-ref.md\n")
     assert broken_links(page) == ["gone.md#part", "there.md#linear-probe", "#elsewhere", "missing-ref.md"]
+
+
+def test_documented_commands_put_targets_before_configfile() -> None:
+    """``--configfile`` takes several files: a target after it is read as a config file."""
+    pattern = re.compile(r"snakemake [^\n#`]*--configfiles? \S+ [A-Za-z]")
+    pages = [ROOT / "README.md", ROOT / "Snakefile", ROOT / "profiles" / "slurm" / "config.yaml",
+             *sorted(DOCS.glob("*.md"))]
+    offenders = [f"{p.name}: {m.group(0)}" for p in pages for m in pattern.finditer(p.read_text())]
+    assert not offenders, offenders

@@ -4,6 +4,7 @@ import re
 
 from snakemake.utils import validate
 
+from medtransfer import resources as sizing
 from medtransfer import stages
 from medtransfer import study as paths
 from medtransfer.study import Study
@@ -124,6 +125,31 @@ def comparison_n_bootstrap(wildcards):
 def gpus(wildcards):
     """One GPU for the GPU stages unless the study runs on the CPU."""
     return 0 if CONFIG["device"] == "cpu" else 1
+
+
+def _estimate(stage, input, threads, attempt):
+    """medtransfer.resources' request for one job of ``stage`` (re-evaluated once its inputs exist)."""
+    size = CONFIG["image_size"]
+    if stage == "reconstruct":
+        return sizing.reconstruct(image_size=size, settings=STUDY.settings("reconstruction"), attempt=attempt)
+    if stage == "score":
+        return sizing.score(settings=STUDY.settings("reconstruction"), attempt=attempt)
+    n_images = sizing.count_images(input.index)
+    if stage == "cache":
+        return sizing.cache(n_images, threads=threads, attempt=attempt)
+    if stage == "extract":
+        return sizing.extract(n_images, image_size=size, attempt=attempt)
+    return sizing.finetune(n_images, image_size=size, settings=STUDY.settings("finetune"), attempt=attempt)
+
+
+def sized(stage, field):
+    """A resource callable: ``field`` (runtime or mem_mb) of the estimate for ``stage``, sized
+    from the job's inputs and settings and doubled on each retry (src/medtransfer/resources.py)."""
+
+    def resource(wildcards, input, threads, attempt):
+        return getattr(_estimate(stage, input, threads, attempt), field)
+
+    return resource
 
 
 def _unit(wildcards):

@@ -10,6 +10,10 @@ rule make_demo_dataset:
         seed=CONFIG["seed"],
     log:
         "logs/make_demo_dataset/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     conda:
         "../../envs/torch.yaml"
     script:
@@ -28,6 +32,10 @@ rule index_dataset:
         seed=CONFIG["seed"],
     log:
         "logs/index_dataset/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
     conda:
         "../../envs/torch.yaml"
     script:
@@ -46,8 +54,10 @@ rule cache_images:
         "logs/cache_images/{dataset}.log",
     benchmark:
         "benchmarks/cache_images/{dataset}.tsv"
+    threads: 1
     resources:
         mem_mb=4000,
+        runtime=sized("cache", "runtime"),
     conda:
         "../../envs/torch.yaml"
     script:
@@ -68,8 +78,10 @@ rule cache_full_images:
         "logs/cache_full_images/{dataset}.log",
     benchmark:
         "benchmarks/cache_full_images/{dataset}.tsv"
+    threads: 1
     resources:
         mem_mb=4000,
+        runtime=sized("cache", "runtime"),
     conda:
         "../../envs/torch.yaml"
     script:

@@ -21,7 +21,8 @@ rule extract_features:
     threads: 8
     resources:
         gpu=gpus,
-        mem_mb=8000,
+        mem_mb=sized("extract", "mem_mb"),
+        runtime=sized("extract", "runtime"),
     conda:
         "../../envs/torch.yaml"
     script:

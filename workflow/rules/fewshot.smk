@@ -15,6 +15,10 @@ rule sample_episodes:
         seed=CONFIG["seed"],
     log:
         "logs/sample_episodes/{dataset}/{setting}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     conda:
         "../../envs/torch.yaml"
     script:
@@ -32,6 +36,10 @@ rule fewshot:
         seed=CONFIG["seed"],
     log:
         "logs/fewshot/{model}/{dataset}/{setting}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
     conda:
         "../../envs/torch.yaml"
     script:

@@ -24,8 +24,8 @@ rule finetune:
     threads: 8
     resources:
         gpu=gpus,
-        mem_mb=12000,
-        runtime=720,
+        mem_mb=sized("finetune", "mem_mb"),
+        runtime=sized("finetune", "runtime"),
     conda:
         "../../envs/torch.yaml"
     script:

@@ -17,6 +17,9 @@ rule knn:
     benchmark:
         "benchmarks/knn/{model}/{dataset}.tsv"
     threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=20,
     conda:
         "../../envs/torch.yaml"
     script:

@@ -18,6 +18,9 @@ rule linear_probe:
     benchmark:
         "benchmarks/linear_probe/{model}/{dataset}.tsv"
     threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
     conda:
         "../../envs/torch.yaml"
     script:

@@ -13,6 +13,10 @@ rule make_demo_lpips_weights:
         seed=CONFIG["seed"],
     log:
         "logs/make_demo_lpips_weights/{net}/{filename}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     conda:
         "../../envs/torch.yaml"
     script:
@@ -37,8 +41,8 @@ rule reconstruct:
     threads: 1
     resources:
         gpu=gpus,
-        mem_mb=8000,
-        runtime=240,
+        mem_mb=sized("reconstruct", "mem_mb"),
+        runtime=sized("reconstruct", "runtime"),
     conda:
         "../../envs/torch.yaml"
     script:
@@ -61,6 +65,10 @@ rule score_reconstruction:
     benchmark:
         "benchmarks/score_reconstruction/{model}/{dataset}.tsv"
     threads: 1
+    resources:
+        gpu=gpus,
+        mem_mb=sized("score", "mem_mb"),
+        runtime=sized("score", "runtime"),
     conda:
         "../../envs/torch.yaml"
     script:
@@ -77,6 +85,10 @@ rule reconstruction_figures:
         lpips_pdf="reports/figures/reconstruction/{dataset}_lpips.pdf",
     log:
         "logs/reconstruction_figures/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     conda:
         "../../envs/torch.yaml"
     script:

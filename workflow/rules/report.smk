@@ -12,6 +12,10 @@ rule compare_models:
         seed=CONFIG["seed"],
     log:
         "logs/compare_models/{protocol}/{dataset}/{setting}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
     conda:
         "../../envs/torch.yaml"
     script:
@@ -25,6 +29,10 @@ rule table:
         table="reports/table.csv",
     log:
         "logs/table.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     conda:
         "../../envs/report.yaml"
     script:
@@ -40,6 +48,10 @@ rule figure:
         metric=figure_metric,
     log:
         "logs/figure/{protocol}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     conda:
         "../../envs/report.yaml"
     script:

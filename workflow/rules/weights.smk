@@ -9,6 +9,10 @@ rule make_demo_weights:
         seed=CONFIG["seed"],
     log:
         "logs/make_demo_weights/{model}/{filename}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     conda:
         "../../envs/torch.yaml"
     script:
@@ -31,6 +35,10 @@ rule download_weights:
     benchmark:
         "benchmarks/download_weights/{model}/{filename}.tsv"
     retries: 1
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=60,
     conda:
         "../../envs/torch.yaml"
     script:
@@ -51,8 +59,10 @@ rule convert_weights:
         "logs/convert_weights/{model}.log",
     benchmark:
         "benchmarks/convert_weights/{model}.tsv"
+    threads: 1
     resources:
         mem_mb=4000,
+        runtime=20,
     conda:
         "../../envs/torch.yaml"
     script:

@@ -1,0 +1,82 @@
+"""Cluster resources (runtime, memory) for the heavy rules, sized from their inputs and settings.
+
+A scheduler kills a job that outlives its ``runtime`` and queues a long request behind short
+ones, so one fixed request per rule is wrong both ways: a CheXpert finetune needs hours, a demo
+one a minute. Each estimate here is work / rate with conservative rates (slower than the
+measured anchors in docs/performance.md), doubled for headroom, plus a fixed start-up cost,
+and it doubles again with each retry (``attempt``), so a job killed for time gets more.
+
+Torch-free: the workflow calls these while it builds the DAG.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+#: Conservative throughputs (items per second on one GPU, decoding per CPU core). docs/performance.md
+RATES = {
+    "decode": 50.0,  # image files decoded and resized per second per core (JPEG/PNG/DICOM)
+    "extract": 400.0,  # ResNet-50 fp32 forward, 224 px, from the decoded cache
+    "train": 150.0,  # ResNet-50 fp32 forward + backward, 224 px
+    "reconstruct": 8.0,  # deep-image-prior steps per second for one 224 px image
+    "score": 20.0,  # images scored per second (LPIPS x3, PSNR, SSIM)
+}
+START_MINUTES = 5  # interpreter, imports, loading weights
+HEADROOM = 2.0
+REFERENCE_PIXELS = 224 * 224
+
+
+@dataclass(frozen=True)
+class Request:
+    runtime: int  # minutes
+    mem_mb: int
+
+
+def count_images(index: str | os.PathLike) -> int:
+    """Images in a dataset index (its CSV rows); 0 before the index exists."""
+    try:
+        with open(index, "rb") as f:
+            return max(0, sum(1 for _ in f) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+def _minutes(seconds: float, attempt: int) -> int:
+    return math.ceil(START_MINUTES + HEADROOM * seconds / 60) * 2 ** (max(attempt, 1) - 1)
+
+
+def _scale(image_size: int) -> float:
+    """Work per image relative to 224 px (convolutions scale with the pixel count)."""
+    return max(image_size * image_size / REFERENCE_PIXELS, 0.05)
+
+
+def cache(n_images: int, *, threads: int, attempt: int = 1) -> Request:
+    return Request(_minutes(n_images / (RATES["decode"] * max(threads, 1)), attempt), 4000)
+
+
+def extract(n_images: int, *, image_size: int, attempt: int = 1) -> Request:
+    seconds = n_images * _scale(image_size) / RATES["extract"]
+    return Request(_minutes(seconds, attempt), 8000)
+
+
+def finetune(n_images: int, *, image_size: int, settings: dict, attempt: int = 1) -> Request:
+    """Training steps plus an evaluation pass over the data at every ``eval_every`` steps, once
+    per (lr, weight decay) pair when the search is on."""
+    steps, batch = settings["steps"], settings["batch_size"]
+    evaluations = steps // max(settings["eval_every"], 1) + 1
+    runs = 1
+    if settings.get("search"):  # a null grid is the published one: 4 lrs x 5 weight decays (finetune.py)
+        runs = len(settings.get("lr_grid") or range(4)) * len(settings.get("wd_grid") or range(5))
+    seconds = runs * _scale(image_size) * (steps * batch / RATES["train"] + evaluations * n_images / RATES["extract"])
+    return Request(_minutes(seconds, attempt), 16000)
+
+
+def reconstruct(*, image_size: int, settings: dict, attempt: int = 1) -> Request:
+    seconds = settings["n_images"] * settings["steps"] * _scale(image_size) / RATES["reconstruct"]
+    return Request(_minutes(seconds, attempt), 8000 + 500 * settings["n_images"])
+
+
+def score(*, settings: dict, attempt: int = 1) -> Request:
+    return Request(_minutes(settings["n_images"] / RATES["score"], attempt), 4000)

@@ -1,0 +1,73 @@
+"""Cluster resources: every rule declares them, heavy ones are sized from their inputs, and the
+SLURM profile names only real rules."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO
+from medtransfer import resources
+from medtransfer.config import resolve
+
+RULES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
+GPU_RULES = {"extract_features", "finetune", "reconstruct", "score_reconstruction"}
+
+
+def _rule_blocks():
+    for smk in RULES:
+        for block in re.split(r"(?m)^(?=rule )", smk.read_text())[1:]:
+            yield re.match(r"rule (\w+):", block).group(1), block
+
+
+def test_every_rule_declares_threads_memory_and_runtime():
+    for name, block in _rule_blocks():
+        assert re.search(r"(?m)^    threads: \d+$", block), f"rule {name} declares no threads"
+        assert "mem_mb=" in block and "runtime=" in block, f"rule {name} declares no mem_mb/runtime"
+        assert ("gpu=gpus" in block) == (name in GPU_RULES), f"rule {name}: gpu request"
+
+
+def test_a_chexpert_finetune_gets_hours_and_a_demo_one_minutes():
+    paper = resolve(yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
+    demo = resolve(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    big = resources.finetune(191_000, image_size=224, settings=paper["protocols"]["finetune"])
+    small = resources.finetune(64, image_size=demo["image_size"], settings=demo["protocols"]["finetune"])
+    assert big.runtime > 6 * 60 and small.runtime < 15
+    searched = resources.finetune(191_000, image_size=224, settings={
+        **paper["protocols"]["finetune"], "search": True, "lr_grid": [0.1, 0.01, 0.001], "wd_grid": [0, 1e-5]})
+    assert searched.runtime > 5 * big.runtime
+    published_grid = resources.finetune(191_000, image_size=224, settings={**paper["protocols"]["finetune"], "search": True})
+    assert published_grid.runtime > 3 * searched.runtime  # 20 runs against 6
+    assert resources.extract(191_000, image_size=224).runtime > 3 * resources.extract(1000, image_size=224).runtime
+
+
+def test_a_retry_doubles_the_runtime():
+    first = resources.extract(50_000, image_size=224, attempt=1).runtime
+    assert resources.extract(50_000, image_size=224, attempt=2).runtime == 2 * first
+
+
+def test_images_are_counted_from_the_index(tmp_path):
+    index = tmp_path / "index.csv"
+    index.write_text("path,label,split\n" + "a.png,0,train\n" * 7)
+    assert resources.count_images(index) == 7
+    assert resources.count_images(tmp_path / "missing.csv") == 0  # before the index exists
+
+
+def test_profile_groups_and_resources_name_real_rules():
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    rules = {name for name, _ in _rule_blocks()}
+    assert profile["executor"] == "slurm" and profile["retries"] >= 1
+    assert set(profile["groups"]) <= rules
+    assert set(profile["groups"].values()) == set(profile["group-components"])
+
+
+@pytest.mark.slow
+def test_profile_builds_the_tiny_study_dag():
+    """The profile parses (plugin installed, options valid) and groups the small jobs."""
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "all", "--profile", "profiles/slurm", "-n",
+                           "--configfile", ".test/config.yaml"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "extract_features" in proc.stdout + proc.stderr
