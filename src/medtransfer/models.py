@@ -138,7 +138,7 @@ class WeightsMeta:
 
 def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta: WeightsMeta) -> None:
     """Write the canonical weights file (plain tensors and builtins: loads with weights_only)."""
-    from medtransfer.common import atomic_path
+    from medtransfer.writers import save_torch
 
     check_state_dict(state_dict, meta.arch, str(path))
     payload = {
@@ -146,8 +146,7 @@ def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], m
         "meta": meta.to_dict(),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def load_weights(path: str | os.PathLike) -> tuple[nn.Module, WeightsMeta]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medtransfer.common import atomic_path
+from medtransfer.writers import write_csv
 
 INDEX_COLUMNS = ["path", "label", "label_name", "split", "patient", "split_rule"]
 SPLITS = ("given", "published", "patient", "random")
@@ -27,8 +27,7 @@ SPLITS = ("given", "published", "patient", "random")
 
 def write_index(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     check_index(frame, str(path))
-    with atomic_path(path) as tmp:
-        frame[INDEX_COLUMNS].to_csv(tmp, index=False)
+    write_csv(path, frame[INDEX_COLUMNS])
 
 
 def read_index(path: str | os.PathLike) -> pd.DataFrame:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medtransfer.common import atomic_path
+from medtransfer import writers
 
 EXAMPLES = 8  # how many keys an error or a summary shows
 
@@ -223,12 +223,18 @@ def detect_prefixed(probe: Probe, entry: str | None, marker: str) -> dict[str, A
 
 # --- demo writing ---------------------------------------------------------------------------
 
+def seeded_normal(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
+    """Normal draws from numpy's seeded generator: the same bytes on every machine (torch's
+    own ``randn`` differs in the last bits between CPUs with and without AVX2)."""
+    draws = np.random.RandomState(seed % 2**32).standard_normal(shape) * scale
+    return torch.from_numpy(draws.astype(np.float32))
+
+
 def mlp_head(seed: int, prefix: str, dims: list[int]) -> dict[str, torch.Tensor]:
     """An MLP head ``prefix{0,2,...}`` (Linear, ReLU, Linear...) as in MoCo/SwAV files."""
-    gen = torch.Generator().manual_seed(seed)
     out = {}
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-        out[f"{prefix}{2 * i}.weight"] = torch.randn(b, a, generator=gen) * 0.01
+        out[f"{prefix}{2 * i}.weight"] = seeded_normal(seed + i, b, a, scale=0.01)
         out[f"{prefix}{2 * i}.bias"] = torch.zeros(b)
     return out
 
@@ -239,5 +245,5 @@ def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
 
 
 def save_torch(obj: object, out: Path) -> None:
-    with atomic_path(out) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` atomically, the same object giving the same bytes (``writers``)."""
+    writers.save_torch(out, obj)
