@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -151,7 +152,9 @@ def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], m
 
 def load_weights(path: str | os.PathLike) -> tuple[nn.Module, WeightsMeta]:
     """Build the backbone described by a canonical weights file, load strictly, eval mode."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    from medtransfer.weights.base import load_torch
+
+    payload = load_torch(Path(path), needs="the canonical weights file")
     if not isinstance(payload, dict) or payload.get("format_version") != WEIGHTS_FORMAT_VERSION:
         raise ValueError(
             f"{path} is not a medtransfer weights file (format_version "
