@@ -19,10 +19,11 @@ What varies by default and is fixed here:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,22 @@ def save_npz(target: str | os.PathLike, **arrays: Any) -> None:
         for name, value in arrays.items():
             with archive.open(zip_info(f"{name}.npy"), "w", force_zip64=True) as handle:
                 np.lib.format.write_array(handle, np.asanyarray(value), allow_pickle=False)
+
+
+def save_npy(target: str | os.PathLike, array: np.ndarray) -> None:
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:  # a handle: np.save adds .npy to names
+        np.save(handle, array, allow_pickle=False)
+
+
+@contextlib.contextmanager
+def npy_memmap(target: str | os.PathLike, dtype: Any, shape: tuple[int, ...]) -> Iterator[np.memmap]:
+    """A new ``.npy`` file as a writable memory map (filled by the caller, so a large array
+    never needs to fit in memory), moved into place only when the block finishes."""
+    with atomic_path(target) as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        yield array
+        array.flush()
+        del array
 
 
 def torch_bytes(obj: object, **kwargs: Any) -> bytes:

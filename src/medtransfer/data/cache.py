@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from medtransfer.common import atomic_path
+from medtransfer.writers import npy_memmap, save_npy
 from medtransfer.data.index import read_index
 
 
@@ -101,12 +101,9 @@ def build_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: int, 
     where the dataset is downloaded and the layout expected.
     """
     frame = read_index(index)
-    with atomic_path(out) as tmp, _with_source(kind):
-        cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(frame), size, size, 3))
+    with _with_source(kind), npy_memmap(out, np.uint8, (len(frame), size, size, 3)) as cache:
         for i, path in enumerate(frame["path"]):
             cache[i] = load_image(path, size)
-        cache.flush()
-        del cache
 
 
 @contextmanager
@@ -197,19 +194,16 @@ def build_full_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: 
     frame = read_index(index)
     rows = np.arange(len(frame)) if split is None else np.flatnonzero(frame["split"].to_numpy() == split)
     hw = np.zeros((len(frame), 2), dtype=np.int32)
-    with _with_source(kind), atomic_path(out) as tmp:
+    with _with_source(kind):
         for i in rows:
             hw[i] = _full_hw(frame["path"].iat[i], short, longest)
         lying = np.sort(hw, axis=1)  # (short, long) as stored
         shape = (len(frame), *(int(v) for v in np.maximum(lying.max(0), 1)), 3)
-        cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        for i in rows:
-            img = load_full_image(frame["path"].iat[i], short, longest)
-            cache[i, :lying[i, 0], :lying[i, 1]] = img.transpose(1, 0, 2) if hw[i, 0] > hw[i, 1] else img
-        cache.flush()
-        del cache
-        with atomic_path(full_hw_path(out)) as hw_tmp:
-            np.save(hw_tmp, hw)
+        with npy_memmap(out, np.uint8, shape) as cache:
+            for i in rows:
+                img = load_full_image(frame["path"].iat[i], short, longest)
+                cache[i, :lying[i, 0], :lying[i, 1]] = img.transpose(1, 0, 2) if hw[i, 0] > hw[i, 1] else img
+            save_npy(full_hw_path(out), hw)
 
 
 def load_full_cache(path: str | os.PathLike, *, frame: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:

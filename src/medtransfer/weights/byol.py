@@ -54,9 +54,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from medtransfer.common import atomic_path
 from medtransfer.models import backbone_keys, check_state_dict
 from medtransfer.weights.base import Converted, Probe, UnsafePickleError, sample_keys
+from medtransfer.writers import write_bytes
 
 # Field order of `_ByolExperimentState` in deepmind/byol, byol/byol_experiment.py (a
 # typing.NamedTuple declared in exactly this order); used when a file names the class by
@@ -493,8 +493,7 @@ def write_native(state_dict: dict[str, torch.Tensor], path: Path, *, step: int =
     )
     payload = {"experiment_state": experiment_state, "step": int(step),
                "rng": np.array([0, step], dtype=np.uint32)}
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        dill.dump(payload, handle, protocol=2)
+    write_bytes(path, dill.dumps(payload, protocol=2))
 
 
 def write_demo(state_dict: dict[str, torch.Tensor], out: Path, seed: int) -> None:
