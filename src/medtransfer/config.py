@@ -47,7 +47,8 @@ def resolve(config: Mapping[str, Any], schema: str | Path = SCHEMA) -> dict[str,
 
     spec = load_schema(str(schema))
     resolved = copy.deepcopy(dict(config))
-    errors = sorted(jsonschema.Draft202012Validator(spec).iter_errors(resolved), key=lambda e: list(map(str, e.path)))
+    errors = sorted(jsonschema.Draft202012Validator(spec).iter_errors(resolved),
+                    key=lambda e: [str(p) for p in e.path])
     if errors:
         lines = [_explain(error) for error in errors[:SHOWN_ERRORS]]
         more = f"\n(and {len(errors) - SHOWN_ERRORS} more)" if len(errors) > SHOWN_ERRORS else ""
@@ -72,7 +73,8 @@ def _allowed(error: Any) -> str:
     if error.validator == "additionalProperties":
         return f"the keys {sorted(schema.get('properties', {}))}" if schema.get("properties") else ""
     if error.validator == "pattern" and "propertyNames" in error.relative_schema_path:
-        return f"names matching {schema['pattern']} (letters, digits, '_', '-', '.'; no '/' or '..': names become paths)"
+        return (f"names matching {schema['pattern']} (letters, digits, '_', '-', '.'; no '/' or '..': "
+                "names become paths)")
     parts = []
     if "enum" in schema:
         parts.append(f"one of {schema['enum']}")

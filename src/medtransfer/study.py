@@ -73,7 +73,8 @@ class Study:
             raise ValueError(f"dataset {name!r}: {err}") from None
         classes = list(options.get("classes") or adapter.class_names(options))
         if "fewshot" in self.protocols and classes and self.n_way(name) > len(classes):
-            where = f"datasets.{name}.fewshot.n_way" if spec.get("fewshot", {}).get("n_way") else "protocols.fewshot.n_way"
+            own = spec.get("fewshot", {}).get("n_way")
+            where = f"datasets.{name}.fewshot.n_way" if own else "protocols.fewshot.n_way"
             raise ValueError(f"dataset {name!r}: few-shot n_way {self.n_way(name)} ({where}) is more than its "
                              f"{len(classes)} classes {classes}; allowed: 2 to {len(classes)}. Set "
                              f"datasets.{name}.fewshot.n_way.")
