@@ -4,7 +4,8 @@ Each payload, unpickled, creates a marker file. Every (payload, container, proto
 is first shown to run under a plain unpickler (the marker appears), then passed to every
 reader: ``convert_file`` (what the workflow's convert_weights script calls) with every
 format, ``models.load_weights``, ``inspect.describe`` and the command line's ``inspect``
-and ``convert``. None may create the marker, and the error must say the file was refused.
+and ``convert``, and the LPIPS backbone reader. None may create the marker, and the error must
+say the file was refused.
 """
 
 import copyreg
@@ -26,6 +27,7 @@ import torch
 
 from conftest import REPO
 from medtransfer.models import load_weights
+from medtransfer.reconstruct.perceptual import read_features
 from medtransfer.weights.__main__ import main
 from medtransfer.weights.convert import convert_file
 from medtransfer.weights.formats import FORMATS
@@ -96,6 +98,7 @@ def _readers(path: Path, out: Path):
         yield f"convert_file --format {fmt}", lambda fmt=fmt: convert_file(path, out, fmt=fmt)
         yield f"cli convert --format {fmt}", lambda fmt=fmt: _cli("convert", "--format", fmt, str(path), str(out))
     yield "load_weights", lambda: load_weights(path)
+    yield "lpips read_features", lambda: read_features(path, "alex")
     yield "describe", lambda: describe(path)
     yield "cli inspect", lambda: _cli("inspect", str(path))
 
@@ -125,7 +128,7 @@ def test_hostile_pickle_is_refused_everywhere(payload, container, protocol, tmp_
         with pytest.raises((ValueError, OSError)) as caught:
             read()
         assert not marker.exists(), f"{name} ran the payload"
-        if name in ("describe", "cli inspect", "load_weights"):
+        if name in ("describe", "cli inspect", "load_weights", "lpips read_features"):
             assert str(path) in str(caught.value), name
             assert caught.match(REFUSED), f"{name}: {caught.value}"
         refused_by.append(re.search(REFUSED, str(caught.value)) is not None)

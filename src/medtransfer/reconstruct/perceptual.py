@@ -23,6 +23,7 @@ import torch
 import torchvision
 from torch import nn
 
+from medtransfer.weights.base import load_torch
 from medtransfer.weights.registry import AUXILIARY, AuxiliaryFile
 from medtransfer.writers import torch_bytes, write_bytes
 
@@ -57,11 +58,7 @@ def read_features(path: str | os.PathLike, net: str) -> tuple[dict[str, torch.Te
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"LPIPS {net} backbone file {path} not found; run the download rule for it")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a damaged file
-        raise ValueError(f"{path}: cannot read this as a torchvision weights file ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200]}); delete it and download again") from err
+    state = load_torch(path, needs="its features.* tensors")  # never runs code from the file
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a torchvision state dict, found {type(state).__name__}")
     features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
