@@ -47,7 +47,8 @@ def decode(path: str | os.PathLike) -> Image.Image:
     (``Image.MAX_IMAGE_PIXELS`` x 2), raises an error naming it: nothing is skipped.
     """
     with _decoding(path), Image.open(path) as img:
-        return _to_rgb(ImageOps.exif_transpose(img))
+        ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an upright image
+        return _to_rgb(img)
 
 
 def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
