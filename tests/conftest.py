@@ -25,7 +25,9 @@ def pytest_collection_modifyitems(config, items):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     """Serves ``server.files``; ``server.behaviour[path]`` scripts one response per request:
-    ``ok``, ``drop`` (send half the body, then close), ``corrupt`` (flip bytes), ``404``."""
+    ``ok``, ``drop`` (send half the body, then close), ``corrupt`` (flip bytes), ``html`` (a
+    login page as text/html, status 200), ``html_octet`` (the same page sent as
+    application/octet-stream)."""
 
     protocol_version = "HTTP/1.1"
 
@@ -44,6 +46,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.headers.get("Range") and self.server.ranges:
             start = int(self.headers["Range"].split("=")[1].split("-")[0])
         payload = body[start:]
+        if mode.startswith("html"):
+            self._send_page("text/html; charset=utf-8" if mode == "html" else "application/octet-stream")
+            return
         if mode == "corrupt":
             payload = bytes(b ^ 0xFF for b in payload[:64]) + payload[64:]
         self.send_response(206 if start else 200)
@@ -58,6 +63,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.wfile.write(payload)
+
+    def _send_page(self, content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(LOGIN_PAGE)))
+        self.end_headers()
+        self.wfile.write(LOGIN_PAGE)
+
+
+LOGIN_PAGE = (b"\n<!DOCTYPE html><html><head><meta charset='utf-8'><title>Google Drive - Virus scan "
+              b"warning</title></head><body>Google Drive can't scan this file for viruses.</body></html>")
 
 
 @pytest.fixture

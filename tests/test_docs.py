@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PAGES = ("README.md", "protocols.md", "models.md", "datasets.md", "performance.md")
+PAGES = ("README.md", "protocols.md", "models.md", "datasets.md", "performance.md", "reliability.md")
 # Facts live in docs/; nothing in the project may point at material users do not have.
 FORBIDDEN = (b"shared" + b"/reference", b"../" + b"shared")  # split: this file must not match itself
 THIS_FILE = "tests/test_docs.py"

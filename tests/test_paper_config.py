@@ -89,6 +89,8 @@ def test_paper_fewshot_runs_at_published_sizes_on_the_small_datasets(tmp_path):
     assert paper["protocols"]["fewshot"]["pool"] == "train" and paper["protocols"]["fewshot"]["n_support"] == [20]
     workdir = make_workdir(tmp_path / "run", paper)
     _published_size_trees(workdir / "data")
+    for name in DATASETS:  # the others stay empty: only their roots must exist for the DAG to build
+        (workdir / "data" / name).mkdir(parents=True, exist_ok=True)
     small = ["montgomerycxr", "bach", "ichallenge_amd"]
     snakemake(workdir, *[f"results/fewshot/episodes/{name}/20shot.npz" for name in small])
     for name in small:

@@ -4,12 +4,21 @@ from medtransfer.study import Study, Unit
 from medtransfer.weights.registry import REGISTRY, resolve_model
 
 
+@pytest.fixture(autouse=True)
+def in_a_workdir(tmp_path, monkeypatch):
+    """Run where the configs' data_root exists and holds the user dataset's labels.csv
+    (Study checks every root and CSV before any job runs)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "labels.csv").write_text("path,label\na.png,x\n")
+    monkeypatch.chdir(tmp_path)
+
+
 def _config(**models):
     return {
         "models": models or {"supervised": {}},
         "datasets": {"demo_cxr": {"kind": "demo_cxr"}, "mine": {"kind": "csv", "csv": "labels.csv"}},
         "protocols": {"linear": {}, "fewshot": {"n_support": [5, 20], "n_way": 2}},
-        "data_root": "/data",
+        "data_root": "data",
     }
 
 
@@ -47,7 +56,7 @@ def test_units_cover_protocols_datasets_and_shots():
     units = study.units()
     assert Unit("fewshot", "mine", "20shot") in units and Unit("linear", "demo_cxr", "manyshot") in units
     assert len(units) == 2 * 1 + 2 * 2
-    assert study.dataset_csv("mine") == "/data/labels.csv"
+    assert study.dataset_csv("mine") == "data/labels.csv"
     assert study.dataset_csv("demo_cxr") == "resources/demo/data/demo_cxr/labels.csv"
 
 

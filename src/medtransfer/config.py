@@ -47,13 +47,45 @@ def resolve(config: Mapping[str, Any], schema: str | Path = SCHEMA) -> dict[str,
 
     spec = load_schema(str(schema))
     resolved = copy.deepcopy(dict(config))
-    errors = sorted(jsonschema.Draft202012Validator(spec).iter_errors(resolved), key=lambda e: list(e.path))
+    errors = sorted(jsonschema.Draft202012Validator(spec).iter_errors(resolved),
+                    key=lambda e: [str(p) for p in e.path])
     if errors:
-        first = errors[0]
-        where = ".".join(str(p) for p in first.absolute_path) or "(top level)"
-        raise ValueError(f"config key {where}: {first.message}; see the descriptions in {Path(schema).name}")
+        lines = [_explain(error) for error in errors[:SHOWN_ERRORS]]
+        more = f"\n(and {len(errors) - SHOWN_ERRORS} more)" if len(errors) > SHOWN_ERRORS else ""
+        raise ValueError("\n".join(lines) + more + f"\nSee the descriptions in {Path(schema).name}.")
     _fill(resolved, spec)
     return resolved
+
+
+SHOWN_ERRORS = 5
+_BOUNDS = (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<"))
+
+
+def _explain(error: Any) -> str:
+    """One schema violation as 'config key <where>: <problem>; allowed: <what the schema allows>'."""
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    return f"config key {where}: {error.message}" + (f"; allowed: {allowed}" if (allowed := _allowed(error)) else "")
+
+
+def _allowed(error: Any) -> str:
+    """What the failing part of the schema accepts, in words."""
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    if error.validator == "additionalProperties":
+        return f"the keys {sorted(schema.get('properties', {}))}" if schema.get("properties") else ""
+    if error.validator == "pattern" and "propertyNames" in error.relative_schema_path:
+        return (f"names matching {schema['pattern']} (letters, digits, '_', '-', '.'; no '/' or '..': "
+                "names become paths)")
+    parts = []
+    if "enum" in schema:
+        parts.append(f"one of {schema['enum']}")
+    if "type" in schema:
+        parts.append(f"type {schema['type']}")
+    parts += [f"{sign} {schema[key]}" for key, sign in _BOUNDS if key in schema]
+    if "minItems" in schema:
+        parts.append(f"at least {schema['minItems']} item(s)")
+    if "pattern" in schema:
+        parts.append(f"matching {schema['pattern']}")
+    return ", ".join(parts)
 
 
 def default(*keys: str, schema: str | Path = SCHEMA) -> Any:

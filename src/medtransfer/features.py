@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from medtransfer.common import atomic_path
+from medtransfer.writers import save_npz
 
 
 @dataclass
@@ -36,11 +36,10 @@ class FeatureSet:
 
 
 def save_features(path: str | os.PathLike, fs: FeatureSet) -> None:
-    with atomic_path(path) as tmp:
-        np.savez(
-            tmp, features=fs.features.astype(np.float32), labels=fs.labels.astype(np.int64),
-            split=fs.split.astype(str), meta=np.array(json.dumps(fs.meta, sort_keys=True)),
-        )
+    save_npz(
+        path, features=fs.features.astype(np.float32), labels=fs.labels.astype(np.int64),
+        split=fs.split.astype(str), meta=np.array(json.dumps(fs.meta, sort_keys=True)),
+    )
 
 
 def load_features(path: str | os.PathLike) -> FeatureSet:

@@ -21,9 +21,9 @@ import os
 import numpy as np
 import torch
 
-from medtransfer.common import atomic_path
 from medtransfer.features import load_features
 from medtransfer.metrics import episode_ci
+from medtransfer.writers import save_npz
 
 log = logging.getLogger(__name__)
 # Cap on gathered feature values held at once (float32): ~64 MB.
@@ -120,10 +120,9 @@ def sample_episodes(
         log.warning("few-shot episodes leave out classes %s (name: images in the pool)", dropped)
     chosen, positions = draw_episodes(labels, members, eligible, n_way=n_way, need=n_support + n_query,
                                       episodes=episodes, seed=seed)
-    with atomic_path(out) as tmp:
-        np.savez(tmp, positions=positions, classes=chosen, n_way=n_way, n_support=n_support, n_query=n_query,
-                 seed=seed, n_images=len(frame), class_names=np.array(names, dtype=str), pool=pool,
-                 dropped_classes=np.array(sorted(dropped), dtype=str))
+    save_npz(out, positions=positions, classes=chosen, n_way=n_way, n_support=n_support, n_query=n_query,
+             seed=seed, n_images=len(frame), class_names=np.array(names, dtype=str), pool=pool,
+             dropped_classes=np.array(sorted(dropped), dtype=str))
 
 
 def episodes_digest(positions: np.ndarray) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -138,7 +139,7 @@ class WeightsMeta:
 
 def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta: WeightsMeta) -> None:
     """Write the canonical weights file (plain tensors and builtins: loads with weights_only)."""
-    from medtransfer.common import atomic_path
+    from medtransfer.writers import save_torch
 
     check_state_dict(state_dict, meta.arch, str(path))
     payload = {
@@ -146,13 +147,14 @@ def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], m
         "meta": meta.to_dict(),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def load_weights(path: str | os.PathLike) -> tuple[nn.Module, WeightsMeta]:
     """Build the backbone described by a canonical weights file, load strictly, eval mode."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    from medtransfer.weights.base import load_torch
+
+    payload = load_torch(Path(path), needs="the canonical weights file")
     if not isinstance(payload, dict) or payload.get("format_version") != WEIGHTS_FORMAT_VERSION:
         raise ValueError(
             f"{path} is not a medtransfer weights file (format_version "

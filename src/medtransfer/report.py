@@ -10,14 +10,13 @@ import numpy as np
 import pandas as pd
 
 from medtransfer import stages
-from medtransfer.common import atomic_path
 from medtransfer.results import KEY_COLUMNS, read_rows
+from medtransfer.writers import save_figure, write_csv
 
 def write_table(*, rows: Iterable[str | os.PathLike], out: str | os.PathLike) -> pd.DataFrame:
     """Concatenate row files into ``out``, sorted by the key columns (deterministic)."""
     table = read_rows(rows).sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(out, table)
     return table
 
 
@@ -52,8 +51,7 @@ def plot_protocol(*, table: str | os.PathLike, out: str | os.PathLike, protocol:
     ax.set_title(f"{name}\n{metric}{unit}, best per column in bold"
                  + ("\nDEMO: random weights, synthetic data" if demo else ""), fontsize=9)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+    save_figure(fig, out, "png")
     plt.close(fig)
 
 

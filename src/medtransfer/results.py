@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medtransfer.common import atomic_path, git_revision, package_version
+from medtransfer.common import git_revision, package_version
+from medtransfer.writers import save_npz, write_csv
 
 KEY_COLUMNS = ["model", "dataset", "protocol", "setting", "metric"]
 VALUE_COLUMNS = ["value", "ci_low", "ci_high", "n", "seed"]
@@ -69,8 +70,7 @@ def write_rows(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> pd
     if missing:
         raise ValueError(f"result rows lack columns {missing}; build rows with make_row()")
     frame = frame[RESULT_COLUMNS]
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+    write_csv(path, frame)
     return frame
 
 
@@ -144,8 +144,7 @@ class Predictions:
     def save(self, path: str | os.PathLike) -> None:
         """As .npz (no pickles), atomically; the header fields are stored as strings."""
         header = {f"_{k}": np.array(getattr(self, k)) for k in _HEADER}
-        with atomic_path(path) as tmp:
-            np.savez(tmp, **header, **self.arrays)
+        save_npz(path, **header, **self.arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Predictions":

@@ -14,6 +14,7 @@ from typing import Any
 
 from medtransfer import stages
 from medtransfer.config import resolve
+from medtransfer.data.adapters import get_adapter
 from medtransfer.data.demo import DEMO_KINDS
 from medtransfer.weights.registry import AuxiliaryFile, ModelSpec, resolve_auxiliary, resolve_model
 
@@ -52,6 +53,7 @@ class Study:
             raise ValueError(f"config: `protocols` names none of {sorted(stages.PROTOCOLS)}; add at least one")
         for name, spec in self.datasets.items():
             self._check_dataset(name, spec)
+        self._check_paths()
         # Weights files besides the models' (LPIPS backbones), downloaded the same way.
         lpips = config["protocols"].get("reconstruction", {}).get("lpips")
         self.auxiliary: dict[str, AuxiliaryFile] = {} if lpips is None else {
@@ -64,6 +66,35 @@ class Study:
             raise ValueError(f"dataset {name!r}: kind csv needs `csv: <file with path,label columns>`")
         if kind not in DEMO_KINDS and kind != "csv" and not spec.get("root"):
             raise ValueError(f"dataset {name!r}: kind {kind} needs `root:` (the folder holding the download)")
+        adapter = get_adapter(kind)
+        try:
+            options = adapter.resolve_options(spec.get("options"))
+        except ValueError as err:
+            raise ValueError(f"dataset {name!r}: {err}") from None
+        classes = list(options.get("classes") or adapter.class_names(options))
+        if "fewshot" in self.protocols and classes and self.n_way(name) > len(classes):
+            own = spec.get("fewshot", {}).get("n_way")
+            where = f"datasets.{name}.fewshot.n_way" if own else "protocols.fewshot.n_way"
+            raise ValueError(f"dataset {name!r}: few-shot n_way {self.n_way(name)} ({where}) is more than its "
+                             f"{len(classes)} classes {classes}; allowed: 2 to {len(classes)}. Set "
+                             f"datasets.{name}.fewshot.n_way.")
+
+    def _check_paths(self) -> None:
+        """Every dataset root and CSV exists, checked before any job runs (all named at once)."""
+        missing = []
+        for name in self.datasets:
+            root, csv = self.dataset_root(name), self.dataset_csv(name)
+            if self.is_demo(name):
+                continue
+            if root and not Path(root).is_dir():
+                missing.append(f"dataset {name!r}: root {root} (data_root + root) does not exist or is not a folder")
+            if csv and not Path(csv).is_file():
+                missing.append(f"dataset {name!r}: csv {csv} (data_root + csv) does not exist")
+        if missing:
+            raise FileNotFoundError("\n".join(missing) + "\nDownload the data and point data_root and the "
+                                    "dataset's root / csv at it (relative paths are taken from the working "
+                                    "directory); `python -m medtransfer.data describe KIND` says where each "
+                                    "dataset comes from and the layout expected.")
 
     # -- models ------------------------------------------------------------------
     def source_filename(self, model: str) -> str:

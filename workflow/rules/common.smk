@@ -10,8 +10,10 @@ from medtransfer import study as paths
 from medtransfer.study import Study
 
 
-validate(config, schema="../../config/schema.yaml")
+# Study first: its errors name the key and the allowed values (and check what a schema
+# cannot: roots exist, n_way fits the classes), before any job runs.
 STUDY = Study(config)
+validate(config, schema="../../config/schema.yaml")
 # The resolved config: every default filled from the schema (its one home).
 CONFIG = STUDY.config
 PROTOCOLS = STUDY.protocols

@@ -34,6 +34,7 @@ Users' data: ``imagefolder`` (one folder per class) and ``csv``; the workflow's 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -49,6 +50,8 @@ from medtransfer.data.index import (
     INDEX_COLUMNS, PUBLISHED_SEED, SPLITS, check_index, first_of_shuffle, index_from_csv,
     patient_split, published_split, read_table, write_index,
 )
+
+log = logging.getLogger(__name__)
 
 # CheXpert's published cut: the first 134,049 of the 223,414 shuffled train.csv rows are
 # train (about 60%). On a CSV of another length (a tiny test tree, a different release)
@@ -177,11 +180,19 @@ def _first(values: Iterable[Any]) -> list[str]:
 
 
 def _list_files(kind: str, folder: Path, suffixes: tuple[str, ...]) -> list[str]:
-    """Sorted names of the image files in ``folder`` (hidden files skipped, e.g. macOS ``._x``)."""
+    """Sorted names of the image files in ``folder`` (hidden files skipped, e.g. macOS ``._x``).
+
+    Other files are left out with a logged warning that names them, never silently.
+    """
     _need_dir(kind, folder)
     with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if e.is_file() and not e.name.startswith(".")
-                      and e.name.lower().endswith(suffixes))
+        names = sorted(e.name for e in entries if e.is_file() and not e.name.startswith("."))
+    images = [n for n in names if n.lower().endswith(suffixes)]
+    if len(images) < len(names):
+        others = [n for n in names if not n.lower().endswith(suffixes)]
+        log.warning("%s: %d file(s) in %s are not images (%s) and are left out, e.g. %s",
+                    kind, len(others), folder, ", ".join(suffixes), others[:SHOW])
+    return images
 
 
 def _list_dirs(folder: Path) -> list[str]:

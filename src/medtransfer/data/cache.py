@@ -25,20 +25,36 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from medtransfer.common import atomic_path
+from medtransfer.writers import npy_memmap, save_npy
 from medtransfer.data.index import read_index
+
+
+ORIENTATION = 0x0112  # the EXIF tag
+TURNED = (5, 6, 7, 8)  # orientations that swap width and height
 
 
 def preprocessing_name(size: int) -> str:
     return f"resize_short{size}_bicubic+center_crop{size}"
 
 
+def decode(path: str | os.PathLike) -> Image.Image:
+    """The one decoder of dataset images: RGB, stood up by its EXIF orientation, fully read.
+
+    Handles 8/16-bit grey, palette, CMYK, alpha and EXIF-rotated files. A missing, empty,
+    truncated or undecodable file, or one larger than PIL's decompression-bomb limit
+    (``Image.MAX_IMAGE_PIXELS`` x 2), raises an error naming it: nothing is skipped.
+    """
+    with _decoding(path), Image.open(path) as img:
+        ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an upright image
+        return _to_rgb(img)
+
+
 def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
     """Decode one image to RGB uint8 (size, size, 3), short side resized then centre crop."""
-    with _decoding(path), Image.open(path) as img:
-        img = _to_rgb(img)
+    img = decode(path)
+    with _decoding(path):
         new = _resized(img.size, size)
         img = img.resize(new, Image.Resampling.BICUBIC)
         left, top = (new[0] - size) // 2, (new[1] - size) // 2
@@ -60,14 +76,18 @@ def _decoding(path: str | os.PathLike) -> Iterator[None]:
     except FileNotFoundError as err:
         raise FileNotFoundError(f"image {path} listed in the dataset index does not exist; "
                                 "re-run the index rule or check the dataset root") from err
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"image {path} is refused as a possible decompression bomb ({err}); if it is a real "
+                         "image that large, downscale it first (or raise PIL.Image.MAX_IMAGE_PIXELS)") from err
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"image {path} cannot be decoded ({err}); the file is corrupt or not an "
                          "image: replace it from the original download or remove it") from err
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """Grey-scale (8 or 16 bit) and palette images become 3-channel RGB."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    """Grey-scale (8 or 16 bit, each image stretched to its own range), palette, CMYK and
+    alpha images become 3-channel RGB (alpha dropped)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
         arr = (arr - lo) / (hi - lo or 1.0) * 255.0
@@ -82,12 +102,9 @@ def build_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: int, 
     where the dataset is downloaded and the layout expected.
     """
     frame = read_index(index)
-    with atomic_path(out) as tmp, _with_source(kind):
-        cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(frame), size, size, 3))
+    with _with_source(kind), npy_memmap(out, np.uint8, (len(frame), size, size, 3)) as cache:
         for i, path in enumerate(frame["path"]):
             cache[i] = load_image(path, size)
-        cache.flush()
-        del cache
 
 
 @contextmanager
@@ -144,8 +161,8 @@ def full_preprocessing_name(size: int, scale: float = FULL_SCALE, max_aspect: fl
 
 def load_full_image(path: str | os.PathLike, short: int, longest: int) -> np.ndarray:
     """Decode one image to RGB uint8 (h, w, 3): short side ``short``, long side at most ``longest``."""
-    with _decoding(path), Image.open(path) as img:
-        img = _to_rgb(img)
+    img = decode(path)
+    with _decoding(path):
         new = _resized(img.size, short)
         img = img.resize(new, Image.Resampling.BICUBIC)  # PIL antialiases when it shrinks
         w, h = min(new[0], longest), min(new[1], longest)
@@ -156,7 +173,8 @@ def load_full_image(path: str | os.PathLike, short: int, longest: int) -> np.nda
 def _full_hw(path: str, short: int, longest: int) -> tuple[int, int]:
     """(h, w) that ``load_full_image`` will return, from the image header only."""
     with _decoding(path), Image.open(path) as img:
-        w, h = _resized(img.size, short)
+        size = img.size[::-1] if img.getexif().get(ORIENTATION) in TURNED else img.size
+    w, h = _resized(size, short)
     return min(h, longest), min(w, longest)
 
 
@@ -177,19 +195,16 @@ def build_full_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: 
     frame = read_index(index)
     rows = np.arange(len(frame)) if split is None else np.flatnonzero(frame["split"].to_numpy() == split)
     hw = np.zeros((len(frame), 2), dtype=np.int32)
-    with _with_source(kind), atomic_path(out) as tmp:
+    with _with_source(kind):
         for i in rows:
             hw[i] = _full_hw(frame["path"].iat[i], short, longest)
         lying = np.sort(hw, axis=1)  # (short, long) as stored
         shape = (len(frame), *(int(v) for v in np.maximum(lying.max(0), 1)), 3)
-        cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        for i in rows:
-            img = load_full_image(frame["path"].iat[i], short, longest)
-            cache[i, :lying[i, 0], :lying[i, 1]] = img.transpose(1, 0, 2) if hw[i, 0] > hw[i, 1] else img
-        cache.flush()
-        del cache
-        with atomic_path(full_hw_path(out)) as hw_tmp:
-            np.save(hw_tmp, hw)
+        with npy_memmap(out, np.uint8, shape) as cache:
+            for i in rows:
+                img = load_full_image(frame["path"].iat[i], short, longest)
+                cache[i, :lying[i, 0], :lying[i, 1]] = img.transpose(1, 0, 2) if hw[i, 0] > hw[i, 1] else img
+            save_npy(full_hw_path(out), hw)
 
 
 def load_full_cache(path: str | os.PathLike, *, frame: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
-from medtransfer.common import atomic_path
+from medtransfer.writers import save_image, write_csv
 
 DEMO_KINDS = {"demo_cxr": ("no_effusion", "effusion"), "demo_fundus": ("grade0", "grade1", "grade2")}
 
@@ -113,12 +112,10 @@ def generate(
         label = int(patient_labels[patient])
         name = f"images/{kind}_{i:05d}.{'png' if kind == 'demo_cxr' else 'jpg'}"
         pixels = (chest_image if kind == "demo_cxr" else fundus_image)(rng, label, size)
-        with atomic_path(out_dir / name) as tmp:
-            Image.fromarray(pixels).save(tmp, format="PNG" if kind == "demo_cxr" else "JPEG", quality=92)
+        save_image(out_dir / name, pixels, "PNG" if kind == "demo_cxr" else "JPEG", quality=92)
         rows.append({"path": name, "label": classes[label],
                      "split": "test" if patient in test_patients else "train",
                      "patient": f"{kind}_p{patient:04d}"})
     frame = pd.DataFrame(rows)
-    with atomic_path(out_dir / "labels.csv") as tmp:
-        frame.to_csv(tmp, index=False)
+    write_csv(out_dir / "labels.csv", frame)
     return frame

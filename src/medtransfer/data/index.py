@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medtransfer.common import atomic_path
+from medtransfer.writers import write_csv
 
 INDEX_COLUMNS = ["path", "label", "label_name", "split", "patient", "split_rule"]
 SPLITS = ("given", "published", "patient", "random")
@@ -27,8 +27,7 @@ SPLITS = ("given", "published", "patient", "random")
 
 def write_index(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     check_index(frame, str(path))
-    with atomic_path(path) as tmp:
-        frame[INDEX_COLUMNS].to_csv(tmp, index=False)
+    write_csv(path, frame[INDEX_COLUMNS])
 
 
 def read_index(path: str | os.PathLike) -> pd.DataFrame:
@@ -179,6 +178,7 @@ def index_from_csv(csv: str | os.PathLike, root: str | os.PathLike | None = None
         if col not in frame.columns:
             raise ValueError(f"{csv}: missing column {col!r}; expected columns path,label[,split,patient]")
     base = Path(root) if root is not None else csv.parent
+    _check_inside(frame["path"], base, csv)
     frame["path"] = [str(p if Path(p).is_absolute() else base / p) for p in frame["path"]]
     names = classes or sorted(set(frame["label"]), key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))
     unknown = sorted(set(frame["label"]) - set(names))
@@ -192,6 +192,17 @@ def index_from_csv(csv: str | os.PathLike, root: str | os.PathLike | None = None
         split = "published"
     frame = apply_split(frame, split, seed, str(csv))
     return frame[INDEX_COLUMNS]
+
+
+def _check_inside(paths: pd.Series, base: Path, csv: Path) -> None:
+    """Relative paths must stay under ``base``: ``../`` that climbs out of it is refused."""
+    escaping = [(i, p) for i, p in enumerate(paths, start=2)
+                if not Path(p).is_absolute() and os.path.normpath(p).split(os.sep)[0] == os.pardir]
+    if escaping:
+        shown = ", ".join(f"line {i}: {p!r}" for i, p in escaping[:5])
+        raise ValueError(f"{csv}: {len(escaping)} relative image path(s) climb out of the dataset root {base} "
+                         f"({shown}); relative paths must stay under the root: fix the CSV, or give "
+                         "absolute paths for images kept elsewhere")
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

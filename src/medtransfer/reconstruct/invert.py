@@ -220,17 +220,16 @@ def invert(
 
 
 def _write_npz(path, *, originals, result: Inversion, positions, frame, seeds, meta) -> None:
-    from medtransfer.common import atomic_path
+    from medtransfer.writers import save_npz
 
-    with atomic_path(path) as tmp:
-        np.savez(
-            tmp, originals=originals.astype(np.uint8),
-            reconstructions=result.images.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32),
-            positions=positions.astype(np.int64), paths=frame["path"].to_numpy(str)[positions],
-            labels=frame["label"].to_numpy(np.int64)[positions], losses=result.losses.astype(np.float32),
-            final_loss=result.final_loss, seeds=seeds.astype(np.int64),
-            meta=np.array(json.dumps(meta, sort_keys=True)),
-        )
+    save_npz(
+        path, originals=originals.astype(np.uint8),
+        reconstructions=result.images.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32),
+        positions=positions.astype(np.int64), paths=frame["path"].to_numpy(str)[positions],
+        labels=frame["label"].to_numpy(np.int64)[positions], losses=result.losses.astype(np.float32),
+        final_loss=result.final_loss, seeds=seeds.astype(np.int64),
+        meta=np.array(json.dumps(meta, sort_keys=True)),
+    )
 
 
 def load_reconstructions(path: str | os.PathLike) -> dict[str, Any]:

@@ -15,7 +15,6 @@ state dict (its classifier is small). Scores from them are not perceptual distan
 
 from __future__ import annotations
 
-import io
 import os
 import warnings
 from pathlib import Path
@@ -24,8 +23,9 @@ import torch
 import torchvision
 from torch import nn
 
-from medtransfer.common import atomic_path
+from medtransfer.weights.base import load_torch
 from medtransfer.weights.registry import AUXILIARY, AuxiliaryFile
+from medtransfer.writers import torch_bytes, write_bytes
 
 LPIPS_NETS = ("alex", "vgg", "squeeze")
 
@@ -58,11 +58,7 @@ def read_features(path: str | os.PathLike, net: str) -> tuple[dict[str, torch.Te
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"LPIPS {net} backbone file {path} not found; run the download rule for it")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a damaged file
-        raise ValueError(f"{path}: cannot read this as a torchvision weights file ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200]}); delete it and download again") from err
+    state = load_torch(path, needs="its features.* tensors")  # never runs code from the file
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a torchvision state dict, found {type(state).__name__}")
     features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
@@ -143,22 +139,19 @@ def _lpips_state(model: nn.Module, net: str, trunk: nn.Sequential) -> dict[str, 
 
 
 def _random_state(arch: str, seed: int, features_only: bool) -> dict[str, torch.Tensor]:
-    """torchvision's own initialisation, seeded; VGG16's trunk alone when only features
-    are kept (building its classifier takes seconds), initialised as torchvision does."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if arch == "vgg16" and features_only:
-            from torchvision.models import vgg
+    """A seeded random backbone, initialised from numpy (``weights.demo.seeded_init``) so
+    every machine writes the same bytes; VGG16's trunk alone when only features are kept
+    (building its classifier takes seconds)."""
+    from medtransfer.weights.demo import seeded_init
 
-            model = nn.Module()
-            model.features = vgg.make_layers(vgg.cfgs["D"])
-            for m in model.features.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                    nn.init.constant_(m.bias, 0)
-        else:
-            model = getattr(torchvision.models, arch)(weights=None)
-        state = model.state_dict()
+    if arch == "vgg16" and features_only:
+        from torchvision.models import vgg
+
+        model = nn.Module()
+        model.features = vgg.make_layers(vgg.cfgs["D"])
+    else:
+        model = getattr(torchvision.models, arch)(weights=None)
+    state = seeded_init(model, seed).state_dict()
     if features_only:
         state = {k: v for k, v in state.items() if k.startswith("features.")}
     return {k: v.contiguous() for k, v in state.items()}
@@ -171,14 +164,11 @@ def demo_lpips_bytes(net: str, seed: int = 0) -> bytes:
     between temporary names; saving to a buffer uses a fixed root name.
     """
     spec = _check_net(net)
-    buffer = io.BytesIO()
-    torch.save(_random_state(spec.arch, seed + LPIPS_NETS.index(net), features_only=net != "squeeze"), buffer)
-    return buffer.getvalue()
+    return torch_bytes(_random_state(spec.arch, seed + LPIPS_NETS.index(net), features_only=net != "squeeze"))
 
 
 def write_demo_lpips_weights(out: str | os.PathLike, net: str, seed: int = 0) -> Path:
     """Write the demo backbone file for ``net`` to ``out`` (atomically, deterministic bytes)."""
     out = Path(out)
-    with atomic_path(out) as tmp:
-        tmp.write_bytes(demo_lpips_bytes(net, seed))
+    write_bytes(out, demo_lpips_bytes(net, seed))
     return out

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from medtransfer.common import atomic_path
+from medtransfer.writers import save_figure
 
 
 def _pyplot():
@@ -21,9 +21,7 @@ def _pyplot():
 
 def _save(fig, out_png: str | os.PathLike, out_pdf: str | os.PathLike) -> None:
     for out, fmt in ((out_png, "png"), (out_pdf, "pdf")):
-        with atomic_path(out) as tmp:
-            # Fixed metadata so the same figure gives the same bytes.
-            fig.savefig(tmp, dpi=120, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None)
+        save_figure(fig, out, fmt)
 
 
 def plot_grid(npz_by_model: Mapping[str, str | os.PathLike], out_png: str | os.PathLike,

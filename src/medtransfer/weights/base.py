@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import pickletools
 import re
 import zipfile
 from collections import Counter
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medtransfer.common import atomic_path
+from medtransfer import writers
 
 EXAMPLES = 8  # how many keys an error or a summary shows
 
@@ -80,6 +81,13 @@ _REFUSED = (
 )
 
 
+_OPCODES = {ord(op.code.encode("latin-1")): op.name for op in pickletools.opcodes}
+
+
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """Safe loading refused the file because unpickling it could run code; nothing from it ran."""
+
+
 def _refused_name(err: Exception) -> str | None:
     """The global that weights-only unpickling refused, from torch's message."""
     text = str(err)
@@ -99,21 +107,37 @@ def load_torch(path: Path, needs: str = "its state dict") -> object:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, pickle.UnpicklingError) as err:
-        refused = _refused_name(err)
-        if refused is not None:
-            raise ValueError(
-                f"{path}: names the Python global {refused}, which safe (weights-only) loading refuses "
-                "because unpickling it could run code. The file is not corrupt: downloading it "
-                f"again will not help. Conversion reads only {needs}: if you trust the file, load it once "
-                "with torch.load(..., weights_only=False), torch.save just that part to a new file, and "
-                f"set the model's `path:` to it; if {refused} is plain data, add it to SAFE_GLOBALS in "
-                "medtransfer/weights/base.py."
-            ) from err
+        if "Weights only load failed" in str(err):
+            raise _unsafe(path, err, needs) from err
         raise ValueError(
             f"{path}: cannot read this as a PyTorch weights file ({type(err).__name__}: "
             f"{str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}). The file may be "
             "truncated or corrupt: delete it and download again, or check its `format`."
         ) from err
+
+
+def _unsafe(path: Path, err: Exception, needs: str) -> UnsafePickleError:
+    """The refusal of weights-only loading, in words: what was refused and what to do."""
+    refused = _refused_name(err)
+    if refused is None:
+        found = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+        what = found.group(1).strip() if found else "an instruction it does not allow"
+        if opcode := re.fullmatch(r"Unsupported operand (\d+)", what):
+            what += f", the pickle opcode {_OPCODES.get(int(opcode.group(1)), '?')}"
+        return UnsafePickleError(
+            f"{path}: safe (weights-only) loading refuses this pickle ({what}): it holds pickle "
+            "instructions that a weights file written by torch.save never needs and that could run "
+            "code; nothing from the file was run. Do not load it with weights_only=False unless you "
+            f"trust its source; if you do, save just {needs} again with torch.save's defaults."
+        )
+    return UnsafePickleError(
+        f"{path}: names the Python global {refused}, which safe (weights-only) loading refuses "
+        "because unpickling it could run code; nothing from the file was run. The file is not "
+        f"corrupt: downloading it again will not help. Conversion reads only {needs}: if you trust "
+        "the file, load it once with torch.load(..., weights_only=False), torch.save just that part "
+        f"to a new file, and set the model's `path:` to it; if {refused} is plain data, add it to "
+        "SAFE_GLOBALS in medtransfer/weights/base.py."
+    )
 
 
 def tensor_mapping(obj: object, entry: str | None, path: Path) -> dict[str, torch.Tensor]:
@@ -163,6 +187,7 @@ class Probe:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.torch_error: str = ""
+        self.unsafe: UnsafePickleError | None = None  # set when safe loading refused the file
 
     @cached_property
     def head(self) -> bytes:
@@ -192,6 +217,8 @@ class Probe:
             return load_torch(self.path)
         except Exception as err:  # a probe: whatever fails, the answer is "not a torch pickle"
             self.torch_error = f"{type(err).__name__}: {err}"
+            if isinstance(err, UnsafePickleError):
+                self.unsafe = err
             return None
 
 
@@ -223,12 +250,18 @@ def detect_prefixed(probe: Probe, entry: str | None, marker: str) -> dict[str, A
 
 # --- demo writing ---------------------------------------------------------------------------
 
+def seeded_normal(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
+    """Normal draws from numpy's seeded generator: the same bytes on every machine (torch's
+    own ``randn`` differs in the last bits between CPUs with and without AVX2)."""
+    draws = np.random.RandomState(seed % 2**32).standard_normal(shape) * scale
+    return torch.from_numpy(draws.astype(np.float32))
+
+
 def mlp_head(seed: int, prefix: str, dims: list[int]) -> dict[str, torch.Tensor]:
     """An MLP head ``prefix{0,2,...}`` (Linear, ReLU, Linear...) as in MoCo/SwAV files."""
-    gen = torch.Generator().manual_seed(seed)
     out = {}
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-        out[f"{prefix}{2 * i}.weight"] = torch.randn(b, a, generator=gen) * 0.01
+        out[f"{prefix}{2 * i}.weight"] = seeded_normal(seed + i, b, a, scale=0.01)
         out[f"{prefix}{2 * i}.bias"] = torch.zeros(b)
     return out
 
@@ -239,5 +272,5 @@ def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
 
 
 def save_torch(obj: object, out: Path) -> None:
-    with atomic_path(out) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` atomically, the same object giving the same bytes (``writers``)."""
+    writers.save_torch(out, obj)

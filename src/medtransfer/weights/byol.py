@@ -45,6 +45,7 @@ import builtins
 import collections
 import pickle
 import sys
+import zipfile
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -53,9 +54,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from medtransfer.common import atomic_path
 from medtransfer.models import backbone_keys, check_state_dict
-from medtransfer.weights.base import Converted, Probe, sample_keys
+from medtransfer.weights.base import Converted, Probe, UnsafePickleError, sample_keys
+from medtransfer.writers import write_bytes
 
 # Field order of `_ByolExperimentState` in deepmind/byol, byol/byol_experiment.py (a
 # typing.NamedTuple declared in exactly this order); used when a file names the class by
@@ -96,7 +97,7 @@ _EMA_BOOKKEEPING = (
 DEMO_HEAD_SIZES = {"hidden": 64, "output": 32, "classes": 10}
 
 
-class RefusedGlobalError(pickle.UnpicklingError, ValueError):
+class RefusedGlobalError(UnsafePickleError):
     """The pickle names a callable that could run code; nothing was executed."""
 
 
@@ -255,6 +256,9 @@ def read_native(path: Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"BYOL weights file {path} not found")
+    if zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: a zip archive (what torch.save and the SimCLR release write), not BYOL's "
+                         "dill pickle; check the `format` given for this file")
     try:
         with open(path, "rb") as handle:
             return RestrictedUnpickler(handle).load()
@@ -489,8 +493,7 @@ def write_native(state_dict: dict[str, torch.Tensor], path: Path, *, step: int =
     )
     payload = {"experiment_state": experiment_state, "step": int(step),
                "rng": np.array([0, step], dtype=np.uint32)}
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        dill.dump(payload, handle, protocol=2)
+    write_bytes(path, dill.dumps(payload, protocol=2))
 
 
 def write_demo(state_dict: dict[str, torch.Tensor], out: Path, seed: int) -> None:
@@ -507,6 +510,8 @@ def detect(probe: Probe) -> dict[str, Any] | None:
     try:
         fields, _ = _experiment_fields(read_native(probe.path), probe.path)
         keys = sorted(_flatten(fields["online_params"], "online_params", probe.path))
+    except UnsafePickleError:
+        raise  # never summarised away: inspect must say the file was refused
     except ValueError as err:
         return info | {"error": str(err)[:300]}
     return info | {"fields": sorted(fields), "count": len(keys), "keys": sample_keys(keys)}

@@ -14,7 +14,9 @@ the hash is recorded in a JSON lock file on first download and enforced afterwar
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import http.client
 import json
 import logging
 import os
@@ -40,8 +42,38 @@ LOGIN_ONLY = {
 }
 
 
+# Errors of a full disk or quota (EFBIG: a file-size limit): retrying cannot help.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+HTML_START = (b"<!doctype html", b"<html", b"<head", b"<body")
+
+
 class DownloadError(RuntimeError):
     """A download that cannot succeed as configured (retrying will not help)."""
+
+
+def _looks_like_html(head: bytes) -> bool:
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith(HTML_START)
+
+
+def _html_error(url: str, head: bytes, why: str) -> DownloadError:
+    """The error for a web page where a weights file was expected (naming the page's title)."""
+    match = re.search(rb"<title[^>]*>(.*?)</title>", head, re.I | re.S)
+    title = f" titled {' '.join(match.group(1).decode('utf-8', 'replace').split())[:120]!r}" if match else ""
+    return DownloadError(
+        f"{url}: the server sent an HTML page{title} ({why}) instead of the file. That is what an "
+        "expired or private share link, a login page or Google Drive's 'cannot scan this file for "
+        "viruses' page looks like. Open the URL in a browser: if it needs a login or a confirmation, "
+        "download the file by hand and set the model's `path:` to it; otherwise fix its `url:`."
+    )
+
+
+def _disk_full_error(url: str, part: Path, err: OSError) -> DownloadError:
+    free = shutil.disk_usage(part.parent).free if part.parent.exists() else 0
+    return DownloadError(
+        f"{url}: cannot write {part} ({err.strerror or err}; {free / 2**20:.0f} MiB free on that "
+        "filesystem). The partial file was removed. Free some space (or raise the quota / file-size "
+        "limit) and run again, or put the workflow's resources/ folder on a larger disk."
+    )
 
 
 def _gdrive_id(url: str) -> str | None:
@@ -76,11 +108,15 @@ def _http_fetch(url: str, part: Path, timeout: float) -> None:
         raise
     with response:
         resumed = response.status == 206
+        if response.headers.get_content_type() == "text/html":
+            raise _html_error(url, response.read(1 << 16), "Content-Type text/html")
         mode = "ab" if resumed else "wb"
         expected = response.headers.get("Content-Length")
         got = 0
         with open(part, mode) as handle:
             for block in iter(lambda: response.read(CHUNK), b""):
+                if not got and not resumed and _looks_like_html(block):
+                    raise _html_error(url, block, "its first bytes are HTML")
                 handle.write(block)
                 got += len(block)
     if expected is not None and got < int(expected):
@@ -105,6 +141,14 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
         _http_fetch(url, part, timeout)
     else:
         raise DownloadError(f"unsupported URL {url!r}; use http(s)://, file://, file:relative/path or gdrive:<id>")
+
+
+def _check_not_html(url: str, part: Path) -> None:
+    """Any source (a Google Drive fetch, a local file) may hold a web page instead of weights."""
+    with open(part, "rb") as handle:
+        head = handle.read(1 << 16)
+    if _looks_like_html(head):
+        raise _html_error(url, head, "the fetched file is HTML")
 
 
 @contextlib.contextmanager
@@ -141,9 +185,14 @@ def fetch(
     for attempt in range(1, retries + 1):
         try:
             _fetch_once(url, part, timeout)
+            _check_not_html(url, part)
         except DownloadError:
+            part.unlink(missing_ok=True)  # nothing to resume from: the next run starts afresh
             raise
-        except (OSError, urllib.error.URLError, ConnectionError) as err:
+        except (OSError, http.client.HTTPException) as err:  # URLError, timeouts: OSErrors too
+            if getattr(err, "errno", None) in DISK_FULL:
+                part.unlink(missing_ok=True)  # never leave a truncated file behind
+                raise _disk_full_error(url, part, err) from err
             if attempt == retries:
                 raise DownloadError(f"{url}: failed after {retries} attempts ({err}); the partial file "
                                     f"{part} is kept and the next run resumes from it") from err

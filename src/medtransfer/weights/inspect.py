@@ -35,6 +35,8 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     name, info = detect(probe)
     if name is not None:
         return {"format": name, **info}
+    if probe.unsafe is not None:
+        raise probe.unsafe
     if probe.torch_object is not None:
         return {"format": "unknown", "container": "torch pickle", "top_level": describe_top(probe.torch_object)}
     raise ValueError(f"{path}: not a file format medtransfer knows ({probe.torch_error or 'not a file'}); "

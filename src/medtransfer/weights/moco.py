@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from medtransfer.weights.base import (
-    Converted, Probe, detect_prefixed, load_torch, mlp_head, prefixed, save_torch, split_prefix, tensor_mapping,
+    Converted, Probe, detect_prefixed, load_torch, mlp_head, prefixed, save_torch, seeded_normal, split_prefix,
+    tensor_mapping,
 )
 
 ENTRY = "state_dict"
@@ -33,7 +34,7 @@ def convert(path: Path) -> Converted:
 def write_demo(state: dict[str, torch.Tensor], out: Path, seed: int) -> None:
     sd = prefixed(state, KEEP) | mlp_head(seed, "module.encoder_q.fc.", [2048, 2048, 128])
     sd |= prefixed(state, "module.encoder_k.") | mlp_head(seed + 1, "module.encoder_k.fc.", [2048, 2048, 128])
-    sd["module.queue"] = torch.randn(128, 16)
+    sd["module.queue"] = seeded_normal(seed + 2, 128, 16)
     sd["module.queue_ptr"] = torch.zeros(1, dtype=torch.long)
     optimizer = {"state": {}, "param_groups": [{"lr": 0.03, "momentum": 0.9, "params": []}]}
     save_torch({"epoch": 800, "arch": "resnet50", ENTRY: sd, "optimizer": optimizer}, out)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medtransfer.common import atomic_path
+from medtransfer.writers import write_zip
 from medtransfer.models import backbone_keys, check_state_dict
 from medtransfer.weights import tfbundle
 from medtransfer.weights.base import Converted, Probe, sample_keys
@@ -248,7 +248,8 @@ def write_native(state_dict: dict[str, torch.Tensor], path: Path, *, step: int =
     The zip holds ``ResNet50_1x/checkpoint`` and ``ResNet50_1x/model.ckpt-<step>.{index,
     data-00000-of-00001}``, plus a step counter, a supervised head and momentum slots so
     that ``convert``'s drop rules see what the real file holds. Members are stored
-    uncompressed (float weights barely deflate). Written atomically.
+    uncompressed (float weights barely deflate) and dated 1980-01-01, so the same weights give
+    the same bytes. Written atomically.
     """
     native = to_native(state_dict)
     tensors = {**native, **_training_extras(state_dict, native, step)}
@@ -256,10 +257,9 @@ def write_native(state_dict: dict[str, torch.Tensor], path: Path, *, step: int =
         prefix = Path(folder) / f"model.ckpt-{step}"
         tfbundle.write_checkpoint(prefix, dict(sorted(tensors.items())))
         state = f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n'
-        with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
-            archive.writestr(f"{PUBLISHED_FOLDER}/checkpoint", state)
-            for file in sorted(Path(folder).iterdir()):
-                archive.write(file, f"{PUBLISHED_FOLDER}/{file.name}")
+        members = [("checkpoint", state.encode())]
+        members += [(file.name, file.read_bytes()) for file in sorted(Path(folder).iterdir())]
+        write_zip(path, [(f"{PUBLISHED_FOLDER}/{name}", data) for name, data in members])
 
 
 def write_demo(state_dict: dict[str, torch.Tensor], out: Path, seed: int) -> None:

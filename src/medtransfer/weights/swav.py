@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from medtransfer.weights.base import (
-    Converted, Probe, detect_prefixed, load_torch, mlp_head, prefixed, save_torch, split_prefix, tensor_mapping,
+    Converted, Probe, detect_prefixed, load_torch, mlp_head, prefixed, save_torch, seeded_normal, split_prefix,
+    tensor_mapping,
 )
 
 KEEP = "module."
@@ -28,7 +29,7 @@ def convert(path: Path) -> Converted:
 
 def write_demo(state: dict[str, torch.Tensor], out: Path, seed: int) -> None:
     sd = prefixed(state, KEEP) | mlp_head(seed, "module.projection_head.", [2048, 2048, 128])
-    sd["module.prototypes.weight"] = torch.randn(3000, 128) * 0.01
+    sd["module.prototypes.weight"] = seeded_normal(seed + 1, 3000, 128, scale=0.01)
     save_torch(sd, out)
 
 
