@@ -145,6 +145,9 @@ def start(scratch: Path) -> Cluster:
     stop(scratch)
     for sub in ("state", "spool", "log"):
         (scratch / sub).mkdir(parents=True, exist_ok=True)
+    cluster = Cluster(scratch, node)
+    if cluster.jobcomp.exists():  # a fresh cluster starts a fresh record (job ids may repeat)
+        cluster.jobcomp.replace(cluster.jobcomp.with_suffix(".log.old"))
     conf = scratch / "slurm.conf"
     conf.write_text(_config(scratch, node, cpus, memory))
     SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +166,7 @@ def start(scratch: Path) -> Cluster:
         tail = log.read_text()[-2000:] if log.exists() else ""
         stop(scratch)
         raise RuntimeError(f"the test SLURM cluster did not come up; slurmctld log ends:\n{tail}")
-    return Cluster(scratch, node)
+    return cluster
 
 
 def stop(scratch: Path) -> None:

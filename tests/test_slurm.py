@@ -104,11 +104,18 @@ def slurm_run(cluster, tmp_path_factory):
     return workdir, log, canceller.cancelled
 
 
+def _records(cluster, workdir: Path, log: str) -> dict[str, dict[str, str]]:
+    """SLURM's records of the jobs this run submitted (job ids from Snakemake's log)."""
+    submitted = set(re.findall(r"submitted with SLURM jobid (\d+)", log))
+    records = {job["JobId"]: job for job in cluster.completed_jobs()
+               if job["JobId"] in submitted and Path(job["WorkDir"]) == workdir}
+    assert submitted and submitted == set(records), "every submission is in SLURM's job-completion log"
+    return records
+
+
 def test_jobs_ran_as_slurm_jobs(cluster, slurm_run):
     workdir, log, _ = slurm_run
-    submitted = set(re.findall(r"submitted with SLURM jobid (\d+)", log))
-    records = {job["JobId"]: job for job in cluster.completed_jobs() if Path(job["WorkDir"]) == workdir}
-    assert submitted and submitted <= set(records), "every submission is in SLURM's job-completion log"
+    records = _records(cluster, workdir, log)
     completed = [job for job in records.values() if job["JobState"] == "COMPLETED"]
     rules = set(re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", log)) - {"all"}
     # every rule of the study ran inside a SLURM job, small CPU jobs in groups
@@ -122,8 +129,9 @@ def test_jobs_ran_as_slurm_jobs(cluster, slurm_run):
 def test_cancelled_job_is_retried(cluster, slurm_run):
     workdir, log, cancelled = slurm_run
     assert cancelled is not None, "a finetune job was running and was cancelled"
-    records = {job["JobId"]: job for job in cluster.completed_jobs()}
+    records = _records(cluster, workdir, log)
     assert records[cancelled]["JobState"] == "CANCELLED"
+    assert [job["JobId"] for job in records.values() if job["JobState"] != "COMPLETED"] == [cancelled]
     assert f"SLURM-job '{cancelled}' failed" in log
     # the SLURM log path names the rule and wildcards: the same path again is the retry
     logs = dict(re.findall(r"SLURM jobid (\d+) \(log: (\S+)/\d+\.log\)", log))
