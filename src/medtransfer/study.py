@@ -57,6 +57,12 @@ class Study:
             raise ValueError(f"config: `protocols` names none of {sorted(stages.PROTOCOLS)}; add at least one")
         for name, spec in self.datasets.items():
             self._check_dataset(name, spec)
+        if "saliency" in self.protocols:
+            from medtransfer.saliency import check_settings  # torch-free: fails at DAG build, not in a job
+
+            settings = self.settings("saliency")
+            check_settings(**{k: settings[k] for k in ("input_size", "crop_size", "window", "stride", "n_images",
+                                                        "batch_size")})
         # Weights files besides the models' (LPIPS backbones), downloaded the same way.
         lpips = config["protocols"].get("reconstruction", {}).get("lpips")
         self.auxiliary: dict[str, AuxiliaryFile] = {} if lpips is None else {

@@ -20,12 +20,18 @@ def _alternatives(names):
     return "|".join(re.escape(n) for n in names)
 
 
+def _setting_pattern():
+    """Every protocol's setting names: manyshot, <k>shot, dip, occlusion, the invariance transforms, multiview."""
+    fixed = ["manyshot", r"\d+shot", "dip", "occlusion"]
+    return "|".join(fixed + [re.escape(n) for n in (*stages.TRANSFORMS, stages.MULTIVIEW)])
+
+
 wildcard_constraints:
     model=_alternatives(STUDY.models),
     net="alex|vgg|squeeze",
     dataset=_alternatives(STUDY.datasets),
     protocol=_alternatives(stages.PROTOCOLS),
-    setting=r"manyshot|\d+shot|dip|occlusion|" + _alternatives((*stages.TRANSFORMS, stages.MULTIVIEW)),
+    setting=_setting_pattern(),
 
 
 def weights_source(wildcards):
