@@ -59,6 +59,7 @@ def test_rows_equal_scipy_on_the_tables_numbers(tmp_path):
         expected = (stats.spearmanr if method == "spearman" else stats.pearsonr)(x[common], y[common])[0]
         assert row["value"] == pytest.approx(expected, abs=1e-12) and row["n"] == len(common)
         assert row["ci_low"] <= row["ci_high"] and details(row)["models"] == common
+        assert details(row)["transfer_metric"] == metric
     pooled = out[out["dataset"] == "all"].set_index(["setting", "metric"])["value"]
     per = out[out["dataset"] != "all"].groupby(["setting", "metric"])["value"].mean()
     pd.testing.assert_series_equal(pooled.sort_index(), per.sort_index(), check_names=False)

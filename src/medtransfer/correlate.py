@@ -148,7 +148,7 @@ def correlation_rows(table: pd.DataFrame, top1: Mapping[str, float | None], head
     pts, out = points(table, top1, headline), []
     for (transfer, measure), part in pts.groupby(["transfer", "measure"], sort=True):
         groups = {d: g for d, g in part.groupby("dataset", sort=True)}
-        metric = str(part["metric"].iloc[0])
+        metrics = sorted(set(part["metric"].astype(str)))  # each dataset's headline metric may differ
         for method in METHODS:
             per = {}
             for dataset, g in groups.items():
@@ -156,15 +156,15 @@ def correlation_rows(table: pd.DataFrame, top1: Mapping[str, float | None], head
                 r, p = correlation(x, y, method)
                 low, high = _bootstrap([(x, y)], method, n_bootstrap, seed)
                 per[dataset] = r
-                details = {"transfer_metric": metric, "measure": measure, "p": p, "models": list(g["model"]),
-                           "n_bootstrap": n_bootstrap, "method": method}
+                details = {"transfer_metric": str(g["metric"].iloc[0]), "measure": measure, "p": p,
+                           "models": list(g["model"]), "n_bootstrap": n_bootstrap, "method": method}
                 out.append(make_row(model=ALL, dataset=dataset, protocol=PROTOCOL, setting=transfer,
                                     metric=f"{method}_{measure}", value=r, ci_low=low, ci_high=high, n=len(x),
                                     seed=seed, meta=_provenance(table, g["model"]), details=details))
             pairs = [(g["x"].to_numpy(np.float64), g["y"].to_numpy(np.float64)) for g in groups.values()]
             low, high = _bootstrap(pairs, method, n_bootstrap, seed)
-            details = {"transfer_metric": metric, "measure": measure, "datasets": list(groups), "method": method,
-                       "pooling": "mean of the per-dataset r", "n_bootstrap": n_bootstrap}
+            details = {"transfer_metric": "|".join(metrics), "measure": measure, "datasets": list(groups),
+                       "method": method, "pooling": "mean of the per-dataset r", "n_bootstrap": n_bootstrap}
             out.append(make_row(model=ALL, dataset=ALL, protocol=PROTOCOL, setting=transfer,
                                 metric=f"{method}_{measure}", value=float(np.mean(list(per.values()))),
                                 ci_low=low, ci_high=high, n=len(part), seed=seed,
