@@ -7,8 +7,10 @@
 #   data     -> demo datasets, dataset index with the split, decoded image cache
 #   features -> pooled features per (model, dataset), computed once
 #   protocols -> one rule file per protocol registered in src/medtransfer/stages.py
-#               (linear, fewshot, finetune, knn): evaluation rows with provenance
+#               (linear, fewshot, finetune, knn; reconstruct, saliency, invariance):
+#               evaluation rows with provenance
 #   report   -> paired comparisons, reports/table.csv, reports/figures/
+#   correlate -> what goes with transfer across models (rows in the table, scatter figures)
 #
 # Usage: snakemake --cores 8 all            (the embedded demo study, config/config.yaml)
 #        snakemake --cores 8 all --configfile config/paper.yaml   (the published study)
@@ -31,13 +33,14 @@ include: "workflow/rules/features.smk"
 
 
 # Evaluation protocols: the rule file of each protocol registered in src/medtransfer/stages.py
-# (linear, fewshot, finetune, knn, reconstruct).
+# (linear, fewshot, finetune, knn, reconstruct, saliency, invariance).
 for _protocol in stages.PROTOCOLS.values():
 
     include: _protocol.rule_file
 
 
 include: "workflow/rules/report.smk"
+include: "workflow/rules/correlate.smk"
 
 
 rule all:

@@ -49,7 +49,11 @@ def test_paper_config_indexes_fake_trees_and_builds_the_full_dag(tmp_path):
     assert jobs["cache_images"] == 8 and jobs["sample_episodes"] == 8
     for rule in ("extract_features", "linear_probe", "fewshot", "finetune", "knn"):
         assert jobs[rule] == 48, rule
-    assert jobs["compare_models"] == 40 and "index_dataset" not in jobs
+    assert jobs["saliency"] == 48 and jobs["invariance"] == 48 and jobs["saliency_figures"] == 8
+    assert jobs["multiview_invariance"] == 12  # chexpert and diabetic_retinopathy have view pairs
+    assert jobs["correlate"] == 1 and jobs["correlation_figures"] == 1
+    # 5 protocols x 8 datasets, saliency 8, invariance 9 transforms x 8 + 2 multi-view
+    assert jobs["compare_models"] == 40 + 8 + 72 + 2 and "index_dataset" not in jobs
 
 
 def test_missing_dataset_root_is_named(tmp_path):

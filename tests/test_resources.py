@@ -13,7 +13,7 @@ from medtransfer import resources
 from medtransfer.config import resolve
 
 RULES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
-GPU_RULES = {"extract_features", "finetune", "reconstruct", "score_reconstruction"}
+GPU_RULES = {"extract_features", "finetune", "reconstruct", "score_reconstruction", "saliency", "invariance"}
 
 
 def _rule_blocks():
@@ -41,6 +41,15 @@ def test_a_chexpert_finetune_gets_hours_and_a_demo_one_minutes():
     published_grid = resources.finetune(191_000, image_size=224, settings={**paper["protocols"]["finetune"], "search": True})
     assert published_grid.runtime > 3 * searched.runtime  # 20 runs against 6
     assert resources.extract(191_000, image_size=224).runtime > 3 * resources.extract(1000, image_size=224).runtime
+
+
+def test_published_saliency_is_sized_by_its_windows():
+    paper = resolve(yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
+    settings = paper["protocols"]["saliency"]
+    published = resources.saliency(settings=settings)  # 233 x 233 windows per image at stride 1
+    coarse = resources.saliency(settings={**settings, "stride": 4})
+    assert published.runtime > 5 * coarse.runtime
+    assert resources.invariance(image_size=224, settings=paper["protocols"]["invariance"]).runtime >= 6
 
 
 def test_a_retry_doubles_the_runtime():

@@ -23,7 +23,7 @@ from conftest import REPO
 from workflow_helpers import make_workdir, snakemake, tiny_config
 
 SCRATCH = Path("/tmp/medtransfer-slurm")
-GPU_RULES = ["extract_features", "finetune", "reconstruct", "score_reconstruction"]
+GPU_RULES = ["extract_features", "finetune", "reconstruct", "score_reconstruction", "saliency", "invariance"]
 # The test node has 2 CPUs, no GPU and ~23 GB: every job gets one CPU, no GPU, and each group
 # submission at most 2 CPUs and 8 GB.
 TEST_OVERRIDES = [  # options taking several values first: each ends at the next option

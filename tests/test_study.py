@@ -74,3 +74,44 @@ def test_registry_pin_is_dropped_for_a_mirror_or_local_file():
     assert resolve_model("supervised").sha256 == "0676ba61"
     assert resolve_model("supervised", {"url": "file:x.pth"}).sha256 == ""
     assert resolve_model("supervised", {"url": "file:x.pth", "sha256": "ab" * 32}).sha256 == "ab" * 32
+
+
+def _why_config():
+    from pathlib import Path
+
+    Path("data/cx").mkdir(exist_ok=True)  # roots must exist (the autouse fixture's working folder)
+    config = _config(supervised={}, byol={})
+    config["datasets"]["cx"] = {"kind": "chexpert", "root": "cx", "multiview": True}
+    config["protocols"].update({"saliency": {}, "invariance": {"transforms": {"hflip": [1], "rotation": [5]}}})
+    config["correlation"] = {}
+    return config
+
+
+def test_why_stages_units_multiview_and_correlation_targets():
+    study = Study(_why_config())
+    units = study.units()
+    assert Unit("saliency", "mine", "occlusion") in units
+    assert Unit("invariance", "cx", "multiview") in units and Unit("invariance", "mine", "multiview") not in units
+    assert study.transforms() == ["rotation", "hflip"]  # the registry's order
+    assert study.table_inputs()[-1] == "results/correlation/correlation.csv"
+    assert study.correlation_measures() == ["imagenet_top1", "attentive_diffusion", "invariance_rotation",
+                                            "invariance_hflip", "invariance_multiview"]
+    assert study.top1() == {"supervised": 76.1, "byol": 74.3}
+    assert study.default_settings("knn") == {"k": 20, "temperature": 0.07, "n_bootstrap": 1000}
+    assert all("correlation" not in f for f in Study(_config()).table_inputs())
+
+
+def test_bad_why_settings_fail_before_any_work():
+    config = _why_config()
+    config["datasets"]["mine"]["multiview"] = True
+    with pytest.raises(ValueError, match=r"dataset 'mine': multiview: true, but kind 'csv' has no multi-view pairs; "
+                                         r"kinds with pairs: \['chexpert', 'diabetic_retinopathy'\]"):
+        Study(config)
+    config = _why_config()
+    config["protocols"]["invariance"]["transforms"] = {"rotate": [5]}
+    with pytest.raises(ValueError, match=r"'rotate' is not one of \['rotation', 'hflip', 'vflip'"):
+        Study(config)
+    config = _why_config()
+    config["protocols"]["saliency"] = {"input_size": 64, "window": 8, "stride": 5, "crop_size": 56}
+    with pytest.raises(ValueError, match=r"stride \(5\) must be at most window \(8\) and divide input_size - window"):
+        Study(config)

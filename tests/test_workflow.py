@@ -1,5 +1,7 @@
 """The whole workflow, for real: Snakemake on a tiny config in a temporary directory."""
 
+import math
+
 import pandas as pd
 import pytest
 import yaml
@@ -22,13 +24,17 @@ def finished(tmp_path_factory):
 def test_table_has_every_cell_with_provenance(finished):
     table = pd.read_csv(finished / "reports" / "table.csv")
     assert list(table.columns) == RESULT_COLUMNS
-    main = table[~table["metric"].str.endswith("_diff_vs_best")]
+    main = table[~table["metric"].str.endswith("_diff_vs_best") & (table["protocol"] != "correlation")]
     cells = main.groupby(["protocol", "dataset", "metric"])["model"].apply(set)
     for protocol in ("linear", "fewshot", "finetune", "knn"):
         for dataset in ("demo_cxr", "demo_fundus"):
             assert cells[(protocol, dataset, "accuracy")] == set(MODELS)
-    assert main.loc[main["metric"] != "psnr", "value"].between(0, 1).all()  # PSNR is in dB
+    # PSNR is in dB, Mahalanobis distances are unbounded, cosines lie in [-1, 1]
+    unbounded = main["metric"].isin(["psnr", "mahalanobis", "cosine"])
+    assert main.loc[~unbounded, "value"].between(0, 1).all()
     assert (main.loc[main["metric"] == "psnr", "value"] > 0).all()
+    assert (main.loc[main["metric"] == "mahalanobis", "value"] >= 0).all()
+    assert main.loc[main["metric"] == "cosine", "value"].between(-1, 1).all()
     assert table["weights_demo"].all() and (table["seed"] == 3).all()
     for column in PROVENANCE_COLUMNS:
         assert table[column].notna().all() and (table[column].astype(str) != "").all(), column
@@ -36,19 +42,21 @@ def test_table_has_every_cell_with_provenance(finished):
     assert set(table.loc[table["dataset"] == "demo_cxr", "split"]) == {"given"}
     # six different random nets: six different source files
     assert main.groupby("model")["weights_sha256"].first().nunique() == len(MODELS)
+    assert table.loc[table["protocol"] == "correlation", "weights_sha256"].nunique() == 1  # a hash of the six
 
 
 @pytest.mark.slow
 def test_paired_comparisons_and_figures(finished):
     table = pd.read_csv(finished / "reports" / "table.csv")
     diffs = table[table["metric"].str.endswith("_diff_vs_best")]
-    assert set(diffs["protocol"]) == {"linear", "fewshot", "finetune", "knn", "reconstruction"}
+    assert set(diffs["protocol"]) == {"linear", "fewshot", "finetune", "knn", "reconstruction", "saliency",
+                                      "invariance"}
     # the dataset's headline metric is what is compared (the .test config sets it for demo_fundus)
     assert set(diffs.loc[diffs["dataset"] == "demo_fundus", "metric"]) == {
         "balanced_accuracy_diff_vs_best", "accuracy_diff_vs_best",  # fewshot compares accuracy
-        "lpips_mean_diff_vs_best"}
+        "lpips_mean_diff_vs_best", "attentive_diffusion_diff_vs_best", "cosine_diff_vs_best"}
     assert (diffs.groupby(["protocol", "dataset", "setting"])["model"].nunique() == len(MODELS)).all()
-    for protocol in ("linear", "fewshot", "finetune", "knn", "reconstruction"):
+    for protocol in ("linear", "fewshot", "finetune", "knn", "reconstruction", "saliency", "invariance"):
         png = finished / "reports" / "figures" / f"{protocol}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -131,3 +139,65 @@ def test_finetune_crops_from_the_whole_image_cache(finished):
     ft = table[(table["protocol"] == "finetune") & (table["metric"] == "accuracy")]
     assert all(details(r)["augment"].startswith("rrc0.08-1_bicubic_aa+hflip_of_full_image") for _, r in ft.iterrows())
     assert (finished / "results" / "cache" / "demo_cxr" / "full.npy").exists()
+
+
+@pytest.mark.slow
+def test_saliency_and_invariance_rows_and_figures(finished):
+    table = pd.read_csv(finished / "reports" / "table.csv")
+    main = table[~table["metric"].str.endswith("_diff_vs_best")]
+    sal = main[main["protocol"] == "saliency"]
+    assert set(sal["metric"]) == {"attentive_diffusion"} and set(sal["setting"]) == {"occlusion"}
+    assert (sal.groupby("dataset")["model"].nunique() == len(MODELS)).all() and (sal["n"] == 2).all()
+    assert sal["value"].between(0, 1).all() and (sal["ci_low"] <= sal["ci_high"]).all()
+    inv = main[main["protocol"] == "invariance"]
+    assert set(inv["setting"]) == {"rotation", "hflip", "brightness"} and set(inv["metric"]) == {"cosine", "mahalanobis"}
+    assert (inv.groupby(["dataset", "setting", "metric"])["model"].nunique() == len(MODELS)).all()
+    for dataset in ("demo_cxr", "demo_fundus"):
+        for model in MODELS:
+            for kind in ("heatmap", "overlay"):
+                png = finished / "reports" / "figures" / "saliency" / dataset / f"{model}_{kind}.png"
+                assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for kind in ("saliency", "invariance"):
+        assert (finished / "benchmarks" / kind / "supervised" / "demo_cxr.tsv").exists()
+
+
+@pytest.mark.slow
+def test_correlation_rows_equal_scipy_on_the_tables_numbers(finished):
+    from scipy import stats
+
+    from medtransfer.results import details
+    from medtransfer.weights.registry import REGISTRY
+
+    table = pd.read_csv(finished / "reports" / "table.csv")
+    corr = table[table["protocol"] == "correlation"]
+    measures = {"imagenet_top1", "lpips_mean", "attentive_diffusion", "invariance_rotation", "invariance_hflip",
+                "invariance_brightness"}
+    assert {m.split("_", 1)[1] for m in corr["metric"]} == measures
+    assert set(corr["dataset"]) == {"demo_cxr", "demo_fundus", "all"} and set(corr["model"]) == {"all"}
+    main = table[~table["metric"].str.endswith("_diff_vs_best")]
+    headline = {"demo_cxr": "accuracy", "demo_fundus": "balanced_accuracy"}
+    checked = 0
+    for _, row in corr[(corr["setting"] == "linear_manyshot") & (corr["dataset"] != "all")].iterrows():
+        method, measure = row["metric"].split("_", 1)
+        part = main[main["dataset"] == row["dataset"]]
+        y = part[(part["protocol"] == "linear") & (part["metric"] == headline[row["dataset"]])].set_index("model")["value"]
+        if measure == "imagenet_top1":
+            x = pd.Series({m: REGISTRY[m].top1 for m in MODELS})
+        elif measure == "attentive_diffusion":
+            x = part[part["metric"] == "attentive_diffusion"].set_index("model")["value"]
+        elif measure == "lpips_mean":
+            x = part[part["metric"] == "lpips_mean"].set_index("model")["value"]
+        else:
+            x = part[(part["protocol"] == "invariance") & (part["setting"] == measure.split("_")[1])
+                     & (part["metric"] == "cosine")].set_index("model")["value"]
+        if y.nunique() == 1 or x.nunique() == 1:  # e.g. every model at the same accuracy: r is undefined
+            assert math.isnan(row["value"]), row["metric"]
+        else:
+            expected = (stats.spearmanr if method == "spearman" else stats.pearsonr)(x[MODELS], y[MODELS])[0]
+            assert row["value"] == pytest.approx(expected, abs=1e-9), row["metric"]
+        assert details(row)["transfer_metric"] == headline[row["dataset"]]
+        checked += 1
+    assert checked == 2 * 2 * len(measures) and corr["value"].notna().any()
+    for measure in measures:
+        png = finished / "reports" / "figures" / "correlation" / f"{measure}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -80,3 +80,17 @@ def reconstruct(*, image_size: int, settings: dict, attempt: int = 1) -> Request
 
 def score(*, settings: dict, attempt: int = 1) -> Request:
     return Request(_minutes(settings["n_images"] / RATES["score"], attempt), 4000)
+
+
+def saliency(*, settings: dict, attempt: int = 1) -> Request:
+    """One forward pass per occluded copy: every window position of every image."""
+    side = (settings["input_size"] - settings["window"]) // settings["stride"] + 1
+    seconds = settings["n_images"] * side * side * _scale(settings["input_size"]) / RATES["extract"]
+    return Request(_minutes(seconds, attempt), 8000)
+
+
+def invariance(*, image_size: int, settings: dict, attempt: int = 1) -> Request:
+    """One forward pass per image for its clean crop and for each grid value of each transform."""
+    values = sum(len(grid) for grid in settings["transforms"].values())
+    seconds = settings["n_images"] * (values + 1) * _scale(image_size) / RATES["extract"]
+    return Request(_minutes(seconds, attempt), 8000)

@@ -43,6 +43,28 @@ def _dip(settings: Mapping[str, Any]) -> list[str]:
     return ["dip"]
 
 
+def _occlusion(settings: Mapping[str, Any]) -> list[str]:
+    return ["occlusion"]
+
+
+# Synthetic transforms of the invariance protocol (one setting each, in this order), and
+# the setting of its multi-view pairs; kept here, torch-free, for config checks and paths.
+TRANSFORMS = ("rotation", "hflip", "vflip", "hue", "brightness", "contrast", "translation", "scale", "blur")
+MULTIVIEW = "multiview"
+
+
+def _transforms(settings: Mapping[str, Any]) -> list[str]:
+    return [t for t in TRANSFORMS if t in settings["transforms"]]
+
+
+def _no_dataset_settings(dataset: Mapping[str, Any]) -> list[str]:
+    return []
+
+
+def _multiview(dataset: Mapping[str, Any]) -> list[str]:
+    return [MULTIVIEW] if dataset.get("multiview") else []
+
+
 @dataclass(frozen=True)
 class Protocol:
     """What the rest of the workflow needs to know about one evaluation protocol.
@@ -53,7 +75,11 @@ class Protocol:
     ``metrics`` are the metrics its rows report (the first is compared when a
     dataset's headline metric is not among them), ``lower_is_better`` those of them
     where smaller wins; ``stage`` names its rule file ``workflow/rules/<stage>.smk``
-    (the protocol's name unless given).
+    (the protocol's name unless given); ``dataset_settings`` maps a dataset's config to
+    settings that only some datasets have (invariance's multi-view pairs). ``measure``
+    marks a protocol that explains transfer rather than measuring it: (its metric the
+    correlation stage uses, the measure's name, ``{setting}`` filled in); protocols without
+    one are transfer protocols, whose scores are explained.
     """
 
     name: str
@@ -64,6 +90,8 @@ class Protocol:
     settings: Callable[[Mapping[str, Any]], list[str]] = field(default=_manyshot)
     lower_is_better: tuple[str, ...] = ()
     stage: str = ""
+    dataset_settings: Callable[[Mapping[str, Any]], list[str]] = field(default=_no_dataset_settings)
+    measure: tuple[str, str] = ()
 
     @property
     def rule_file(self) -> str:
@@ -104,6 +132,14 @@ def predictions_path(protocol: str, model: str = "{model}", dataset: str = "{dat
     return PREDICTIONS.format(protocol=protocol, model=model, dataset=dataset, setting=setting)
 
 
+CORRELATION = "results/correlation/correlation.csv"
+
+
+def transfer_protocols() -> list[str]:
+    """Protocols whose scores the correlation stage explains (those without a ``measure``)."""
+    return [name for name, p in PROTOCOLS.items() if not p.measure]
+
+
 def compare_path(protocol: str = "{protocol}", dataset: str = "{dataset}", setting: str = "{setting}") -> str:
     return COMPARE.format(protocol=protocol, dataset=dataset, setting=setting)
 
@@ -117,4 +153,10 @@ register(Protocol("finetune", "Finetune", "medtransfer.finetune:evaluate_finetun
 register(Protocol("knn", "Weighted kNN", "medtransfer.knn:evaluate_knn", "images", _CLASSIFICATION))
 _LPIPS = ("lpips_mean", "lpips_alex", "lpips_vgg", "lpips_squeeze")
 register(Protocol("reconstruction", "Reconstruction (DIP feature inversion)", "medtransfer.reconstruct:invert",
-                  "values", _LPIPS + ("psnr", "ssim"), _dip, lower_is_better=_LPIPS, stage="reconstruct"))
+                  "values", _LPIPS + ("psnr", "ssim"), _dip, lower_is_better=_LPIPS, stage="reconstruct",
+                  measure=("lpips_mean", "lpips_mean")))
+register(Protocol("saliency", "Saliency (occlusion): attentive diffusion", "medtransfer.saliency:evaluate_saliency",
+                  "values", ("attentive_diffusion",), _occlusion, measure=("attentive_diffusion", "attentive_diffusion")))
+register(Protocol("invariance", "Invariance (whitened cosine similarity)", "medtransfer.invariance:evaluate_invariance",
+                  "values", ("cosine", "mahalanobis"), _transforms, lower_is_better=("mahalanobis",),
+                  dataset_settings=_multiview, measure=("cosine", "invariance_{setting}")))

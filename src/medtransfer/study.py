@@ -27,6 +27,11 @@ INDEX = "results/data/{dataset}/index.csv"
 CACHE = "results/cache/{dataset}/images.npy"
 FEATURES = "results/features/{model}/{dataset}.npz"
 EPISODES = "results/fewshot/episodes/{dataset}/{setting}.npz"
+SALIENCY_MAPS = "results/saliency/{model}/{dataset}/maps.npz"
+SALIENCY_FIGURE = "reports/figures/saliency/{dataset}/{model}_{kind}.png"
+CORRELATION_FIGURE = "reports/figures/correlation/{measure}.png"
+# Kinds whose index carries view_group and view (the invariance protocol's multi-view pairs).
+MULTIVIEW_KINDS = ("chexpert", "diabetic_retinopathy")
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,12 @@ class Study:
         for name, spec in self.datasets.items():
             self._check_dataset(name, spec)
         self._check_paths()
+        if "saliency" in self.protocols:
+            from medtransfer.saliency import check_settings  # torch-free: fails at DAG build, not in a job
+
+            settings = self.settings("saliency")
+            check_settings(**{k: settings[k] for k in ("input_size", "crop_size", "window", "stride", "n_images",
+                                                        "batch_size")})
         # Weights files besides the models' (LPIPS backbones), downloaded the same way.
         lpips = config["protocols"].get("reconstruction", {}).get("lpips")
         self.auxiliary: dict[str, AuxiliaryFile] = {} if lpips is None else {
@@ -66,6 +77,9 @@ class Study:
             raise ValueError(f"dataset {name!r}: kind csv needs `csv: <file with path,label columns>`")
         if kind not in DEMO_KINDS and kind != "csv" and not spec.get("root"):
             raise ValueError(f"dataset {name!r}: kind {kind} needs `root:` (the folder holding the download)")
+        if spec.get("multiview") and kind not in MULTIVIEW_KINDS:
+            raise ValueError(f"dataset {name!r}: multiview: true, but kind {kind!r} has no multi-view pairs; "
+                             f"kinds with pairs: {list(MULTIVIEW_KINDS)}. Remove multiview from this dataset")
         adapter = get_adapter(kind)
         try:
             options = adapter.resolve_options(spec.get("options"))
@@ -170,12 +184,55 @@ class Study:
         """The protocol's resolved config section (every default filled)."""
         return dict(self.config["protocols"][protocol])
 
+    def default_settings(self, protocol: str) -> dict[str, Any]:
+        """The schema's defaults of a protocol the study does not run (a shared cache may need them)."""
+        from medtransfer.config import default, load_schema
+
+        section = load_schema()["properties"]["protocols"]["properties"][protocol]["properties"]
+        return {key: default("protocols", protocol, key) for key, sub in section.items() if "default" in sub}
+
+    def top1(self) -> dict[str, float | None]:
+        """Model -> published ImageNet top-1 (registry or config; None where unknown)."""
+        return {name: spec.top1 for name, spec in self.models.items()}
+
+    def headline_metrics(self) -> dict[str, str]:
+        return {name: self.metric(name) for name in self.datasets}
+
     # -- targets -----------------------------------------------------------------
-    def setting_names(self, protocol: str) -> list[str]:
-        return stages.get(protocol).settings(self.config["protocols"][protocol])
+    def setting_names(self, protocol: str, dataset: str | None = None) -> list[str]:
+        """The protocol's settings; with ``dataset``, plus those only that dataset has (multiview)."""
+        spec = stages.get(protocol)
+        names = spec.settings(self.config["protocols"][protocol])
+        return names + spec.dataset_settings(self.datasets[dataset]) if dataset is not None else names
 
     def units(self) -> list[Unit]:
-        return [Unit(p, d, s) for p in self.protocols for d in self.datasets for s in self.setting_names(p)]
+        return [Unit(p, d, s) for p in self.protocols for d in self.datasets for s in self.setting_names(p, d)]
+
+    def transforms(self) -> list[str]:
+        """The invariance protocol's synthetic transforms (all known ones when it does not run)."""
+        return self.setting_names("invariance") if "invariance" in self.protocols else list(stages.TRANSFORMS)
+
+    def multiview_datasets(self) -> list[str]:
+        return [d for d, spec in self.datasets.items() if spec.get("multiview")] if "invariance" in self.protocols else []
+
+    @property
+    def correlates(self) -> bool:
+        """Whether the correlation stage runs (``correlation:`` is in the config)."""
+        return "correlation" in self.config
+
+    def correlation_inputs(self) -> list[str]:
+        """Every model's row files (the numbers the correlations are computed from)."""
+        return [f for u in self.units() for f in self.rows(u)]
+
+    def correlation_measures(self) -> list[str]:
+        """Names of the explanatory measures (one scatter figure each)."""
+        names = ["imagenet_top1"]
+        for protocol in self.protocols:
+            spec = stages.get(protocol)
+            if spec.measure:
+                settings = dict.fromkeys(s for d in self.datasets for s in self.setting_names(protocol, d))
+                names += list(dict.fromkeys(spec.measure[1].format(setting=s) for s in settings))
+        return names
 
     def rows(self, unit: Unit) -> list[str]:
         return [stages.rows_path(unit.protocol, m, unit.dataset, unit.setting) for m in self.models]
@@ -191,4 +248,5 @@ class Study:
         """Every row file of the study (each model's, then the paired comparisons)."""
         units = [u for u in self.units() if protocol in (None, u.protocol)]
         files = [f for u in units for f in self.rows(u)]
-        return files + [stages.compare_path(u.protocol, u.dataset, u.setting) for u in units]
+        files += [stages.compare_path(u.protocol, u.dataset, u.setting) for u in units]
+        return files + ([stages.CORRELATION] if self.correlates and protocol is None else [])

@@ -23,12 +23,18 @@ def _alternatives(names):
     return "|".join(re.escape(n) for n in names)
 
 
+def _setting_pattern():
+    """Every protocol's setting names: manyshot, <k>shot, dip, occlusion, the invariance transforms, multiview."""
+    fixed = ["manyshot", r"\d+shot", "dip", "occlusion"]
+    return "|".join(fixed + [re.escape(n) for n in (*stages.TRANSFORMS, stages.MULTIVIEW)])
+
+
 wildcard_constraints:
     model=_alternatives(STUDY.models),
     net="alex|vgg|squeeze",
     dataset=_alternatives(STUDY.datasets),
     protocol=_alternatives(stages.PROTOCOLS),
-    setting=r"manyshot|\d+shot|dip",
+    setting=_setting_pattern(),
 
 
 def weights_source(wildcards):
@@ -117,7 +123,8 @@ def finetune_settings():
 
 
 def protocol_settings(protocol):
-    return STUDY.settings(protocol) if protocol in PROTOCOLS else {}
+    """The protocol's settings; the schema's defaults when the study does not run it (shared caches)."""
+    return STUDY.settings(protocol) if protocol in PROTOCOLS else STUDY.default_settings(protocol)
 
 
 def comparison_n_bootstrap(wildcards):
@@ -132,6 +139,10 @@ def gpus(wildcards):
 def _estimate(stage, input, threads, attempt):
     """medtransfer.resources' request for one job of ``stage`` (re-evaluated once its inputs exist)."""
     size = CONFIG["image_size"]
+    if stage == "saliency":
+        return sizing.saliency(settings=STUDY.settings("saliency"), attempt=attempt)
+    if stage == "invariance":
+        return sizing.invariance(image_size=size, settings=STUDY.settings("invariance"), attempt=attempt)
     if stage == "reconstruct":
         return sizing.reconstruct(image_size=size, settings=STUDY.settings("reconstruction"), attempt=attempt)
     if stage == "score":
@@ -184,11 +195,42 @@ def figure_metric(wildcards):
 
 
 def study_figures():
-    """The heatmap of every protocol and the reconstruction figures of every dataset."""
+    """The heatmap of every protocol, the reconstruction and saliency figures, the correlation scatters."""
     figures = expand(rules.figure.output.figure, protocol=PROTOCOLS)
     if "reconstruction" in PROTOCOLS:
         figures += expand(rules.reconstruction_figures.output.grid, dataset=STUDY.datasets)
+    if "saliency" in PROTOCOLS:
+        figures += expand(paths.SALIENCY_FIGURE, dataset=STUDY.datasets, model=STUDY.models, kind="overlay")
+    if STUDY.correlates:
+        figures += rules.correlation_figures.output.figures
     return figures
+
+
+def saliency_maps(wildcards):
+    """Every model's saliency maps of one dataset (for its figures)."""
+    return expand(rules.saliency.output.maps, model=STUDY.models, dataset=wildcards.dataset)
+
+
+def saliency_figure_paths(kind):
+    return expand(paths.SALIENCY_FIGURE, model=STUDY.models, kind=kind, allow_missing=True)
+
+
+def invariance_outputs(kind):
+    """One rows (or predictions) file per synthetic transform, for the invariance rule's outputs."""
+    make = stages.rows_path if kind == "rows" else stages.predictions_path
+    return [make("invariance", setting=t) for t in STUDY.transforms()]
+
+
+def correlation_inputs(wildcards):
+    return STUDY.correlation_inputs()
+
+
+def correlation_settings():
+    return CONFIG["correlation"] if STUDY.correlates else {"n_bootstrap": 0}
+
+
+def correlation_figure_paths():
+    return expand(paths.CORRELATION_FIGURE, measure=STUDY.correlation_measures())
 
 
 def table_inputs(wildcards):

@@ -47,8 +47,8 @@ import pandas as pd
 
 from medtransfer.data.demo import DEMO_KINDS
 from medtransfer.data.index import (
-    INDEX_COLUMNS, PUBLISHED_SEED, SPLITS, check_index, first_of_shuffle, index_from_csv,
-    patient_split, published_split, read_table, write_index,
+    PUBLISHED_SEED, SPLITS, check_index, first_of_shuffle, index_from_csv,
+    index_columns, patient_split, published_split, read_table, write_index,
 )
 
 log = logging.getLogger(__name__)
@@ -404,7 +404,11 @@ def _scan_chexpert(root: Path, options: dict[str, Any]) -> pd.DataFrame:
         raise ValueError(f"chexpert: Path values in {csv} lack a patientNNNNN folder, e.g. "
                          f"{_first(table['Path'][patient.isna()])}; expected "
                          f"CheXpert-v1.0/train/patientNNNNN/studyN/viewN_frontal.jpg\n{describe('chexpert')}")
-    return _rows(str(root) + os.sep + table["Path"], positive.astype(int), CHEXPERT_CLASSES, patient.to_numpy())
+    frame = _rows(str(root) + os.sep + table["Path"], positive.astype(int), CHEXPERT_CLASSES, patient.to_numpy())
+    # The study folder and the view (file name view<N>_frontal/_lateral) pair the views of one study.
+    frame["view_group"] = table["Path"].str.extract(r"/(patient\d+/study\d+)/", expand=False).to_numpy()
+    frame["view"] = table["Path"].str.extract(r"_(frontal|lateral)\.\w+$", expand=False).to_numpy()
+    return frame
 
 
 DR_CLASSES = ("no_dr", "mild", "moderate", "severe", "proliferative_dr")
@@ -446,6 +450,8 @@ def _scan_dr_part(root: Path, part: str) -> pd.DataFrame:
                          f"{_first(table['image'][patient.isna()])}; expected <id>_left, <id>_right"
                          f"\n{describe('diabetic_retinopathy')}")
     frame = _rows(_join(root / part, table["image"] + ".jpeg"), levels.astype(int), DR_CLASSES, patient.to_numpy())
+    frame["view_group"] = patient.to_numpy()  # the two eyes of one patient
+    frame["view"] = table["image"].str.extract(r"_(left|right)$", expand=False).to_numpy()
     frame["split"] = part
     return frame
 
@@ -725,7 +731,7 @@ def build_index(kind: str, root: str | Path | None, *, split: str = "published",
     _check_nonempty(kind, adapter.class_names(opts), frame["label"], str(root))
     if adapter.listed_in:
         _check_exist(kind, frame, f"{adapter.listed_in} under {root}")
-    frame = frame[INDEX_COLUMNS].reset_index(drop=True)
+    frame = frame[index_columns(frame)].reset_index(drop=True)
     check_index(frame, f"{kind} index of {root}")
     return frame
 

@@ -5,6 +5,10 @@ datasets) produces the same table, so everything downstream reads one format:
 
     path,label,label_name,split,patient,split_rule
 
+Two optional columns, ``view_group`` and ``view``, follow where the data has several
+views of one case (CheXpert: ``patientN/studyN`` and ``frontal``/``lateral``; EyePACS: the
+patient id and ``left``/``right``); the invariance protocol pairs views by them.
+
 ``path`` is the image file, ``label`` an integer in ``0..C-1``, ``split`` is ``train``
 or ``test``, ``patient`` may be empty, ``split_rule`` says how the split was made
 (``given``, ``published``, ``patient:seed=42``...).
@@ -22,17 +26,23 @@ import pandas as pd
 from medtransfer.writers import write_csv
 
 INDEX_COLUMNS = ["path", "label", "label_name", "split", "patient", "split_rule"]
+VIEW_COLUMNS = ["view_group", "view"]  # optional: present only for data with several views of a case
 SPLITS = ("given", "published", "patient", "random")
 
 
 def write_index(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     check_index(frame, str(path))
-    write_csv(path, frame[INDEX_COLUMNS])
+    write_csv(path, frame[index_columns(frame)])
+
+
+def index_columns(frame: pd.DataFrame) -> list[str]:
+    """The index columns of ``frame``: ``INDEX_COLUMNS`` plus the view columns when it has them."""
+    return INDEX_COLUMNS + [c for c in VIEW_COLUMNS if c in frame.columns]
 
 
 def read_index(path: str | os.PathLike) -> pd.DataFrame:
     frame = read_table(path, f"columns {','.join(INDEX_COLUMNS)}", remedy="re-run the index rule",
-                       dtype={"patient": str, "label_name": str, "path": str})
+                       dtype={"patient": str, "label_name": str, "path": str, "view_group": str, "view": str})
     check_index(frame, str(path))
     return frame
 

@@ -1,0 +1,341 @@
+"""Invariance: how similar a model's feature of an image stays under a transform, or across views.
+
+For ``n_images`` seeded training images (the whole-image cache that finetuning crops
+from holds only those) each synthetic transform is applied to the *whole* image, before
+the model's centre crop, at every value of its grid; the metric compares the feature of
+the transformed crop with that of the clean crop in the feature space whitened with the
+dataset's feature mean and covariance (from the features stage):
+
+- ``cosine``: cosine similarity of the whitened features (1: invariant);
+- ``mahalanobis``: Mahalanobis distance between the two features (0: invariant).
+
+Each image's value is the mean over the transform's grid; the row is the mean over images
+with a bootstrap CI. Multi-view pairs (``multiview``: CheXpert frontal and lateral
+images of one study, EyePACS left and right eye of one patient, with equal labels) compare
+two real images, so their features come from the features stage unchanged.
+
+The covariance is Ledoit-Wolf shrunk (``covariance: ledoit_wolf``; 2,048 feature
+dimensions from a few hundred images are otherwise singular) or, as published, the sample
+covariance plus ``ridge`` times the identity (``covariance: ridge``). Whitening uses the
+Cholesky factor ``L`` (``z = L^-1 (f - mean)``): cosine and distance are the same for any
+``W`` with ``W^T W = covariance^-1``, and a triangular solve is cheaper than ``covariance^-1/2``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from medtransfer.stages import MULTIVIEW, TRANSFORMS
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEY = "protocols.invariance"
+PROTOCOL = "invariance"
+COVARIANCES = ("ledoit_wolf", "ridge")
+GEOMETRIC = ("rotation", "hflip", "vflip", "translation", "scale")
+
+
+# ---------------------------------------------------------------- transforms
+
+def _photometric(x: torch.Tensor, name: str, value: float) -> torch.Tensor:
+    """A colour or blur transform of whole images (B, 3, h, w) in [0, 1]."""
+    import torchvision.transforms.functional as TF
+
+    if name == "hue":
+        return TF.adjust_hue(x, value)
+    if name == "brightness":
+        return TF.adjust_brightness(x, value)
+    if name == "contrast":
+        return TF.adjust_contrast(x, value)  # around the whole image's mean grey, before the crop
+    if name == "blur":
+        radius = max(1, math.ceil(3 * value))
+        return TF.gaussian_blur(x, [2 * radius + 1] * 2, [float(value)] * 2)
+    return x
+
+
+def crop_grid(hw: tuple[int, int], size: int, name: str = "", value: float = 0.0,
+              device: str | torch.device = "cpu") -> torch.Tensor:
+    """(1, size, size, 2) sampling grid of the centre crop of an (h, w) image after a geometric transform.
+
+    Output pixels are placed around the crop's centre and mapped back into the image:
+    ``rotation`` by ``value`` degrees, ``translation`` by ``value`` x ``size`` pixels right and
+    down (measured on the model's input, after the resize, unlike the published code),
+    ``scale`` zooms by ``value`` (> 1: in), flips mirror about the crop's centre. With no
+    transform the grid hits the pixels of the centre crop exactly (offsets as in the cache).
+    """
+    h, w = hw
+    c = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
+    v, u = torch.meshgrid(c, c, indexing="ij")
+    if name == "hflip":
+        u = -u
+    elif name == "vflip":
+        v = -v
+    elif name == "translation":
+        u, v = u - value * size, v - value * size
+    elif name == "scale":
+        u, v = u / value, v / value
+    elif name == "rotation":
+        a = math.radians(value)
+        u, v = math.cos(a) * u - math.sin(a) * v, math.sin(a) * u + math.cos(a) * v
+    x = u + (w - size) // 2 + (size - 1) / 2
+    y = v + (h - size) // 2 + (size - 1) / 2
+    grid = torch.stack([2 * x / max(w - 1, 1) - 1, 2 * y / max(h - 1, 1) - 1], dim=-1)
+    return grid[None].float()
+
+
+def transformed_crops(full: torch.Tensor, size: int, name: str, values: Sequence[float]) -> torch.Tensor:
+    """(len(values), 3, size, size) crops of one whole image (3, h, w) in [0, 1], one per grid value.
+
+    Beyond the image's real border (a large rotation or shift) the image is mirrored, so
+    no black corners enter the crop.
+    """
+    import torch.nn.functional as F
+
+    hw = (full.shape[-2], full.shape[-1])
+    out = []
+    for value in values:
+        img = _photometric(full[None], name, value)
+        geo = name if name in GEOMETRIC else ""
+        out.append(F.grid_sample(img, crop_grid(hw, size, geo, value, full.device), mode="bilinear",
+                                 padding_mode="reflection", align_corners=True))
+    return torch.cat(out).clamp(0.0, 1.0)
+
+
+def clean_crop(full: torch.Tensor, size: int) -> torch.Tensor:
+    """(1, 3, size, size): the centre crop of one whole image, exactly its pixels."""
+    h, w = full.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return full[None, :, top:top + size, left:left + size]
+
+
+def check_transforms(transforms: Mapping[str, Sequence[float]]) -> None:
+    """Unknown transform names and empty grids fail, naming the allowed names."""
+    unknown = sorted(set(transforms) - set(TRANSFORMS))
+    if unknown:
+        raise ValueError(f"{CONFIG_KEY}.transforms: unknown transform(s) {unknown}; allowed: {list(TRANSFORMS)}")
+    empty = [t for t, grid in transforms.items() if not list(grid)]
+    if empty:
+        raise ValueError(f"{CONFIG_KEY}.transforms: {empty} have no grid values; give at least one each")
+
+
+# ---------------------------------------------------------------- whitening
+
+def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ledoit-Wolf shrunk covariance of the rows of ``x`` (n, p), float64, and the shrinkage.
+
+    The same estimator as scikit-learn's ``covariance.ledoit_wolf`` (centred data, divisor
+    n): ``(1 - s) * S + s * mu * I`` with ``mu = trace(S) / p``; computed with n x n
+    products so 2,048 dimensions stay cheap.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n, p = x.shape
+    x = x - x.mean(0)
+    cov = x.T @ x / n
+    mu = np.trace(cov) / p
+    sq_rows = (x ** 2).sum(1)
+    beta_sum = float((sq_rows ** 2).sum())  # sum over features of (X^2)^T X^2
+    delta_sum = float(((x @ x.T) ** 2).sum()) / n ** 2  # ||X^T X||_F^2 / n^2
+    delta = (delta_sum - 2 * mu * np.trace(cov) + p * mu ** 2) / p
+    beta = min((beta_sum / n - delta_sum) / (p * n), delta)
+    shrinkage = 0.0 if beta == 0 else beta / delta
+    out = (1 - shrinkage) * cov
+    out.flat[::p + 1] += shrinkage * mu
+    return out, float(shrinkage)
+
+
+class Whitener:
+    """Whitening with a dataset's feature mean and covariance (scikit-learn style: ``fit`` returns self)."""
+
+    def __init__(self, covariance: str = "ledoit_wolf", ridge: float = 1e-6) -> None:
+        self.covariance = covariance
+        self.ridge = ridge
+
+    def fit(self, features: np.ndarray) -> "Whitener":
+        if self.covariance not in COVARIANCES:
+            raise ValueError(f"{CONFIG_KEY}.covariance: unknown {self.covariance!r}; allowed: {list(COVARIANCES)}")
+        x = np.asarray(features, dtype=np.float64)
+        self.mean_ = x.mean(0)
+        if self.covariance == "ledoit_wolf":
+            cov, self.shrinkage_ = ledoit_wolf(x)
+        else:
+            cov, self.shrinkage_ = np.cov(x, rowvar=False, bias=False), 0.0
+        cov.flat[::cov.shape[0] + 1] += self.ridge if self.covariance == "ridge" else 0.0
+        self.cholesky_ = np.linalg.cholesky(cov)
+        return self
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        """Whitened features (n, p): ``L^-1 (f - mean)``."""
+        from scipy.linalg import solve_triangular
+
+        centred = np.asarray(features, dtype=np.float64) - self.mean_
+        return solve_triangular(self.cholesky_, centred.T, lower=True).T
+
+    def compare(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row-wise whitened cosine similarity and Mahalanobis distance of ``a`` and ``b`` (n, p)."""
+        za, zb = self.transform(a), self.transform(b)
+        cosine = (za * zb).sum(1) / (np.linalg.norm(za, axis=1) * np.linalg.norm(zb, axis=1))
+        return cosine, np.linalg.norm(za - zb, axis=1)
+
+
+# ---------------------------------------------------------------- the measurements
+
+def transform_features(net: Callable[[torch.Tensor], torch.Tensor], normalise: Callable[[torch.Tensor], torch.Tensor],
+                       full: torch.Tensor, size: int, transforms: Mapping[str, Sequence[float]],
+                       batch_size: int = 64) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Features of one whole image's clean crop (D,) and of every transformed crop ({name: (P, D)})."""
+    crops = [clean_crop(full, size)] + [transformed_crops(full, size, t, grid) for t, grid in transforms.items()]
+    batch = torch.cat(crops)
+    with torch.inference_mode():
+        feats = torch.cat([net(normalise(batch[lo:lo + batch_size])).double()
+                           for lo in range(0, len(batch), batch_size)]).cpu().numpy()
+    out, at = {}, 1
+    for t, grid in transforms.items():
+        out[t] = feats[at:at + len(grid)]
+        at += len(grid)
+    return feats[0], out
+
+
+def draw_train_positions(split: np.ndarray, hw: np.ndarray, n_images: int, seed: int, source: str) -> np.ndarray:
+    """``n_images`` rows drawn by seed from the training images of the whole-image cache, sorted."""
+    train = np.flatnonzero((np.asarray(split) == "train") & (np.asarray(hw).min(1) > 0))
+    if n_images > len(train):
+        raise ValueError(f"{CONFIG_KEY}.n_images={n_images} but {source} has only {len(train)} training images "
+                         f"in its whole-image cache; set {CONFIG_KEY}.n_images to at most {len(train)}")
+    return np.sort(np.random.default_rng(seed).choice(train, size=n_images, replace=False))
+
+
+def evaluate_invariance(
+    *, weights: str | os.PathLike, full_cache: str | os.PathLike, index: str | os.PathLike,
+    features: str | os.PathLike, out_rows: Mapping[str, str | os.PathLike],
+    out_predictions: Mapping[str, str | os.PathLike], model: str, dataset: str, size: int,
+    transforms: Mapping[str, Sequence[float]], n_images: int = 8, covariance: str = "ledoit_wolf",
+    ridge: float = 1e-6, batch_size: int = 64, n_bootstrap: int = 1000, seed: int = 0, device: str = "auto",
+) -> dict[str, np.ndarray]:
+    """Synthetic-transform invariance of one (model, dataset): rows and per-image values per transform.
+
+    ``out_rows`` / ``out_predictions``: transform name -> file, for every transform of
+    ``transforms`` (name -> grid of values). ``size``: the model's input (the study's
+    image_size). Returns transform -> per-image whitened cosine.
+    """
+    from medtransfer.common import resolve_device
+    from medtransfer.data.augment import full_batch
+    from medtransfer.data.cache import load_full_cache
+    from medtransfer.data.index import read_index
+    from medtransfer.features import load_features
+    from medtransfer.models import load_weights, normalise
+
+    check_transforms(transforms)
+    missing = sorted(set(transforms) - set(out_rows) | set(transforms) - set(out_predictions))
+    if missing:
+        raise ValueError(f"no output file given for transform(s) {missing}")
+    frame = read_index(index)
+    images, hw = load_full_cache(full_cache, frame=frame)
+    positions = draw_train_positions(frame["split"].to_numpy(str), hw, n_images, seed, f"dataset {dataset!r}")
+    fs = load_features(features)
+    whitener = Whitener(covariance, ridge).fit(fs.features)
+    device = resolve_device(device)
+    net, wmeta = load_weights(weights)
+    net = net.eval().to(device)
+    clean, moved = [], {t: [] for t in transforms}
+    for pos in positions:
+        full = full_batch(images, hw, np.array([pos]), device)[0][0].float().div(255.0)
+        f0, ft = transform_features(net, lambda x: normalise(x, wmeta), full, size, transforms, batch_size)
+        clean.append(f0)
+        for t in transforms:
+            moved[t].append(ft[t])
+    clean = np.stack(clean)
+    meta = _meta(fs.meta, covariance=covariance, ridge=ridge, shrinkage=whitener.shrinkage_, n_images=n_images)
+    labels = frame["label"].to_numpy(np.int64)[positions]
+    result = {}
+    for t, grid in transforms.items():
+        stack = np.stack(moved[t])  # (N, P, D)
+        cos, dist = whitener.compare(np.repeat(clean, len(grid), axis=0), stack.reshape(-1, stack.shape[-1]))
+        cos, dist = cos.reshape(len(positions), -1), dist.reshape(len(positions), -1)
+        extra = {"transform": t, "grid": list(grid), "cosine_by_value": cos.mean(0).round(6).tolist(),
+                 "images_from": "whole-image cache (train split)", "applied": "before the centre crop"}
+        write_measure(out_rows[t], out_predictions[t], meta=meta, setting=t, positions=positions, labels=labels,
+                      cosine=cos.mean(1), mahalanobis=dist.mean(1), n_bootstrap=n_bootstrap, seed=seed, extra=extra)
+        result[t] = cos.mean(1)
+    return result
+
+
+def _meta(feature_meta: Mapping[str, Any], **settings: Any) -> dict[str, Any]:
+    meta = dict(feature_meta)
+    meta.update(protocol=PROTOCOL, precision="fp32", **settings)
+    return meta
+
+
+def write_measure(out_rows, out_predictions, *, meta, setting, positions, labels, cosine, mahalanobis,
+                  n_bootstrap, seed, extra) -> None:
+    """The two rows (mean over images with bootstrap CIs) and the per-image values of one setting."""
+    from medtransfer.reconstruct.score import mean_with_ci
+    from medtransfer.results import Predictions, make_row, write_rows
+
+    details = {"covariance": meta["covariance"], "ridge": meta["ridge"], "shrinkage": round(meta["shrinkage"], 6),
+               "images": len(positions), "n_bootstrap": n_bootstrap, **extra}
+    rows = []
+    for metric, values in (("cosine", cosine), ("mahalanobis", mahalanobis)):
+        value, low, high = mean_with_ci(values, n_bootstrap, seed)
+        rows.append(make_row(model=meta["model"], dataset=meta["dataset"], protocol=PROTOCOL, setting=setting,
+                             metric=metric, value=value, ci_low=low, ci_high=high, n=len(positions), seed=seed,
+                             meta=meta, details=details))
+    write_rows(rows, out_rows)
+    Predictions(model=meta["model"], dataset=meta["dataset"], protocol=PROTOCOL, setting=setting, pairing="values",
+                arrays={"positions": np.asarray(positions, np.int64), "labels": np.asarray(labels, np.int64),
+                        "cosine": cosine, "mahalanobis": mahalanobis}).save(out_predictions)
+
+
+# ---------------------------------------------------------------- multi-view pairs
+
+def multiview_pairs(frame, source: str = "the dataset") -> np.ndarray:
+    """(n, 2) index rows of test-split pairs: two views of one ``view_group`` with equal labels.
+
+    The index carries ``view_group`` (CheXpert: patient/study; EyePACS: patient) and
+    ``view`` (frontal/lateral; left/right); the first image of each view in a group is used.
+    """
+    if "view_group" not in frame.columns or "view" not in frame.columns or frame["view_group"].isna().all():
+        raise ValueError(f"{source} carries no views (index columns view_group, view); multi-view pairs exist for "
+                         "the kinds chexpert and diabetic_retinopathy: remove `multiview` from this dataset")
+    test = frame[(frame["split"] == "test") & frame["view_group"].notna()].reset_index().sort_values("index")
+    pairs = []
+    for _, group in test.groupby("view_group", sort=True):
+        firsts = group.groupby("view", sort=True).first()
+        if len(firsts) == 2 and firsts["label"].nunique() == 1:
+            pairs.append(firsts["index"].to_numpy())
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def evaluate_multiview(
+    *, features: str | os.PathLike, index: str | os.PathLike, out_rows: str | os.PathLike,
+    out_predictions: str | os.PathLike, dataset: str, n_images: int = 8, covariance: str = "ledoit_wolf",
+    ridge: float = 1e-6, n_bootstrap: int = 1000, seed: int = 0,
+) -> np.ndarray:
+    """Multi-view invariance of one (model, dataset) from the features stage: ``n_images`` seeded pairs."""
+    from medtransfer.data.index import read_index
+    from medtransfer.features import load_features
+
+    frame, fs = read_index(index), load_features(features)
+    pairs = multiview_pairs(frame, f"dataset {dataset!r} ({index})")
+    if n_images > len(pairs):
+        raise ValueError(f"{CONFIG_KEY}.n_images={n_images} but dataset {dataset!r} has only {len(pairs)} "
+                         f"multi-view test pairs; set {CONFIG_KEY}.n_images to at most {len(pairs)}")
+    available = len(pairs)
+    pairs = pairs[np.sort(np.random.default_rng(seed).choice(available, size=n_images, replace=False))]
+    whitener = Whitener(covariance, ridge).fit(fs.features)
+    cos, dist = whitener.compare(fs.features[pairs[:, 0]], fs.features[pairs[:, 1]])
+    meta = _meta(fs.meta, covariance=covariance, ridge=ridge, shrinkage=whitener.shrinkage_, n_images=n_images)
+    meta["precision"] = fs.meta.get("precision", "fp32")
+    views = sorted(set(frame["view"].dropna()))
+    write_measure(out_rows, out_predictions, meta=meta, setting=MULTIVIEW, positions=pairs[:, 0],
+                  labels=frame["label"].to_numpy(np.int64)[pairs[:, 0]], cosine=cos, mahalanobis=dist,
+                  n_bootstrap=n_bootstrap, seed=seed,
+                  extra={"transform": MULTIVIEW, "views": views, "pairs_available": available,
+                         "second_rows": pairs[:, 1].tolist()})
+    return cos

@@ -1,0 +1,50 @@
+# Correlate: across models, per dataset and protocol, Spearman and Pearson correlations
+# between transfer scores and the explanatory measures (ImageNet top-1, LPIPS, attentive
+# diffusion, invariances), as table rows (protocol correlation) and scatter figures.
+
+
+rule correlate:
+    input:
+        rows=correlation_inputs,
+    output:
+        rows=stages.CORRELATION,
+    params:
+        top1=STUDY.top1(),
+        headline=STUDY.headline_metrics(),
+        settings=correlation_settings(),
+        seed=CONFIG["seed"],
+    log:
+        "logs/correlate.log",
+    benchmark:
+        "benchmarks/correlate.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/correlate.py"
+
+
+rule correlation_figures:
+    input:
+        table=rules.table.output.table,
+    output:
+        figures=correlation_figure_paths(),
+    params:
+        measures=STUDY.correlation_measures(),
+        top1=STUDY.top1(),
+        headline=STUDY.headline_metrics(),
+    log:
+        "logs/correlation_figures.log",
+    benchmark:
+        "benchmarks/correlation_figures.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/correlation_figures.py"

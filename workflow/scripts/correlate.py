@@ -1,0 +1,11 @@
+"""Correlations across models between transfer scores and the explanatory measures."""
+
+from medtransfer.common import log_to_file
+from medtransfer.correlate import correlate
+
+log_to_file(snakemake.log[0])
+correlate(
+    rows=list(snakemake.input.rows), out=snakemake.output.rows, top1=snakemake.params.top1,
+    headline=snakemake.params.headline, n_bootstrap=snakemake.params.settings["n_bootstrap"],
+    seed=snakemake.params.seed,
+)

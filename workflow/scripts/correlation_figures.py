@@ -1,0 +1,11 @@
+"""One scatter figure per explanatory measure: transfer against it, a point per model, the fitted line."""
+
+from medtransfer.common import log_to_file
+from medtransfer.correlate import plot_all_correlations
+
+log_to_file(snakemake.log[0])
+# The outputs are expanded over the measures in the same order.
+plot_all_correlations(
+    table=snakemake.input.table, outs=dict(zip(snakemake.params.measures, snakemake.output.figures)),
+    top1=snakemake.params.top1, headline=snakemake.params.headline,
+)
