@@ -7,6 +7,7 @@ rerun completes, the table is the same again."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,14 +38,17 @@ def _start(workdir: Path, *args: str) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _wait_for_start(workdir: Path, rules: list[str], proc: subprocess.Popen, since: float) -> str | None:
-    """The first of ``rules`` whose job starts writing its log after ``since`` (None: the run ended)."""
+def _wait_for_job(proc: subprocess.Popen, rules: list[str]) -> tuple[str, int] | None:
+    """(rule, pid) of the first running job of ``rules`` in the workflow's session: its script
+    process (Snakemake runs ``.snakemake/scripts/tmpXXXX.<rule>.py``); None if the run ended."""
+    pattern = r"\.snakemake/scripts/tmp\w+\.(" + "|".join(rules) + r")\.py"
     while proc.poll() is None:
-        for rule in rules:
-            folder = workdir / "logs" / rule
-            if folder.exists() and any(p.is_file() and p.stat().st_size and p.stat().st_mtime >= since
-                                       for p in folder.rglob("*.log")):
-                return rule
+        out = subprocess.run(["pgrep", "-a", "-s", str(proc.pid), "-f", pattern], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            pid, cmdline = line.split(" ", 1)
+            match = re.search(pattern, cmdline)
+            if match:
+                return match.group(1), int(pid)
         time.sleep(0.1)
     return None
 
@@ -68,10 +72,10 @@ def test_killed_inside_each_long_rule_and_resumed(tmp_path, reference):
     workdir = make_workdir(tmp_path, _config())
     remaining, killed = list(KILL_IN), []
     while remaining:
-        since = time.time() - 0.01
         proc = _start(workdir)
-        rule = _wait_for_start(workdir, remaining, proc, since)
-        assert rule is not None, f"the run finished before any of {remaining} started"
+        job = _wait_for_job(proc, remaining)
+        assert job is not None, f"the run finished before any of {remaining} started"
+        rule = job[0]
         time.sleep(0.3)  # inside the job: imports, model load or writing
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -87,12 +91,10 @@ def test_killed_inside_each_long_rule_and_resumed(tmp_path, reference):
 def test_one_killed_job_under_keep_going(tmp_path, reference):
     workdir = make_workdir(tmp_path, _config())
     proc = _start(workdir, "--keep-going")
-    assert _wait_for_start(workdir, ["finetune"], proc, time.time() - 1) == "finetune"
-    # kill the finetune job's own process (its script), not the workflow
-    jobs = subprocess.run(["pgrep", "-f", "-s", str(proc.pid), "finetune"], capture_output=True, text=True).stdout.split()
-    assert jobs, "the finetune job's process is running"
-    for pid in jobs:
-        os.kill(int(pid), signal.SIGKILL)
+    job = _wait_for_job(proc, ["finetune"])
+    assert job is not None, "a finetune job ran"
+    time.sleep(0.3)
+    os.kill(job[1], signal.SIGKILL)  # the finetune job's own process, not the workflow
     assert proc.wait(timeout=900) != 0, "the workflow reports the killed job"
     assert (workdir / "results" / "features").exists(), "the other jobs went on"
     assert not (workdir / "reports" / "table.csv").exists()
