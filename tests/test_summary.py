@@ -69,7 +69,7 @@ def test_summary_marks_best_ties_and_ranks(tmp_path):
 
 def test_summary_markdown_and_latex(tmp_path):
     md, tex, csv = tmp_path / "s.md", tmp_path / "s.tex", tmp_path / "s.csv"
-    write_summary(table=_table(tmp_path), markdown=md, latex=tex, cells_csv=csv, headline=HEADLINE, study="t")
+    write_summary(table=_table(tmp_path), markdown=md, latex=tex, cells_csv=csv, headline=HEADLINE, study="t", html=tmp_path / "s.html")
     text = md.read_text()
     assert "## Linear probe: headline metric" in text and "## Linear probe: AUROC" in text
     line = next(x for x in text.splitlines() if x.startswith("| moco-v2") and "74.0" in x)
@@ -83,6 +83,8 @@ def test_summary_markdown_and_latex(tmp_path):
     assert latex.count("\\begin{table}") == 4 and "\\textbf{75.0 [73.0, 77.0]}" in latex
     assert "diabetic\\_retinopathy" in latex and "$^{\\dagger}$" in latex
     assert set(pd.read_csv(csv)["table"]) == {"headline", "auroc"}
+    page = (tmp_path / "s.html").read_text()
+    assert page.count("<table") == 4 and "<b>75.0 [73.0, 77.0]</b>" in page and "&dagger;" in page
 
 
 def test_a_study_without_published_cells_says_so(tmp_path):

@@ -106,17 +106,21 @@ def _true(value) -> bool:
     return isinstance(value, (bool, np.bool_)) and bool(value)
 
 
-def protocol_grid(cells: pd.DataFrame, protocol: str, latex: bool = False) -> pd.DataFrame:
-    """The model x column table of one protocol as display strings, with the average rank."""
+MARKUP = {"markdown": (("**", "**"), TIED), "latex": (("\\textbf{", "}"), "$^{\\dagger}$"),
+          "html": (("<b>", "</b>"), "&dagger;")}
+
+
+def protocol_grid(cells: pd.DataFrame, protocol: str, markup: str = "markdown") -> pd.DataFrame:
+    """The model x column table of one protocol as display strings (``MARKUP``), with the average rank."""
     part = cells[cells["protocol"] == protocol].copy()
     several = bool((part.groupby("dataset")["setting"].nunique() > 1).any())
     part["column"] = [_label(d, s, m, several) for d, s, m in part[["dataset", "setting", "metric"]].to_numpy()]
-    bold, mark = (("\\textbf{", "}"), "$^{\\dagger}$") if latex else (("**", "**"), TIED)
+    bold, mark = MARKUP[markup]
     part["text"] = [_cell(r, bold, mark) for _, r in part.iterrows()]
     grid = part.pivot(index="model", columns="column", values="text").fillna("")
     grid["average rank"] = part.groupby("model")["rank"].mean().map("{:.2f}".format)
     grid = grid.sort_values("average rank", key=lambda s: s.astype(float), kind="stable")
-    if latex:
+    if markup == "latex":
         grid.index = [_tex(str(i)) for i in grid.index]
         grid.columns = [_tex(str(c)) for c in grid.columns]
     grid.index.name = "model"
@@ -139,8 +143,8 @@ def _published_frame(cells: pd.DataFrame, reference: pd.DataFrame | None) -> pd.
 
 def write_summary(*, table: str | os.PathLike, markdown: str | os.PathLike, latex: str | os.PathLike,
                   cells_csv: str | os.PathLike, headline: Mapping[str, str], study: str = "",
-                  reference: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Write the summary tables of ``table`` as Markdown, LaTeX and the tidy cells as CSV."""
+                  html: str | os.PathLike | None = None, reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Write the summary tables of ``table`` as Markdown, LaTeX (and HTML) and the tidy cells as CSV."""
     frame = pd.read_csv(table)
     cells = summary_cells(frame, headline)
     second = summary_cells(frame, headline, second=True)
@@ -150,6 +154,8 @@ def write_summary(*, table: str | os.PathLike, markdown: str | os.PathLike, late
     comparison = _published_frame(pd.concat([cells, second], ignore_index=True), reference)
     write_bytes(markdown, _markdown(cells, second, comparison, study, demo).encode())
     write_bytes(latex, _latex(cells, second, comparison, study, demo).encode())
+    if html is not None:
+        write_bytes(html, _html(cells, second, comparison, study, demo).encode())
     return both
 
 
@@ -192,7 +198,7 @@ def _latex(cells, second, comparison, study, demo) -> str:
     if demo:
         out += [f"\\paragraph{{}} {DEMO}", ""]
     for title, frame, protocol, legend in _sections(cells, second):
-        grid = protocol_grid(frame, protocol, latex=True)
+        grid = protocol_grid(frame, protocol, "latex")
         tex_legend = _tex(legend).replace("**bold**", "\\textbf{bold}").replace(TIED, "$^{\\dagger}$")
         out += [grid.to_latex(escape=False, caption=f"{_tex(title)}. {tex_legend}",
                               label=f"tab:{protocol}-{'auroc' if frame is second else 'headline'}"), ""]
@@ -207,3 +213,29 @@ def _latex(cells, second, comparison, study, demo) -> str:
                                caption=f"Published numbers ({_tex(PUBLISHED_SOURCE)}) beside ours.",
                                label="tab:published"), ""]
     return "\n".join(out)
+
+
+STYLE = ("body{font-family:sans-serif;margin:1.5em;color:#222} table{border-collapse:collapse;margin:.5em 0}"
+         "td,th{border:1px solid #bbb;padding:.25em .6em;text-align:right} th{background:#eee}"
+         ".demo{background:#fff3cd;padding:.5em;border-left:4px solid #E69F00} p.legend{font-size:90%;color:#555}")
+
+
+def _html(cells, second, comparison, study, demo) -> str:
+    from html import escape
+
+    title = f"Summary of the {escape(study or 'study')} study"
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
+           f"<style>{STYLE}</style></head><body><h1>{title}</h1>"]
+    if demo:
+        out.append(f"<p class='demo'>{escape(DEMO)}</p>")
+    for name, frame, protocol, legend in _sections(cells, second):
+        grid = protocol_grid(frame, protocol, "html")
+        out += [f"<h2>{escape(name)}</h2>", grid.to_html(escape=False, border=0),
+                f"<p class='legend'>{escape(legend).replace('**bold**', '<b>bold</b>')}</p>"]
+    out.append("<h2>Published numbers</h2>")
+    if comparison.empty:
+        out.append(f"<p>{escape(NO_PUBLISHED.format(source=PUBLISHED_SOURCE))}</p>")
+    else:
+        out += [f"<p>Published: {escape(PUBLISHED_SOURCE)}; difference = ours - published, in percentage points.</p>",
+                comparison.to_html(index=False, na_rep="", border=0)]
+    return "\n".join(out + ["</body></html>"]) + "\n"
