@@ -107,10 +107,10 @@ def plot_bars(*, cells: str | os.PathLike, png: str | os.PathLike, pdf: str | os
     """
     plt = _pyplot()
     frame = pd.read_csv(cells)
+    colours = _colours(list(frame["model"].unique()))  # from every model: the same colour in every chart
     frame = frame[(frame["table"] == "headline") & (frame["protocol"] == protocol)]
     if frame.empty:
         raise ValueError(f"{cells} has no headline cells for protocol {protocol!r}; run that protocol first")
-    colours = _colours(list(frame["model"].unique()))
     panels = list(frame.groupby(["dataset", "setting"], sort=True))
     fig, axes = plt.subplots(1, len(panels), figsize=(1.0 + 3.2 * len(panels), 3.6), squeeze=False)
     for ax, ((dataset, setting), part) in zip(axes[0], panels):
@@ -122,7 +122,7 @@ def plot_bars(*, cells: str | os.PathLike, png: str | os.PathLike, pdf: str | os
                edgecolor=["black" if b else "none" for b in part["best"]], linewidth=1.5)
         ax.set_xticks(range(len(part)), part["model"], rotation=35, ha="right", fontsize=9)
         ax.set_title(f"{dataset} ({setting})\n{part['metric'].iloc[0]} (%)", fontsize=9)
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, 105)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{stages.get(protocol).title}: headline metric with 95% CI (black edge: best)", fontsize=10)
     fig.tight_layout()
@@ -147,7 +147,7 @@ def plot_radar(*, cells: str | os.PathLike, png: str | os.PathLike, pdf: str | o
     ax.plot(closed, np.append(mean, mean[0]), color="#555555", linestyle="--", linewidth=1, label="mean of all models")
     ours = grid[model].to_numpy()
     colour = _colours(list(grid.columns))[model]
-    ax.plot(closed, np.append(ours, ours[0]), color=colour, linewidth=2, label=model)
+    ax.plot(closed, np.append(ours, ours[0]), color=colour, linewidth=2, marker="o", label=model)
     ax.fill(closed, np.append(ours, ours[0]), color=colour, alpha=0.2)
     ax.set_xticks(angles, grid.index, fontsize=8)
     ax.set_ylim(0, 100)
