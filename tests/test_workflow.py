@@ -335,14 +335,25 @@ def test_html_report_in_a_real_browser(finished):
         assert listed == registered
         _click(page, "Results", required=False)
         _click(page, "summary")
-        _click(page, "reports/summary.html")
-        page.wait_for("document.querySelector('iframe, img')")
+        _open(page, "reports/summary.html")
+        page.wait_for("!!document.querySelector('main iframe, main img, iframe')")
         page._drain(1.0)
         assert page.errors == []
         shot = page.screenshot(finished / "reports" / "report.png")
     assert _not_blank(shot)
     if os.environ.get("MEDTRANSFER_UPDATE_SCREENSHOT"):
         shutil.copy(shot, REPO / "docs" / "report.png")
+
+
+def _open(page, path: str) -> None:
+    """Show a listed result: the first button or link in its row of the results table."""
+    found = page.evaluate(f"""(() => {{
+        const td = [...document.querySelectorAll('td')].find(e => e.textContent.trim() === {json.dumps(path)});
+        const button = td && td.parentElement.querySelector('a, button');
+        if (button) button.click();
+        return !!button; }})()""")
+    assert found, f"no result {path!r} listed in the report"
+    page._drain(0.5)
 
 
 def _click(page, text: str, required: bool = True) -> None:
