@@ -124,6 +124,7 @@ def protocol_grid(cells: pd.DataFrame, protocol: str, markup: str = "markdown") 
         grid.index = [_tex(str(i)) for i in grid.index]
         grid.columns = [_tex(str(c)) for c in grid.columns]
     grid.index.name = "model"
+    grid.columns.name = None
     return grid
 
 
@@ -230,7 +231,7 @@ def _html(cells, second, comparison, study, demo) -> str:
         out.append(f"<p class='demo'>{escape(DEMO)}</p>")
     for name, frame, protocol, legend in _sections(cells, second):
         grid = protocol_grid(frame, protocol, "html")
-        out += [f"<h2>{escape(name)}</h2>", grid.to_html(escape=False, border=0),
+        out += [f"<h2>{escape(name)}</h2>", grid.reset_index().to_html(escape=False, border=0, index=False),
                 f"<p class='legend'>{escape(legend).replace('**bold**', '<b>bold</b>')}</p>"]
     out.append("<h2>Published numbers</h2>")
     if comparison.empty:
