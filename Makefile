@@ -1,4 +1,4 @@
-# The two commands: `make all` (set up and run the default study), `make test`.
+# The two commands: `make all` (set up and run the default study, then its HTML report), `make test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,6 +8,7 @@ CORES ?= 8
 
 all: $(VENV)/.installed
 	$(BIN)/snakemake --cores $(CORES) all
+	$(BIN)/snakemake --report reports/report.html
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -9,7 +9,8 @@
 #   protocols -> one rule file per protocol registered in src/medtransfer/stages.py
 #               (linear, fewshot, finetune, knn; reconstruct, saliency, invariance):
 #               evaluation rows with provenance
-#   report   -> paired comparisons, reports/table.csv, reports/figures/
+#   report   -> paired comparisons, reports/table.csv, reports/summary.{md,tex,html},
+#               reports/figures/ (heatmaps, bar charts, radar charts); snakemake --report
 #   correlate -> what goes with transfer across models (rows in the table, scatter figures)
 #
 # Usage: snakemake --cores 8 all            (the embedded demo study, config/config.yaml)
@@ -24,6 +25,9 @@ min_version("9.0")
 if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -47,4 +51,5 @@ rule all:
     default_target: True
     input:
         rules.table.output.table,
+        summary=rules.summary.output.markdown,
         figures=study_figures(),

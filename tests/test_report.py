@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -38,3 +39,26 @@ def test_figure_has_one_column_per_dataset_setting(tmp_path):
     with pytest.raises(ValueError, match="no 'accuracy' rows for protocol 'finetune'"):
         plot_protocol(table=tmp_path / "t.csv", out=tmp_path / "g.png", protocol="finetune")
     assert not (tmp_path / "g.png").exists()
+
+
+def _not_blank(png):
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(png).convert("L"), dtype=float)
+    return pixels.std() > 5
+
+
+def test_bars_and_radar_from_the_summary_cells(tmp_path):
+    from test_summary import HEADLINE, _table
+
+    from medtransfer.report import plot_bars, plot_radar
+    from medtransfer.summary import write_summary
+
+    write_summary(table=_table(tmp_path), markdown=tmp_path / "s.md", latex=tmp_path / "s.tex",
+                  cells_csv=tmp_path / "cells.csv", headline=HEADLINE)
+    plot_bars(cells=tmp_path / "cells.csv", png=tmp_path / "b.png", pdf=tmp_path / "b.pdf", protocol="linear")
+    plot_radar(cells=tmp_path / "cells.csv", png=tmp_path / "r.png", pdf=tmp_path / "r.pdf", model="pirl")
+    for name in ("b", "r"):
+        assert _not_blank(tmp_path / f"{name}.png") and (tmp_path / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+    with pytest.raises(ValueError, match="no cells for model 'byol'"):
+        plot_radar(cells=tmp_path / "cells.csv", png=tmp_path / "x.png", pdf=tmp_path / "x.pdf", model="byol")

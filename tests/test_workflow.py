@@ -1,7 +1,10 @@
 """The whole workflow, for real: Snakemake on a tiny config in a temporary directory."""
 
+import json
 import math
+import re
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -109,7 +112,8 @@ def test_default_config_validates_and_builds_the_dag(tmp_path):
     proc = snakemake(workdir, "-n")
     out = proc.stdout + proc.stderr
     for rule in ("make_demo_weights", "download_weights", "convert_weights", "extract_features",
-                 "linear_probe", "fewshot", "finetune", "knn", "compare_models", "table", "figure"):
+                 "linear_probe", "fewshot", "finetune", "knn", "compare_models", "table", "summary", "figure", "bars",
+                 "radar"):
         assert rule in out
     assert yaml.safe_load((workdir / "config" / "config.yaml").read_text())["study"] == "demo"
 
@@ -201,3 +205,162 @@ def test_correlation_rows_equal_scipy_on_the_tables_numbers(finished):
     for measure in measures:
         png = finished / "reports" / "figures" / "correlation" / f"{measure}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+TRANSFER = ("linear", "fewshot", "finetune", "knn")
+DAGGER = "\u2020"
+
+
+def _markdown_tables(text: str) -> dict[str, dict[str, dict[str, str]]]:
+    """Section title -> model -> column -> cell of every pipe table in a Markdown summary."""
+    tables, title = {}, None
+    for block in text.split("\n## ")[1:]:
+        title, *lines = block.splitlines()
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if line.startswith("|")]
+        if rows:
+            header = rows[0]
+            tables[title] = {r[0]: dict(zip(header[1:], r[1:])) for r in rows[2:]}
+    return tables
+
+
+@pytest.mark.slow
+def test_summary_tables_agree_with_the_paired_comparisons(finished):
+    from medtransfer.results import details
+
+    table = pd.read_csv(finished / "reports" / "table.csv")
+    tables = _markdown_tables((finished / "reports" / "summary.md").read_text())
+    titles = {"linear": "Linear probe", "fewshot": "Few-shot (prototypical)", "finetune": "Finetune",
+              "knn": "Weighted kNN"}
+    assert set(tables) == {f"{t}: headline metric" for t in titles.values()} | {
+        f"{titles[p]}: AUROC" for p in ("linear", "finetune", "knn")}
+    diffs = table[table["metric"].str.endswith("_diff_vs_best") & table["protocol"].isin(TRANSFER)]
+    checked = 0
+    for _, row in diffs.iterrows():
+        metric = row["metric"].removesuffix("_diff_vs_best")
+        cell = tables[f"{titles[row['protocol']]}: headline metric"][row["model"]][f"{row['dataset']}: {metric}"]
+        info = details(row)
+        value = table[(table["protocol"] == row["protocol"]) & (table["dataset"] == row["dataset"])
+                      & (table["model"] == row["model"]) & (table["metric"] == metric)]["value"].item()
+        assert cell.strip("*").startswith(f"{100 * value:.1f}"), (row["protocol"], row["model"], cell)
+        assert cell.startswith("**") == (info["best"] == row["model"]), cell
+        assert cell.endswith(DAGGER) == (info["best"] != row["model"] and not info["differs"]), cell
+        checked += 1
+    assert checked == len(TRANSFER) * 2 * len(MODELS)
+    for title, grid in tables.items():
+        assert set(grid) == set(MODELS) and all(cell["average rank"] for cell in grid.values()), title
+    text = (finished / "reports" / "summary.md").read_text()
+    assert "nothing to compare with" in text and "DEMO study" in text  # the demo has no published cell
+    tex = (finished / "reports" / "summary.tex").read_text()
+    assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}") == len(tables)
+    for block in tex.split("\\midrule")[1:]:
+        body = [line for line in block.split("\\bottomrule")[0].splitlines() if line.strip()]
+        assert len(body) == len(MODELS) and len({line.count("&") for line in body}) == 1
+    assert (finished / "reports" / "summary.html").read_text().count("<table") == len(tables)
+
+
+def _not_blank(path) -> bool:
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(path).convert("L"), dtype=float)
+    return pixels.std() > 5 and (pixels < 128).mean() > 0.005
+
+
+@pytest.mark.slow
+def test_figures_are_not_blank_and_have_pdfs(finished):
+    figures = finished / "reports" / "figures"
+    expected = ([figures / f"{p}.png" for p in (*TRANSFER, "reconstruction", "saliency", "invariance")]
+                + [figures / "bars" / f"{p}.png" for p in TRANSFER] + [figures / "radar" / f"{m}.png" for m in MODELS])
+    for png in expected:
+        assert png.with_suffix(".pdf").read_bytes()[:4] == b"%PDF", png
+    for png in sorted(figures.rglob("*.png")):
+        assert _not_blank(png), png
+    assert len(list(figures.rglob("*.png"))) >= len(expected)
+
+
+@pytest.mark.slow
+def test_summary_rebuilds_alone_from_the_table(finished):
+    summary = finished / "reports" / "summary.md"
+    before = summary.read_text()
+    summary.unlink()
+    proc = snakemake(finished, "reports/summary.md", "-n")
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
+    assert set(jobs) - {"total"} == {"summary"}, proc.stdout  # nothing upstream is recomputed
+    snakemake(finished, "reports/summary.md")
+    assert summary.read_text() == before
+    again = snakemake(finished, "reports/summary.md", "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def _registered(finished) -> set[str]:
+    """Every output the workflow flags with report() in this study."""
+    files = {"reports/table.csv", "reports/summary.md", "reports/summary.tex", "reports/summary.html"}
+    files |= {f"reports/figures/{p}.png" for p in (*TRANSFER, "reconstruction", "saliency", "invariance")}
+    files |= {f"reports/figures/bars/{p}.png" for p in TRANSFER} | {f"reports/figures/radar/{m}.png" for m in MODELS}
+    for dataset in ("demo_cxr", "demo_fundus"):
+        files |= {f"reports/figures/reconstruction/{dataset}_{k}.png" for k in ("grid", "lpips")}
+        files |= {f"reports/figures/saliency/{dataset}/{m}_overlay.png" for m in MODELS}
+    files |= {str(p.relative_to(finished)) for p in (finished / "reports" / "figures" / "correlation").glob("*.png")}
+    return files
+
+
+@pytest.mark.slow
+def test_html_report_in_a_real_browser(finished):
+    """Snakemake's report opened in headless Chromium: every registered table and figure is listed
+    in the rendered page, the console shows no errors, and the screenshot is not blank."""
+    import os
+    import shutil
+
+    from browser import Page, find_chromium
+    from conftest import REPO
+
+    if find_chromium() is None:
+        pytest.skip("no chromium on PATH: install Debian's chromium package (.ci/run does where it can)")
+    snakemake(finished, "--report", "reports/report.html")
+    with Page((finished / "reports" / "report.html").as_uri()) as page:
+        page.wait_for("document.body.innerText.includes('RESULTS')")
+        categories = json.loads(page.evaluate("JSON.stringify(categories)"))
+        registered = {f for subs in categories.values() for files in subs.values() for f in files}
+        assert registered == _registered(finished)
+        listed = set()
+        for category, subs in categories.items():
+            _click(page, "Results", required=False)
+            _click(page, category)
+            for sub in subs if len(subs) > 1 else [None]:
+                if sub is not None:
+                    _click(page, sub)
+                text = page.evaluate("document.querySelector('nav').innerText")
+                listed |= {f for f in registered if f in text}
+                if sub is not None:
+                    _click(page, category)
+        assert listed == registered
+        _click(page, "Results", required=False)
+        _click(page, "summary")
+        _open(page, "reports/summary.html")
+        page.wait_for("!!document.querySelector('main iframe, main img, iframe')")
+        page._drain(1.0)
+        assert page.errors == []
+        shot = page.screenshot(finished / "reports" / "report.png")
+    assert _not_blank(shot)
+    if os.environ.get("MEDTRANSFER_UPDATE_SCREENSHOT"):
+        shutil.copy(shot, REPO / "docs" / "report.png")
+
+
+def _open(page, path: str) -> None:
+    """Show a listed result: the first button or link in its row of the results table."""
+    found = page.evaluate(f"""(() => {{
+        const td = [...document.querySelectorAll('td')].find(e => e.textContent.trim() === {json.dumps(path)});
+        const button = td && td.parentElement.querySelector('a, button');
+        if (button) button.click();
+        return !!button; }})()""")
+    assert found, f"no result {path!r} listed in the report"
+    page._drain(0.5)
+
+
+def _click(page, text: str, required: bool = True) -> None:
+    """Click the page's link whose text is ``text`` (the report's menus and breadcrumbs are links)."""
+    found = page.evaluate(f"""(() => {{
+        const a = [...document.querySelectorAll('a')].find(e => e.textContent.trim() === {json.dumps(text)});
+        if (a) a.click();
+        return !!a; }})()""")
+    assert found or not required, f"no link {text!r} in the report"
+    page._drain(0.3)

@@ -184,10 +184,9 @@ def correlate(*, rows: Iterable[str | os.PathLike], out: str | os.PathLike, top1
     table = read_rows(rows)
     found = correlation_rows(table, top1, headline, n_bootstrap, seed)
     if not found:
-        from medtransfer.common import atomic_path
+        from medtransfer.writers import write_csv
 
-        with atomic_path(out) as tmp:
-            pd.DataFrame(columns=RESULT_COLUMNS).to_csv(tmp, index=False)
+        write_csv(out, pd.DataFrame(columns=RESULT_COLUMNS))
         return pd.DataFrame(columns=RESULT_COLUMNS)
     return write_rows(found, out)
 
@@ -216,10 +215,9 @@ def plot_correlations(*, table: str | os.PathLike, out: str | os.PathLike, measu
     fig.suptitle(f"transfer vs {measure}" + (" (DEMO: random weights; values mean nothing)" if demo else ""),
                  fontsize=9)
     fig.tight_layout()
-    from medtransfer.common import atomic_path
+    from medtransfer.writers import save_figure
 
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    save_figure(fig, out, "png", dpi=110)
     plt.close(fig)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from medtransfer.progress import Progress
 from medtransfer.writers import save_npz
 
 
@@ -148,8 +149,10 @@ def _forward_all(net: Any, images: np.ndarray, wmeta: Any, device: str, precisio
     net = net.eval().to(device, memory_format=fmt)  # eval: BatchNorm uses its running statistics
     chunks = []
     autocast = torch.autocast(device.split(":")[0], torch.bfloat16, enabled=channels_last)
+    progress = Progress("extract_features", len(images), unit="images")
     with torch.inference_mode(), autocast:
         for start in range(0, len(images), batch_size):
             x = batches_to_model_input(images[start:start + batch_size], wmeta, device, channels_last)
             chunks.append(net(x).float().cpu().numpy())
+            progress.update(len(x))
     return np.concatenate(chunks)

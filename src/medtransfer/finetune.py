@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medtransfer.progress import Progress
 from medtransfer.common import resolve_device, seed_everything
 from medtransfer.data.augment import augment, crop_params, full_batch, random_resized_crop_full  # noqa: F401
 from medtransfer.data.index import stratified_split
@@ -238,8 +239,10 @@ def train_run(model: nn.Module, data: Data, wmeta, device: str, cfg: TrainConfig
     stopper = EarlyStopping(cfg.patience) if cfg.early_stopping else None
     model.train()  # BatchNorm uses batch statistics and updates its running ones
     losses, stopped, diverged, step = [], False, False, 0
+    progress = Progress(f"finetune lr={cfg.lr:g} wd={cfg.weight_decay:g}", cfg.steps, unit="steps")
     for step in range(1, cfg.steps + 1):
         losses.append(_train_step(model, opt, sched, data, stream, rng, wmeta, device, cfg))
+        progress.update()
         if step % cfg.eval_every and step != cfg.steps:
             continue
         if not torch.isfinite(losses[-1]):

@@ -21,7 +21,7 @@ def write_table(*, rows: Iterable[str | os.PathLike], out: str | os.PathLike) ->
 
 
 def plot_protocol(*, table: str | os.PathLike, out: str | os.PathLike, protocol: str,
-                  metric: str = "accuracy") -> None:
+                  metric: str = "accuracy", pdf: str | os.PathLike | None = None) -> None:
     """One model x (dataset, setting) heatmap of ``metric`` for ``protocol``.
 
     Classification metrics are shown in percent; others (LPIPS, PSNR, SSIM) as they are.
@@ -52,6 +52,8 @@ def plot_protocol(*, table: str | os.PathLike, out: str | os.PathLike, protocol:
                  + ("\nDEMO: random weights, synthetic data" if demo else ""), fontsize=9)
     fig.tight_layout()
     save_figure(fig, out, "png")
+    if pdf is not None:
+        save_figure(fig, pdf, "pdf")
     plt.close(fig)
 
 
@@ -74,3 +76,83 @@ def _heatmap(ax, grid: pd.DataFrame, better: int = 1) -> None:
         ax.text(j, i, f"{v:.1f}" if abs(v) >= 10 else f"{v:.3g}", ha="center", va="center", fontsize=8,
                 color="black" if better * (v - middle) > 0 else "white", fontweight="bold" if best[j] == i else "normal")
     ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+
+
+# Okabe & Ito's colour-blind-safe palette (black last): one colour per model, in every figure.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_both(fig, png: str | os.PathLike, pdf: str | os.PathLike) -> None:
+    save_figure(fig, png, "png")
+    save_figure(fig, pdf, "pdf")
+
+
+def _colours(models: list[str]) -> dict[str, str]:
+    return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(sorted(models))}
+
+
+def plot_bars(*, cells: str | os.PathLike, png: str | os.PathLike, pdf: str | os.PathLike, protocol: str) -> None:
+    """Bar chart of the headline metric per model with its 95% CI, one panel per (dataset, setting).
+
+    ``cells``: the summary's tidy cells (``medtransfer.summary``); bold-edged bars are the best.
+    """
+    plt = _pyplot()
+    frame = pd.read_csv(cells)
+    colours = _colours(list(frame["model"].unique()))  # from every model: the same colour in every chart
+    frame = frame[(frame["table"] == "headline") & (frame["protocol"] == protocol)]
+    if frame.empty:
+        raise ValueError(f"{cells} has no headline cells for protocol {protocol!r}; run that protocol first")
+    panels = list(frame.groupby(["dataset", "setting"], sort=True))
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.0 + 3.2 * len(panels), 3.6), squeeze=False)
+    for ax, ((dataset, setting), part) in zip(axes[0], panels):
+        part = part.sort_values("model")
+        value = 100 * part["value"].to_numpy(float)
+        low = np.nan_to_num(value - 100 * part["ci_low"].to_numpy(float))
+        high = np.nan_to_num(100 * part["ci_high"].to_numpy(float) - value)
+        ax.bar(range(len(part)), value, yerr=[low, high], capsize=3, color=[colours[m] for m in part["model"]],
+               edgecolor=["black" if b else "none" for b in part["best"]], linewidth=1.5)
+        ax.set_xticks(range(len(part)), part["model"], rotation=35, ha="right", fontsize=9)
+        ax.set_title(f"{dataset} ({setting})\n{part['metric'].iloc[0]} (%)", fontsize=9)
+        ax.set_ylim(0, 105)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{stages.get(protocol).title}: headline metric with 95% CI (black edge: best)", fontsize=10)
+    fig.tight_layout()
+    _save_both(fig, png, pdf)
+    plt.close(fig)
+
+
+def plot_radar(*, cells: str | os.PathLike, png: str | os.PathLike, pdf: str | os.PathLike, model: str) -> None:
+    """One model's headline metric on every (protocol, dataset, setting) axis, beside the mean of all models."""
+    plt = _pyplot()
+    frame = pd.read_csv(cells)
+    frame = frame[frame["table"] == "headline"].copy()
+    if model not in set(frame["model"]):
+        raise ValueError(f"{cells} has no cells for model {model!r}; models: {sorted(set(frame['model']))}")
+    frame["axis"] = frame["protocol"] + "\n" + frame["dataset"] + np.where(
+        frame["setting"] == stages.MANYSHOT, "", " " + frame["setting"])
+    grid = frame.pivot_table(index="axis", columns="model", values="value") * 100.0
+    angles = np.linspace(0, 2 * np.pi, len(grid), endpoint=False)
+    closed = np.append(angles, angles[0])
+    fig, ax = plt.subplots(figsize=(5.5, 5.5), subplot_kw={"polar": True})
+    mean = grid.mean(axis=1).to_numpy()
+    ax.plot(closed, np.append(mean, mean[0]), color="#555555", linestyle="--", linewidth=1, label="mean of all models")
+    ours = grid[model].to_numpy()
+    colour = _colours(list(grid.columns))[model]
+    ax.plot(closed, np.append(ours, ours[0]), color=colour, linewidth=2, marker="o", label=model)
+    ax.fill(closed, np.append(ours, ours[0]), color=colour, alpha=0.2)
+    ax.set_xticks(angles, grid.index, fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{model}: headline metric (%) per protocol and dataset", fontsize=10)
+    ax.legend(loc="lower right", bbox_to_anchor=(1.15, -0.1), fontsize=8)
+    fig.tight_layout()
+    _save_both(fig, png, pdf)
+    plt.close(fig)

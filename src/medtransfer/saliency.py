@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from medtransfer.progress import Progress
+
 if TYPE_CHECKING:
     import torch
 
@@ -202,6 +204,7 @@ def evaluate_saliency(
     refs = _references(features, positions, input_size == images.shape[1], device)
     start = time.perf_counter()
     maps, inputs = [], []
+    progress = Progress(f"saliency {model}/{dataset}", n_images, unit="images")
     for k, pos in enumerate(positions):
         x = model_inputs(images[pos:pos + 1], input_size, wmeta, device)[0]
         full = occlusion_map(net, x, window=window, stride=stride, batch_size=batch_size, reference=refs[k])
@@ -209,6 +212,7 @@ def evaluate_saliency(
         raw = model_inputs(images[pos:pos + 1], input_size, _Identity(), device)[0]
         inputs.append(centre_crop(raw, crop_size).permute(1, 2, 0).mul(255).round().byte().cpu().numpy())
         log.info("image %d/%d (row %d): %d windows", k + 1, n_images, pos, len(window_starts(input_size, window, stride)) ** 2)
+        progress.update()
     elapsed = time.perf_counter() - start
     maps_arr = np.stack(maps)
     diffusion = np.array([attentive_diffusion(m) for m in maps_arr])
@@ -233,8 +237,8 @@ class _Identity:
 
 def _write(out_rows, out_predictions, out_maps, *, meta, positions, frame, maps, inputs, diffusion,
            n_bootstrap, seed) -> None:
-    from medtransfer.common import atomic_path
     from medtransfer.reconstruct.score import mean_with_ci
+    from medtransfer.writers import save_npz
     from medtransfer.results import Predictions, make_row, write_rows
 
     value, low, high = mean_with_ci(diffusion, n_bootstrap, seed)
@@ -247,9 +251,8 @@ def _write(out_rows, out_predictions, out_maps, *, meta, positions, frame, maps,
     labels = frame["label"].to_numpy(np.int64)[positions]
     Predictions(model=meta["model"], dataset=meta["dataset"], protocol=PROTOCOL, setting=SETTING, pairing="values",
                 arrays={"positions": positions, "labels": labels, METRIC: diffusion}).save(out_predictions)
-    with atomic_path(out_maps) as tmp:
-        np.savez(tmp, maps=maps.astype(np.float32), inputs=inputs.astype(np.uint8), positions=positions,
-                 labels=labels, meta=np.array(json.dumps(meta, sort_keys=True)))
+    save_npz(out_maps, maps=maps.astype(np.float32), inputs=inputs.astype(np.uint8), positions=positions,
+             labels=labels, meta=np.array(json.dumps(meta, sort_keys=True)))
 
 
 def load_maps(path: str | os.PathLike) -> dict[str, Any]:
@@ -290,10 +293,9 @@ def plot_saliency(*, maps: str | os.PathLike, out_heatmap: str | os.PathLike, ou
 
 
 def _save_png(fig, out: str | os.PathLike) -> None:
-    from medtransfer.common import atomic_path
+    from medtransfer.writers import save_figure
 
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    save_figure(fig, out, "png", dpi=110)
 
 
 def plot_saliency_figures(*, maps: list[str | os.PathLike], heatmaps: list[str | os.PathLike],

@@ -7,6 +7,7 @@ from snakemake.utils import validate
 from medtransfer import resources as sizing
 from medtransfer import stages
 from medtransfer import study as paths
+from medtransfer import summary
 from medtransfer.study import Study
 
 
@@ -194,9 +195,19 @@ def figure_metric(wildcards):
     return stages.get(wildcards.protocol).metrics[0]
 
 
+def published_numbers():
+    """The published numbers the summary joins (package data: a change rebuilds the summary)."""
+    return str(summary.PUBLISHED)
+
+
 def study_figures():
-    """The heatmap of every protocol, the reconstruction and saliency figures, the correlation scatters."""
+    """Every protocol's heatmap, the transfer protocols' bar charts, each model's radar chart,
+    the reconstruction and saliency figures, the correlation scatters."""
     figures = expand(rules.figure.output.figure, protocol=PROTOCOLS)
+    transfer = [p for p in stages.transfer_protocols() if p in PROTOCOLS]
+    figures += expand(rules.bars.output.png, protocol=transfer)
+    if transfer:
+        figures += expand(rules.radar.output.png, model=STUDY.models)
     if "reconstruction" in PROTOCOLS:
         figures += expand(rules.reconstruction_figures.output.grid, dataset=STUDY.datasets)
     if "saliency" in PROTOCOLS:

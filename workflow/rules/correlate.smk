@@ -31,7 +31,11 @@ rule correlation_figures:
     input:
         table=rules.table.output.table,
     output:
-        figures=correlation_figure_paths(),
+        figures=report(
+            correlation_figure_paths(),
+            caption="../report/correlation.rst",
+            category="correlation",
+        ),
     params:
         measures=STUDY.correlation_measures(),
         top1=STUDY.top1(),

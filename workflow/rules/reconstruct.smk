@@ -79,9 +79,19 @@ rule reconstruction_figures:
     input:
         unpack(reconstruction_inputs),
     output:
-        grid="reports/figures/reconstruction/{dataset}_grid.png",
+        grid=report(
+            "reports/figures/reconstruction/{dataset}_grid.png",
+            caption="../report/reconstruction_grid.rst",
+            category="reconstruction",
+            subcategory="{dataset}",
+        ),
         grid_pdf="reports/figures/reconstruction/{dataset}_grid.pdf",
-        lpips="reports/figures/reconstruction/{dataset}_lpips.png",
+        lpips=report(
+            "reports/figures/reconstruction/{dataset}_lpips.png",
+            caption="../report/reconstruction_lpips.rst",
+            category="reconstruction",
+            subcategory="{dataset}",
+        ),
         lpips_pdf="reports/figures/reconstruction/{dataset}_lpips.pdf",
     log:
         "logs/reconstruction_figures/{dataset}.log",

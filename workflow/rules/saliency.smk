@@ -37,7 +37,12 @@ rule saliency_figures:
         maps=saliency_maps,
     output:
         heatmaps=saliency_figure_paths("heatmap"),
-        overlays=saliency_figure_paths("overlay"),
+        overlays=report(
+            saliency_figure_paths("overlay"),
+            caption="../report/saliency_overlay.rst",
+            category="saliency",
+            subcategory="{dataset}",
+        ),
     log:
         "logs/saliency_figures/{dataset}.log",
     benchmark:

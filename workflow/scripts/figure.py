@@ -1,10 +1,10 @@
-"""One model x dataset heatmap per protocol, from the table."""
+"""One model x dataset heatmap per protocol, from the table (PNG and PDF)."""
 
 from medtransfer.common import log_to_file
 from medtransfer.report import plot_protocol
 
 log_to_file(snakemake.log[0])
 plot_protocol(
-    table=snakemake.input.table, out=snakemake.output.figure, protocol=snakemake.wildcards.protocol,
-    metric=snakemake.params.metric,
+    table=snakemake.input.table, out=snakemake.output.figure, pdf=snakemake.output.pdf,
+    protocol=snakemake.wildcards.protocol, metric=snakemake.params.metric,
 )

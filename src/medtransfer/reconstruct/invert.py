@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medtransfer.progress import Progress
 from medtransfer.reconstruct.generator import (
     SkipConfig, build_generators, check_size, make_noise, noise_size, output_crop,
 )
@@ -200,10 +201,12 @@ def invert(
     originals = np.array(images[positions])
     start = time.perf_counter()
     parts = []
+    progress = Progress(f"reconstruct {model}/{dataset}", n_images, unit="images")
     for lo in range(0, n_images, batch_size):
         x = torch.from_numpy(originals[lo:lo + batch_size]).permute(0, 3, 1, 2).float().div(255.0)
         parts.append(invert_batch(tap, normalise, x, seeds[lo:lo + batch_size], steps=steps, lr=lr,
                                   device=device, precision=precision, log_every=log_every, cfg=generator))
+        progress.update(len(x))
     elapsed = time.perf_counter() - start
     tap.close()
     meta = run_meta(model=model, dataset=dataset, weights_meta=wmeta, index=frame, precision=precision,

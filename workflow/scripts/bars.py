@@ -1,0 +1,8 @@
+"""Bar chart of the headline metric with 95% CIs per dataset, for one protocol."""
+
+from medtransfer.common import log_to_file
+from medtransfer.report import plot_bars
+
+log_to_file(snakemake.log[0])
+plot_bars(cells=snakemake.input.cells, png=snakemake.output.png, pdf=snakemake.output.pdf,
+          protocol=snakemake.wildcards.protocol)
