@@ -1,5 +1,9 @@
 """Backbones in torchvision layout, with the padding of the framework that trained them.
 
+The architectures (ResNet-18/50, DenseNet-121) are one table, ``formats.BACKBONES``: its
+record gives the torchvision constructor, the classifier replaced by the identity (so the
+backbone returns its pooled features), the pooled width and the reconstruction target.
+
 Converted weights keep torchvision's parameter names; only the *padding* of some
 layers differs between frameworks, so the same state dict loads into any variant:
 
@@ -23,8 +27,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from medtransfer.weights.formats import ARCHITECTURES as ARCHS
+from medtransfer.weights.formats import BACKBONES, ArchRecord
+
 PADDINGS = ("torch", "tf_same", "tf_same_maxpool")
-ARCHS = ("resnet18", "resnet50")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHTS_FORMAT_VERSION = 1
@@ -70,11 +76,15 @@ def _to_same_conv(conv: nn.Conv2d) -> SameConv2d:
     return same
 
 
-def _apply_padding(model: nn.Module, padding: str) -> nn.Module:
+def _apply_padding(model: nn.Module, padding: str, record: ArchRecord) -> nn.Module:
     if padding not in PADDINGS:
         raise ValueError(f"unknown padding {padding!r}; expected one of {PADDINGS}")
+    if padding not in record.paddings:
+        raise ValueError(f"architecture {record.name!r} cannot be built with padding {padding!r}; "
+                         f"it supports {record.paddings}")
     if padding in ("tf_same", "tf_same_maxpool"):
-        model.maxpool = SameMaxPool2d(3, 2)
+        parent, _, child = record.stem_pool.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, SameMaxPool2d(3, 2))
     if padding == "tf_same":
         for name, module in list(model.named_modules()):
             if isinstance(module, nn.Conv2d) and not isinstance(module, SameConv2d):
@@ -84,20 +94,42 @@ def _apply_padding(model: nn.Module, padding: str) -> nn.Module:
     return model
 
 
-def build_backbone(arch: str = "resnet50", padding: str = "torch") -> nn.Module:
-    """A randomly initialised backbone whose ``fc`` is the identity (pooled features out)."""
-    if arch not in ARCHS:
+def arch_record(arch: str) -> ArchRecord:
+    """The table entry of ``arch``; the error lists the known architectures."""
+    if arch not in BACKBONES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHS}")
-    model = getattr(torchvision.models, arch)(weights=None)
-    model.fc = nn.Identity()
-    return _apply_padding(model, padding)
+    return BACKBONES[arch]
+
+
+def _headless(arch: str) -> nn.Module:
+    record = arch_record(arch)
+    model = getattr(torchvision.models, record.builder)(weights=None)
+    setattr(model, record.head.rstrip("."), nn.Identity())  # pooled features out
+    return model
+
+
+def build_backbone(arch: str = "resnet50", padding: str = "torch") -> nn.Module:
+    """A randomly initialised backbone whose classifier is the identity (pooled features out:
+    ``feature_dim(arch)`` wide; DenseNet: features -> ReLU -> global average pool)."""
+    return _apply_padding(_headless(arch), padding, arch_record(arch))
+
+
+def feature_dim(arch: str) -> int:
+    """Width of the pooled features of ``arch`` (512 for ResNet-18, 1024 DenseNet-121...)."""
+    return arch_record(arch).dim
 
 
 def backbone_keys(arch: str = "resnet50") -> dict[str, tuple[int, ...]]:
     """Every state-dict key of a headless backbone with its shape (what a converter must produce)."""
     with torch.device("meta"):
-        model = getattr(torchvision.models, arch)(weights=None)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.startswith("fc.")}
+        model = _headless(arch)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def guess_arch(state_dict: dict[str, torch.Tensor]) -> str | None:
+    """The architecture whose backbone keys and shapes the state dict holds exactly, if any."""
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+    return next((arch for arch in ARCHS if backbone_keys(arch) == shapes), None)
 
 
 def check_state_dict(state_dict: dict[str, torch.Tensor], arch: str, source: str) -> None:
@@ -111,6 +143,12 @@ def check_state_dict(state_dict: dict[str, torch.Tensor], arch: str, source: str
         if tuple(state_dict[k].shape) != expected[k]
     )
     if missing or unexpected or shapes:
+        found = guess_arch(state_dict)
+        if found is not None:
+            raise ValueError(
+                f"{source}: the weights are a {found} backbone, not the {arch} the config asks for. "
+                f"Set `arch: {found}` for this model (command line: --arch {found}), or check the file."
+            )
         raise ValueError(
             f"{source}: the weights do not fit a {arch} backbone. "
             f"missing ({len(missing)}): {missing[:20]}; unexpected ({len(unexpected)}): "

@@ -30,8 +30,42 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # for annotations only: importing base would import torch
     from medtransfer.weights.base import Converted, Probe
 
-# Backbones a converted file can be built as (medtransfer.models.ARCHS, kept torch-free here).
-ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet50")
+
+
+@dataclass(frozen=True)
+class ArchRecord:
+    """One backbone architecture: everything a protocol needs to know about it.
+
+    ``builder`` is the torchvision constructor; ``head`` the prefix of its classifier, which
+    the backbone replaces by the identity so that it returns the pooled features (``dim``
+    wide); ``target_layer`` the module whose output is the last feature map before pooling
+    (the reconstruction target); ``stem_pool`` the stem max-pool (the one a framework's
+    "SAME" padding changes); ``paddings`` the framework paddings it can be built with.
+    """
+
+    name: str
+    builder: str
+    dim: int
+    head: str
+    target_layer: str
+    stem_pool: str
+    paddings: tuple[str, ...] = ("torch",)
+
+
+# Backbones a converted file can be built as: one line per architecture (kept torch-free here;
+# medtransfer.models builds them). DenseNet-121: features -> ReLU -> global average pool, and the
+# reconstruction target is denseblock4's output, before the final norm (as published).
+BACKBONES: dict[str, ArchRecord] = {
+    record.name: record for record in [
+        ArchRecord("resnet18", "resnet18", 512, "fc.", "layer4", "maxpool",
+                   ("torch", "tf_same", "tf_same_maxpool")),
+        ArchRecord("resnet50", "resnet50", 2048, "fc.", "layer4", "maxpool",
+                   ("torch", "tf_same", "tf_same_maxpool")),
+        ArchRecord("densenet121", "densenet121", 1024, "classifier.", "features.denseblock4",
+                   "features.pool0"),
+    ]
+}
+ARCHITECTURES: tuple[str, ...] = tuple(BACKBONES)
 # Input normalisations by name; the mean/std values live with the models (see convert.py).
 NORMALISATIONS: dict[str, str] = {
     "imagenet": "ImageNet mean/std after scaling to [0, 1]",
