@@ -33,6 +33,10 @@ from medtransfer.weights.formats import BACKBONES, ArchRecord
 PADDINGS = ("torch", "tf_same", "tf_same_maxpool")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# MoCo-CXR's chest X-ray statistics, the same on every channel (its authors' data loader).
+CXR_MEAN = (0.5020, 0.5020, 0.5020)
+CXR_STD = (0.085585, 0.085585, 0.085585)
+HISTEQ_BINS = 256
 WEIGHTS_FORMAT_VERSION = 1
 
 
@@ -165,6 +169,7 @@ class WeightsMeta:
     padding: str = "torch"
     mean: tuple[float, float, float] | None = IMAGENET_MEAN
     std: tuple[float, float, float] | None = IMAGENET_STD
+    normalisation: str = ""  # its name (formats.NORMALISATIONS); "" in files written before it was kept
     source_format: str = "torchvision"
     source_sha256: str = ""
     model: str = ""
@@ -207,8 +212,42 @@ def load_weights(path: str | os.PathLike) -> tuple[nn.Module, WeightsMeta]:
 
 def normalise(x: torch.Tensor, meta: WeightsMeta) -> torch.Tensor:
     """Map a float batch in [0, 1] (N,3,H,W) to the model's own input normalisation."""
+    if meta.normalisation == "histeq":
+        return equalise_histogram(x)
     if meta.mean is None:
         return x
     mean = torch.tensor(meta.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(meta.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def equalise_histogram(x: torch.Tensor, bins: int = HISTEQ_BINS) -> torch.Tensor:
+    """Per-image histogram equalisation as CovidPrognosis trains its MIMIC-CheXpert models.
+
+    The grey image (the channel mean; a chest X-ray's channels are equal) gets a ``bins``-bin
+    histogram over its own [min, max] (``numpy.histogram``'s bins, a constant image's range
+    widened by 0.5 on each side as numpy does); the normalised cumulative histogram scaled to
+    255 is linearly interpolated at each pixel from the bins' left edges (a pixel in the last
+    bin maps to 255). No mean/std follows: the output is in [0, 255], the grey result on all
+    three channels. Computed in float64; differentiable in ``x`` for a fixed histogram (the
+    mapping is piecewise linear), so reconstruction can optimise through it.
+    """
+    n, _, h, w = x.shape
+    grey = x.double().mean(dim=1).reshape(n, h * w)
+    values = grey.detach()
+    lo, hi = values.min(dim=1, keepdim=True).values, values.max(dim=1, keepdim=True).values
+    flat = hi == lo
+    lo, hi = torch.where(flat, lo - 0.5, lo), torch.where(flat, hi + 0.5, hi)
+    edges = lo + (hi - lo) * (torch.arange(bins + 1, dtype=torch.float64, device=x.device) / bins)
+    # the bin of each pixel, as numpy.histogram finds it (then corrected against the edges)
+    idx = ((values - lo) * (bins / (hi - lo))).floor().long().clamp(0, bins - 1)
+    idx = idx - (values < edges.gather(1, idx)).long()
+    idx = idx + ((values >= edges.gather(1, idx + 1)) & (idx != bins - 1)).long()
+    counts = torch.zeros(n, bins, dtype=torch.float64, device=x.device).scatter_add_(
+        1, idx, torch.ones_like(values))
+    cdf = 255.0 * counts.cumsum(dim=1) / counts.sum(dim=1, keepdim=True)
+    left, right = edges.gather(1, idx), edges.gather(1, idx + 1)
+    low, high = cdf.gather(1, idx), cdf.gather(1, (idx + 1).clamp(max=bins - 1))
+    out = low + (grey - left) * (high - low) / (right - left)
+    out = torch.where(idx == bins - 1, cdf[:, -1:].expand_as(out), out)
+    return out.reshape(n, 1, h, w).repeat(1, 3, 1, 1).to(x.dtype)

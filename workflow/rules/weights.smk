@@ -6,6 +6,7 @@ rule make_demo_weights:
         weights=paths.DEMO_WEIGHTS,
     params:
         fmt=model_format,
+        arch=model_arch,
         seed=CONFIG["seed"],
     log:
         "logs/make_demo_weights/{model}/{filename}.log",

@@ -266,9 +266,21 @@ def mlp_head(seed: int, prefix: str, dims: list[int]) -> dict[str, torch.Tensor]
     return out
 
 
+HEADS = ("fc.", "classifier.")  # the ImageNet classifier of a ResNet / a DenseNet
+
+
 def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The backbone (``fc.*`` left out) under ``prefix``."""
-    return {prefix + k: v for k, v in state.items() if not k.startswith("fc.")}
+    """The backbone (its classifier ``fc.*`` / ``classifier.*`` left out) under ``prefix``."""
+    return {prefix + k: v for k, v in state.items() if not k.startswith(HEADS)}
+
+
+def head_of(state: dict[str, torch.Tensor]) -> tuple[str, int]:
+    """The classifier name of a full torchvision state dict (``fc`` or ``classifier``) and the
+    width of the pooled features that feed it (what a demo's projection head takes)."""
+    for head in HEADS:
+        if head + "weight" in state:
+            return head.rstrip("."), int(state[head + "weight"].shape[1])
+    raise ValueError(f"no classifier ({', '.join(h + 'weight' for h in HEADS)}) in the state dict")
 
 
 def save_torch(obj: object, out: Path) -> None:

@@ -70,6 +70,9 @@ ARCHITECTURES: tuple[str, ...] = tuple(BACKBONES)
 NORMALISATIONS: dict[str, str] = {
     "imagenet": "ImageNet mean/std after scaling to [0, 1]",
     "none": "inputs in [0, 1], no mean/std (SimCLR-v1)",
+    "cxr": "chest X-ray mean 0.5020 / std 0.085585 on every channel after scaling to [0, 1] (MoCo-CXR)",
+    "histeq": "per-image histogram equalisation of the grey image (256-bin CDF) to [0, 255], no mean/std "
+              "(CovidPrognosis' MIMIC-CheXpert models)",
 }
 # Framework paddings a converted backbone can emulate (medtransfer.models.PADDINGS).
 PADDINGS: tuple[str, ...] = ("torch", "tf_same", "tf_same_maxpool")
@@ -117,6 +120,9 @@ FORMATS: dict[str, FormatRecord] = _index(
                  "a plain torchvision state dict (conv1.weight, layer1.0..., fc.*)"),
     FormatRecord("moco", "medtransfer.weights.moco",
                  "a MoCo training checkpoint: 'state_dict' with module.encoder_q.*, encoder_k, queue"),
+    FormatRecord("lightning_moco", "medtransfer.weights.lightning",
+                 "a PyTorch Lightning MoCo checkpoint (CovidPrognosis): 'state_dict' with model.encoder_q.*, "
+                 "encoder_k, queue", normalisation="histeq"),
     FormatRecord("swav", "medtransfer.weights.swav",
                  "a SwAV checkpoint: module.* with projection_head and prototypes"),
     FormatRecord("pirl", "medtransfer.weights.pirl",
