@@ -67,6 +67,7 @@ def run_meta(
     return {
         "model": model, "dataset": dataset,
         "weights_sha256": weights_meta.source_sha256, "weights_demo": bool(weights_meta.demo),
+        "weights_random": bool(getattr(weights_meta, "random", False)),
         "weights_format": weights_meta.source_format, "padding": weights_meta.padding,
         "split": str(index["split_rule"].iloc[0]), "precision": precision,
         "preprocessing": f"{preprocessing_name(size)}+normalise:{norm}",

@@ -175,6 +175,7 @@ class WeightsMeta:
     model: str = ""
     dropped: dict[str, str] = field(default_factory=dict)
     demo: bool = False
+    random: bool = False  # the untrained baseline (registry `random`)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}

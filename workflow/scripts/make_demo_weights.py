@@ -7,4 +7,5 @@ log_to_file(snakemake.log[0])
 write_demo_weights(
     snakemake.output.weights, fmt=snakemake.params.fmt, model=snakemake.wildcards.model,
     seed=snakemake.params.seed, arch=snakemake.params.arch,
+    random=snakemake.params.random,
 )

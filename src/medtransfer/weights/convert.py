@@ -74,7 +74,7 @@ def _check_settings(record: FormatRecord, normalisation: str, arch: str) -> None
 
 def convert_file(
     src: str | os.PathLike, out: str | os.PathLike, *, fmt: str, model: str = "",
-    normalisation: str | None = None, arch: str = "resnet50", demo: bool = False,
+    normalisation: str | None = None, arch: str = "resnet50", demo: bool = False, random: bool = False,
 ) -> WeightsMeta:
     """Convert the source ``src`` (format ``fmt``) to the canonical weights file ``out``.
 
@@ -90,7 +90,7 @@ def convert_file(
     mean, std = NORMALISATIONS[normalisation]
     meta = WeightsMeta(
         arch=arch, padding=record.padding, mean=mean, std=std, normalisation=normalisation, source_format=fmt,
-        source_sha256=sha256, model=model, dropped=converted.dropped, demo=demo,
+        source_sha256=sha256, model=model, dropped=converted.dropped, demo=demo, random=random,
     )
     save_weights(out, converted.state_dict, meta)
     return meta

@@ -99,10 +99,15 @@ def random_resnet50(seed: int, calibrate: bool = True) -> dict[str, torch.Tensor
 
 
 def write_demo_weights(out: str | os.PathLike, *, fmt: str, model: str, seed: int = 0,
-                       arch: str = "resnet50") -> None:
-    """Write a random ``arch`` for ``model`` in file format ``fmt`` (seeded per model name)."""
+                       arch: str = "resnet50", random: bool = False) -> None:
+    """Write a random ``arch`` for ``model`` in file format ``fmt`` (seeded per model name).
+
+    ``random``: the untrained baseline, torchvision's initialisation as it is (BatchNorm
+    statistics 0/1, no calibration), rather than a demo stand-in.
+    """
     record = get_format(fmt)
     if arch not in record.archs:
         raise ValueError(f"format `{fmt}` cannot hold a {arch}; it holds {record.archs}")
     model_seed = seed + zlib.crc32(model.encode())  # a different net per model, stable across runs
-    record.write_demo(random_model(arch, model_seed), Path(out), model_seed)
+    state = random_model(arch, model_seed, calibrate=False) if random else random_model(arch, model_seed)
+    record.write_demo(state, Path(out), model_seed)
