@@ -110,3 +110,34 @@ def test_demo_weights_of_each_architecture_convert(fmt, arch, tmp_path):
     assert meta.demo and meta.arch == arch
     with pytest.raises(ValueError, match=r"format `byol` cannot hold a densenet121"):
         write_demo_weights(tmp_path / "x", fmt="byol", model="m", arch="densenet121")
+
+
+def test_lightning_callback_classes_named_in_a_checkpoint_load_as_plain_data(nets, tmp_path, monkeypatch):
+    """Lightning 1.x keys `callbacks` by the callback class: a file naming it converts without
+    Lightning installed, and nothing of it runs."""
+    import sys
+    import types
+
+    from medtransfer.weights.base import LightningName, load_torch
+
+    module = types.ModuleType("pytorch_lightning.callbacks.model_checkpoint")
+
+    class ModelCheckpoint:  # what Lightning pickles: the class itself, as a dict key
+        pass
+
+    ModelCheckpoint.__module__, ModelCheckpoint.__qualname__ = module.__name__, "ModelCheckpoint"
+    module.ModelCheckpoint = ModelCheckpoint
+    for name, mod in [("pytorch_lightning", types.ModuleType("pytorch_lightning")),
+                      ("pytorch_lightning.callbacks", types.ModuleType("pytorch_lightning.callbacks")),
+                      (module.__name__, module)]:
+        monkeypatch.setitem(sys.modules, name, mod)
+    FORMATS["lightning_moco"].write_demo(nets["densenet121"], tmp_path / "plain.pt", 3)
+    checkpoint = torch.load(tmp_path / "plain.pt", weights_only=True)
+    checkpoint["callbacks"] = {ModelCheckpoint: {"best_model_score": torch.tensor(0.5), "best_model_path": "x"}}
+    torch.save(checkpoint, tmp_path / "mimic.pt")
+    monkeypatch.undo()  # Lightning is gone again
+    assert "pytorch_lightning" not in sys.modules
+    (key,) = load_torch(tmp_path / "mimic.pt")["callbacks"]
+    assert issubclass(key, LightningName) and key.__name__ == "ModelCheckpoint"
+    convert_file(tmp_path / "mimic.pt", tmp_path / "out.pt", fmt="lightning_moco", arch="densenet121")
+    _check_equal(tmp_path / "out.pt", nets["densenet121"], "densenet121")
