@@ -213,7 +213,7 @@ def load_weights(path: str | os.PathLike) -> tuple[nn.Module, WeightsMeta]:
 
 def normalise(x: torch.Tensor, meta: WeightsMeta) -> torch.Tensor:
     """Map a float batch in [0, 1] (N,3,H,W) to the model's own input normalisation."""
-    if meta.normalisation == "histeq":
+    if getattr(meta, "normalisation", "") == "histeq":  # duck-typed metas may predate the field
         return equalise_histogram(x)
     if meta.mean is None:
         return x
