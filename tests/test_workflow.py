@@ -16,7 +16,8 @@ MODELS = ["supervised", "moco-v2", "swav", "pirl", "byol", "simclr-v1", "mimic-c
 def finished(tmp_path_factory):
     """One full run of the tiny study (shared by the tests below; they only read or rerun)."""
     workdir = make_workdir(tmp_path_factory.mktemp("study"), tiny_config(MODELS))
-    snakemake(workdir, "all")
+    # eight models, one a DenseNet-121: about 25 minutes on a shared 2-core CPU
+    snakemake(workdir, "all", timeout=3000)
     return workdir
 
 
