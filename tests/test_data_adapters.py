@@ -537,7 +537,7 @@ def test_demo_kind_keeps_its_class_order_and_split(tmp_path: Path, split: str) -
 
 
 def test_registry_and_describe() -> None:
-    assert DATASET_KINDS == tuple(ADAPTERS) and len(DATASET_KINDS) == 12
+    assert DATASET_KINDS == tuple(ADAPTERS) and len(DATASET_KINDS) == 14
     for kind in DATASET_KINDS:
         text = describe(kind)
         assert text.startswith(f"{kind}: ") and "expected layout" in text and "download:" in text

@@ -34,7 +34,7 @@ def _jobs(output: str) -> dict[str, int]:
 
 def test_paper_config_indexes_fake_trees_and_builds_the_full_dag(tmp_path):
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
-    assert set(paper["datasets"]) == set(DATASETS) and len(paper["models"]) == 6
+    assert set(paper["datasets"]) == set(DATASETS) and len(paper["models"]) == 13 + 1  # + the random baseline
     workdir = make_workdir(tmp_path / "run", paper)
     _fake_trees(workdir / "data")
     indexes = [f"results/data/{name}/index.csv" for name in DATASETS]
@@ -44,13 +44,14 @@ def test_paper_config_indexes_fake_trees_and_builds_the_full_dag(tmp_path):
         assert {"train", "test"} == set(index["split"]), name
         assert index["split_rule"].str.startswith(("published", "given")).all(), name
     jobs = _jobs(snakemake(workdir, "all", "-n").stdout)
-    assert jobs["download_weights"] == 6 + 3 and jobs["convert_weights"] == 6  # + the LPIPS backbones
-    assert jobs["reconstruct"] == 48 and jobs["cache_full_images"] == 8
+    # + the LPIPS backbones; the random baseline's file is made locally (make_demo_weights), then copied
+    assert jobs["download_weights"] == 14 + 3 and jobs["convert_weights"] == 14 and jobs["make_demo_weights"] == 1
+    assert jobs["reconstruct"] == 14 * 8 and jobs["cache_full_images"] == 8
     assert jobs["cache_images"] == 8 and jobs["sample_episodes"] == 8
     for rule in ("extract_features", "linear_probe", "fewshot", "finetune", "knn"):
-        assert jobs[rule] == 48, rule
-    assert jobs["saliency"] == 48 and jobs["invariance"] == 48 and jobs["saliency_figures"] == 8
-    assert jobs["multiview_invariance"] == 12  # chexpert and diabetic_retinopathy have view pairs
+        assert jobs[rule] == 14 * 8, rule
+    assert jobs["saliency"] == 14 * 8 and jobs["invariance"] == 14 * 8 and jobs["saliency_figures"] == 8
+    assert jobs["multiview_invariance"] == 14 * 2  # chexpert and diabetic_retinopathy have view pairs
     assert jobs["correlate"] == 1 and jobs["correlation_figures"] == 1
     # 5 protocols x 8 datasets, saliency 8, invariance 9 transforms x 8 + 2 multi-view
     assert jobs["compare_models"] == 40 + 8 + 72 + 2 and "index_dataset" not in jobs

@@ -22,8 +22,8 @@ def _config(**models):
     }
 
 
-def test_registry_has_the_six_published_models():
-    assert set(REGISTRY) == {"supervised", "moco-v2", "swav", "pirl", "byol", "simclr-v1"}
+def test_registry_has_the_six_imagenet_resnet50s():
+    assert {"supervised", "moco-v2", "swav", "pirl", "byol", "simclr-v1"} <= set(REGISTRY)  # + test_registry_zoo
     assert REGISTRY["simclr-v1"].normalisation == "none" and REGISTRY["byol"].format == "byol"
 
 

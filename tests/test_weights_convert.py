@@ -19,7 +19,7 @@ def reference():
 
 @pytest.mark.parametrize("model, fmt", PREFIX_FORMATS)
 def test_prefix_formats_convert_by_name_exactly(tmp_path, reference, model, fmt, monkeypatch):
-    monkeypatch.setattr("medtransfer.weights.demo.random_resnet50", lambda seed: reference)
+    monkeypatch.setattr("medtransfer.weights.demo.random_model", lambda arch, seed: reference)
     write_demo_weights(tmp_path / "src", fmt=fmt, model=model)
     meta = convert_file(tmp_path / "src", tmp_path / "out.pt", fmt=fmt, model=model)
     net, loaded = load_weights(tmp_path / "out.pt")
@@ -50,6 +50,11 @@ def test_pirl_uses_model_not_ema(tmp_path):
 
 def test_other_architecture_is_rejected_with_names(tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(ValueError, match=r"r18\.pth: the weights are a resnet18 backbone, not the resnet50"):
+        convert_file(tmp_path / "r18.pth", tmp_path / "out.pt", fmt="torchvision")
+    state = torchvision.models.resnet18().state_dict()
+    del state["conv1.weight"]  # fits no architecture: every problem is listed
+    torch.save(state, tmp_path / "r18.pth")
     with pytest.raises(ValueError, match=r"r18\.pth: the weights do not fit a resnet50 backbone.*missing"):
         convert_file(tmp_path / "r18.pth", tmp_path / "out.pt", fmt="torchvision")
     assert not (tmp_path / "out.pt").exists()

@@ -52,7 +52,7 @@ def test_registry_values_match_the_models_and_the_config_schema() -> None:
 
 
 def test_unknown_format_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown weights format 'keras'; expected one of \['byol', 'moco'"):
+    with pytest.raises(ValueError, match=r"unknown weights format 'keras'; expected one of \['byol', 'lightning_moco', 'moco'"):
         get_format("keras")
 
 

@@ -27,7 +27,7 @@ from medtransfer import stages
 from medtransfer.metrics import concat, metric_from_counts, percentile_ci, resample_counts
 from medtransfer.results import Predictions
 
-PROVENANCE_KEYS = ("weights_sha256", "weights_demo", "split", "precision", "preprocessing")
+PROVENANCE_KEYS = ("weights_sha256", "weights_demo", "weights_random", "split", "precision", "preprocessing")
 ALPHA = 0.05
 
 
@@ -57,6 +57,7 @@ def _row_sources(paths: list[str | os.PathLike], protocol: str, dataset: str) ->
             first = part.iloc[0]
             meta = {k: first[k] for k in PROVENANCE_KEYS}
             meta["weights_demo"] = bool(meta["weights_demo"])
+            meta["weights_random"] = bool(meta["weights_random"])
             out[str(model)] = (str(first["setting"]), meta)
     return out
 

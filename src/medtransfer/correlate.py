@@ -137,7 +137,8 @@ def _provenance(table: pd.DataFrame, models: Iterable[str]) -> dict[str, object]
     hashes = sorted(f"{m}:{h}" for m, h in main.groupby("model")["weights_sha256"].first().items())
     joined = {k: "|".join(sorted(set(main[k].astype(str)))) for k in ("split", "precision", "preprocessing")}
     return {"weights_sha256": hashlib.sha256("\n".join(hashes).encode()).hexdigest(),
-            "weights_demo": bool(main["weights_demo"].astype(bool).any()), **joined}
+            "weights_demo": bool(main["weights_demo"].astype(bool).any()),
+            "weights_random": bool(main["weights_random"].astype(bool).any()), **joined}
 
 
 def correlation_rows(table: pd.DataFrame, top1: Mapping[str, float | None], headline: Mapping[str, str],

@@ -62,10 +62,13 @@ def run_meta(
     from medtransfer.data.cache import preprocessing_name
     from medtransfer.data.index import class_names
 
-    norm = "imagenet_mean_std" if weights_meta.mean is not None else "none([0,1])"
+    norm = {"cxr": "cxr_mean_std(0.5020,0.085585)", "histeq": "histeq(grey,256_bins,[0,255])"}.get(
+        getattr(weights_meta, "normalisation", ""),
+        "imagenet_mean_std" if weights_meta.mean is not None else "none([0,1])")
     return {
         "model": model, "dataset": dataset,
         "weights_sha256": weights_meta.source_sha256, "weights_demo": bool(weights_meta.demo),
+        "weights_random": bool(getattr(weights_meta, "random", False)),
         "weights_format": weights_meta.source_format, "padding": weights_meta.padding,
         "split": str(index["split_rule"].iloc[0]), "precision": precision,
         "preprocessing": f"{preprocessing_name(size)}+normalise:{norm}",

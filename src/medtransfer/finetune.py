@@ -141,7 +141,7 @@ class Classifier(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int) -> None:
         super().__init__()
         self.backbone = backbone
-        # the last BatchNorm of a ResNet sets its pooled width (2048 / 512)
+        # the last BatchNorm sets the pooled width (ResNet-50 2048, ResNet-18 512, DenseNet-121 1024)
         width = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
         self.head = nn.Linear(width, num_classes)
 

@@ -1,5 +1,9 @@
 """Backbones in torchvision layout, with the padding of the framework that trained them.
 
+The architectures (ResNet-18/50, DenseNet-121) are one table, ``formats.BACKBONES``: its
+record gives the torchvision constructor, the classifier replaced by the identity (so the
+backbone returns its pooled features), the pooled width and the reconstruction target.
+
 Converted weights keep torchvision's parameter names; only the *padding* of some
 layers differs between frameworks, so the same state dict loads into any variant:
 
@@ -23,10 +27,16 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from medtransfer.weights.formats import ARCHITECTURES as ARCHS
+from medtransfer.weights.formats import BACKBONES, ArchRecord
+
 PADDINGS = ("torch", "tf_same", "tf_same_maxpool")
-ARCHS = ("resnet18", "resnet50")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# MoCo-CXR's chest X-ray statistics, the same on every channel (its authors' data loader).
+CXR_MEAN = (0.5020, 0.5020, 0.5020)
+CXR_STD = (0.085585, 0.085585, 0.085585)
+HISTEQ_BINS = 256
 WEIGHTS_FORMAT_VERSION = 1
 
 
@@ -70,11 +80,15 @@ def _to_same_conv(conv: nn.Conv2d) -> SameConv2d:
     return same
 
 
-def _apply_padding(model: nn.Module, padding: str) -> nn.Module:
+def _apply_padding(model: nn.Module, padding: str, record: ArchRecord) -> nn.Module:
     if padding not in PADDINGS:
         raise ValueError(f"unknown padding {padding!r}; expected one of {PADDINGS}")
+    if padding not in record.paddings:
+        raise ValueError(f"architecture {record.name!r} cannot be built with padding {padding!r}; "
+                         f"it supports {record.paddings}")
     if padding in ("tf_same", "tf_same_maxpool"):
-        model.maxpool = SameMaxPool2d(3, 2)
+        parent, _, child = record.stem_pool.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, SameMaxPool2d(3, 2))
     if padding == "tf_same":
         for name, module in list(model.named_modules()):
             if isinstance(module, nn.Conv2d) and not isinstance(module, SameConv2d):
@@ -84,20 +98,42 @@ def _apply_padding(model: nn.Module, padding: str) -> nn.Module:
     return model
 
 
-def build_backbone(arch: str = "resnet50", padding: str = "torch") -> nn.Module:
-    """A randomly initialised backbone whose ``fc`` is the identity (pooled features out)."""
-    if arch not in ARCHS:
+def arch_record(arch: str) -> ArchRecord:
+    """The table entry of ``arch``; the error lists the known architectures."""
+    if arch not in BACKBONES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHS}")
-    model = getattr(torchvision.models, arch)(weights=None)
-    model.fc = nn.Identity()
-    return _apply_padding(model, padding)
+    return BACKBONES[arch]
+
+
+def _headless(arch: str) -> nn.Module:
+    record = arch_record(arch)
+    model = getattr(torchvision.models, record.builder)(weights=None)
+    setattr(model, record.head.rstrip("."), nn.Identity())  # pooled features out
+    return model
+
+
+def build_backbone(arch: str = "resnet50", padding: str = "torch") -> nn.Module:
+    """A randomly initialised backbone whose classifier is the identity (pooled features out:
+    ``feature_dim(arch)`` wide; DenseNet: features -> ReLU -> global average pool)."""
+    return _apply_padding(_headless(arch), padding, arch_record(arch))
+
+
+def feature_dim(arch: str) -> int:
+    """Width of the pooled features of ``arch`` (512 for ResNet-18, 1024 DenseNet-121...)."""
+    return arch_record(arch).dim
 
 
 def backbone_keys(arch: str = "resnet50") -> dict[str, tuple[int, ...]]:
     """Every state-dict key of a headless backbone with its shape (what a converter must produce)."""
     with torch.device("meta"):
-        model = getattr(torchvision.models, arch)(weights=None)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.startswith("fc.")}
+        model = _headless(arch)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def guess_arch(state_dict: dict[str, torch.Tensor]) -> str | None:
+    """The architecture whose backbone keys and shapes the state dict holds exactly, if any."""
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+    return next((arch for arch in ARCHS if backbone_keys(arch) == shapes), None)
 
 
 def check_state_dict(state_dict: dict[str, torch.Tensor], arch: str, source: str) -> None:
@@ -111,6 +147,12 @@ def check_state_dict(state_dict: dict[str, torch.Tensor], arch: str, source: str
         if tuple(state_dict[k].shape) != expected[k]
     )
     if missing or unexpected or shapes:
+        found = guess_arch(state_dict)
+        if found is not None:
+            raise ValueError(
+                f"{source}: the weights are a {found} backbone, not the {arch} the config asks for. "
+                f"Set `arch: {found}` for this model (command line: --arch {found}), or check the file."
+            )
         raise ValueError(
             f"{source}: the weights do not fit a {arch} backbone. "
             f"missing ({len(missing)}): {missing[:20]}; unexpected ({len(unexpected)}): "
@@ -127,11 +169,13 @@ class WeightsMeta:
     padding: str = "torch"
     mean: tuple[float, float, float] | None = IMAGENET_MEAN
     std: tuple[float, float, float] | None = IMAGENET_STD
+    normalisation: str = ""  # its name (formats.NORMALISATIONS); "" in files written before it was kept
     source_format: str = "torchvision"
     source_sha256: str = ""
     model: str = ""
     dropped: dict[str, str] = field(default_factory=dict)
     demo: bool = False
+    random: bool = False  # the untrained baseline (registry `random`)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -169,8 +213,42 @@ def load_weights(path: str | os.PathLike) -> tuple[nn.Module, WeightsMeta]:
 
 def normalise(x: torch.Tensor, meta: WeightsMeta) -> torch.Tensor:
     """Map a float batch in [0, 1] (N,3,H,W) to the model's own input normalisation."""
+    if getattr(meta, "normalisation", "") == "histeq":  # duck-typed metas may predate the field
+        return equalise_histogram(x)
     if meta.mean is None:
         return x
     mean = torch.tensor(meta.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(meta.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def equalise_histogram(x: torch.Tensor, bins: int = HISTEQ_BINS) -> torch.Tensor:
+    """Per-image histogram equalisation as CovidPrognosis trains its MIMIC-CheXpert models.
+
+    The grey image (the channel mean; a chest X-ray's channels are equal) gets a ``bins``-bin
+    histogram over its own [min, max] (``numpy.histogram``'s bins, a constant image's range
+    widened by 0.5 on each side as numpy does); the normalised cumulative histogram scaled to
+    255 is linearly interpolated at each pixel from the bins' left edges (a pixel in the last
+    bin maps to 255). No mean/std follows: the output is in [0, 255], the grey result on all
+    three channels. Computed in float64; differentiable in ``x`` for a fixed histogram (the
+    mapping is piecewise linear), so reconstruction can optimise through it.
+    """
+    n, _, h, w = x.shape
+    grey = x.double().mean(dim=1).reshape(n, h * w)
+    values = grey.detach()
+    lo, hi = values.min(dim=1, keepdim=True).values, values.max(dim=1, keepdim=True).values
+    flat = hi == lo
+    lo, hi = torch.where(flat, lo - 0.5, lo), torch.where(flat, hi + 0.5, hi)
+    edges = lo + (hi - lo) * (torch.arange(bins + 1, dtype=torch.float64, device=x.device) / bins)
+    # the bin of each pixel, as numpy.histogram finds it (then corrected against the edges)
+    idx = ((values - lo) * (bins / (hi - lo))).floor().long().clamp(0, bins - 1)
+    idx = idx - (values < edges.gather(1, idx)).long()
+    idx = idx + ((values >= edges.gather(1, idx + 1)) & (idx != bins - 1)).long()
+    counts = torch.zeros(n, bins, dtype=torch.float64, device=x.device).scatter_add_(
+        1, idx, torch.ones_like(values))
+    cdf = 255.0 * counts.cumsum(dim=1) / counts.sum(dim=1, keepdim=True)
+    left, right = edges.gather(1, idx), edges.gather(1, idx + 1)
+    low, high = cdf.gather(1, idx), cdf.gather(1, (idx + 1).clamp(max=bins - 1))
+    out = low + (grey - left) * (high - low) / (right - left)
+    out = torch.where(idx == bins - 1, cdf[:, -1:].expand_as(out), out)
+    return out.reshape(n, 1, h, w).repeat(1, 3, 1, 1).to(x.dtype)

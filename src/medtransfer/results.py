@@ -27,7 +27,7 @@ from medtransfer.writers import save_npz, write_csv
 KEY_COLUMNS = ["model", "dataset", "protocol", "setting", "metric"]
 VALUE_COLUMNS = ["value", "ci_low", "ci_high", "n", "seed"]
 PROVENANCE_COLUMNS = [
-    "weights_sha256", "weights_demo", "split", "precision", "preprocessing",
+    "weights_sha256", "weights_demo", "weights_random", "split", "precision", "preprocessing",
     "package_version", "git_revision",
 ]
 RESULT_COLUMNS = KEY_COLUMNS + VALUE_COLUMNS + ["details"] + PROVENANCE_COLUMNS
@@ -38,6 +38,7 @@ def provenance(meta: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "weights_sha256": meta.get("weights_sha256", ""),
         "weights_demo": bool(meta.get("weights_demo", False)),
+        "weights_random": bool(meta.get("weights_random", False)),
         "split": meta.get("split", ""),
         "precision": meta.get("precision", ""),
         "preprocessing": meta.get("preprocessing", ""),

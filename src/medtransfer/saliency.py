@@ -233,6 +233,7 @@ class _Identity:
 
     mean = None
     std = None
+    normalisation = "none"
 
 
 def _write(out_rows, out_predictions, out_maps, *, meta, positions, frame, maps, inputs, diffusion,

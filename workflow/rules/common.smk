@@ -66,6 +66,10 @@ def model_arch(wildcards):
     return STUDY.models[wildcards.model].arch
 
 
+def model_is_random(wildcards):
+    return STUDY.models[wildcards.model].random
+
+
 def model_is_demo(wildcards):
     return STUDY.models[wildcards.model].demo
 

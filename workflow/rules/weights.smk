@@ -6,6 +6,8 @@ rule make_demo_weights:
         weights=paths.DEMO_WEIGHTS,
     params:
         fmt=model_format,
+        arch=model_arch,
+        random=model_is_random,
         seed=CONFIG["seed"],
     log:
         "logs/make_demo_weights/{model}/{filename}.log",
@@ -55,6 +57,7 @@ rule convert_weights:
         normalisation=model_normalisation,
         arch=model_arch,
         demo=model_is_demo,
+        random=model_is_random,
     log:
         "logs/convert_weights/{model}.log",
     benchmark:

@@ -8,4 +8,5 @@ convert_file(
     snakemake.input.source, snakemake.output.weights, fmt=snakemake.params.fmt,
     model=snakemake.wildcards.model, normalisation=snakemake.params.normalisation,
     arch=snakemake.params.arch, demo=snakemake.params.demo,
+    random=snakemake.params.random,
 )

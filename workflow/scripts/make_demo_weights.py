@@ -6,5 +6,6 @@ from medtransfer.weights.demo import write_demo_weights
 log_to_file(snakemake.log[0])
 write_demo_weights(
     snakemake.output.weights, fmt=snakemake.params.fmt, model=snakemake.wildcards.model,
-    seed=snakemake.params.seed,
+    seed=snakemake.params.seed, arch=snakemake.params.arch,
+    random=snakemake.params.random,
 )

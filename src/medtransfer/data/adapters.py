@@ -525,6 +525,44 @@ def _scan_imagefolder(root: Path, options: dict[str, Any]) -> pd.DataFrame:
     return _rows(paths, labels, classes)
 
 
+STOIC_CLASSES = ("no_covid", "covid")
+
+
+def _scan_stoic(root: Path, options: dict[str, Any]) -> pd.DataFrame:
+    """STOIC 2021: one CT volume per patient, ``data/mha/<PatientID>.mha``; the label is
+    ``probCOVID`` (0/1) of ``metadata/reference.csv``, rows in that CSV's order."""
+    table = root / "metadata" / "reference.csv"
+    frame = _read_csv("stoic", table, ["PatientID", "probCOVID"])
+    label = frame["probCOVID"].str.strip()
+    bad = ~label.isin(["0", "1"])
+    if bad.any():
+        raise _unknown_labels("stoic", f"the probCOVID column of {table}", label[bad], ["0", "1"])
+    patient = frame["PatientID"].str.strip()
+    return _rows(_join(_need_dir("stoic", root / "data" / "mha"), patient + ".mha"), label.astype(int),
+                 STOIC_CLASSES, patient.to_numpy())
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _scan_cifar10(root: Path, options: dict[str, Any]) -> pd.DataFrame:
+    """CIFAR-10's python batches: ``data_batch_1..5`` train, ``test_batch`` test; one row per
+    image, its path ``<batch>#<row>`` (decoded by ``sources.cifar_image``)."""
+    from medtransfer.data.sources import CIFAR_BATCHES, read_cifar_batch
+
+    folder = _need_dir("cifar10", root / "cifar-10-batches-py")
+    parts = []
+    for name in CIFAR_BATCHES:
+        batch = read_cifar_batch(_need_file("cifar10", folder / name))
+        labels = batch["labels"]
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(CIFAR10_CLASSES)):
+            raise _unknown_labels("cifar10", folder / name, labels[(labels < 0) | (labels > 9)], range(10))
+        rows = _rows(pd.Series([f"{folder / name}#{i}" for i in range(len(labels))], dtype=str), labels,
+                     CIFAR10_CLASSES)
+        parts.append(rows.assign(split="test" if name == "test_batch" else "train"))
+    return pd.concat(parts, ignore_index=True)
+
+
 # ---------------------------------------------------------------------------- registry
 
 
@@ -678,6 +716,30 @@ ADAPTERS: dict[str, Adapter] = {a.kind: a for a in [
         patient_rule="none (split: patient is refused; use the csv kind with a patient column)",
         scan=_scan_imagefolder, published=_published_80_20,
         options={"classes": CLASSES_OPTION}),
+    Adapter(
+        kind="stoic", title="STOIC 2021 COVID-19 CT (2,000 public volumes; middle axial slice)",
+        classes=STOIC_CLASSES,
+        source="https://registry.opendata.aws/stoic2021-training/ (s3://stoic2021-training)",
+        licence="CC BY-NC 4.0",
+        layout="metadata/reference.csv (columns PatientID, probCOVID, probSevere)\n"
+               "data/mha/<PatientID>.mha (one CT volume per patient; read with SimpleITK)",
+        label_rule="probCOVID: 1 covid, 0 no_covid (RT-PCR); the image is the middle axial slice "
+                   "(z index depth // 2), HU window [-1000, 250] mapped to 0..255",
+        published_rule="80/20 seed-42 shuffle of reference.csv rows in file order, first floor(80%) train",
+        patient_rule="PatientID (one volume per patient)",
+        scan=_scan_stoic, published=_published_80_20, has_patients=True, listed_in="metadata/reference.csv"),
+    Adapter(
+        kind="cifar10", title="CIFAR-10 (60,000 32x32 natural images; the ImageNet-like control)",
+        classes=CIFAR10_CLASSES,
+        source="https://www.cs.toronto.edu/~kriz/cifar.html (cifar-10-python.tar.gz)",
+        licence="free for research; cite Krizhevsky 2009",
+        layout="cifar-10-batches-py/data_batch_1 ... data_batch_5, test_batch (the official python "
+               "pickles, read without running code), batches.meta",
+        label_rule="the batch's labels (0 airplane ... 9 truck)",
+        published_rule="the official split: data_batch_1-5 train (50,000), test_batch test (10,000); "
+                       "few-shot 2-way and 5-way as published (two dataset entries with fewshot.n_way 2 and 5)",
+        patient_rule="none (natural images)",
+        scan=_scan_cifar10, published=_published_given, has_given_split=True),
     Adapter(
         kind="csv", title="your own images listed in a CSV",
         classes=(), source="your own data (pass csv=...)", licence="yours",

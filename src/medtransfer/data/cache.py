@@ -29,6 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from medtransfer.writers import npy_memmap, save_npy
 from medtransfer.data.index import read_index
+from medtransfer.data.sources import CIFAR_MEMBER, cifar_image, ct_middle_slice
 
 
 ORIENTATION = 0x0112  # the EXIF tag
@@ -42,10 +43,19 @@ def preprocessing_name(size: int) -> str:
 def decode(path: str | os.PathLike) -> Image.Image:
     """The one decoder of dataset images: RGB, stood up by its EXIF orientation, fully read.
 
-    Handles 8/16-bit grey, palette, CMYK, alpha and EXIF-rotated files. A missing, empty,
+    Handles 8/16-bit grey, palette, CMYK, alpha and EXIF-rotated files, CT volumes (``.mha``:
+    the middle axial slice, HU window [-1000, 250]) and CIFAR-10 batch rows
+    (``.../data_batch_N#i``; ``medtransfer.data.sources``). A missing, empty,
     truncated or undecodable file, or one larger than PIL's decompression-bomb limit
     (``Image.MAX_IMAGE_PIXELS`` x 2), raises an error naming it: nothing is skipped.
     """
+    text = str(path)
+    if text.lower().endswith(".mha") or CIFAR_MEMBER.match(text):  # a CT volume, a CIFAR-10 batch row
+        with _decoding(path):
+            member = CIFAR_MEMBER.match(text)
+            if member:
+                return Image.fromarray(cifar_image(member["batch"], int(member["row"])), "RGB")
+            return Image.fromarray(ct_middle_slice(path), "L").convert("RGB")
     with _decoding(path), Image.open(path) as img:
         ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an upright image
         return _to_rgb(img)

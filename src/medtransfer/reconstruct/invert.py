@@ -27,16 +27,15 @@ from medtransfer.progress import Progress
 from medtransfer.reconstruct.generator import (
     SkipConfig, build_generators, check_size, make_noise, noise_size, output_crop,
 )
+from medtransfer.weights.formats import BACKBONES
 
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = "protocols.reconstruction"
 PRECISIONS = ("fp32", "bf16")
-# arch -> the module whose output is the last feature map before global pooling.
-TARGET_LAYERS: dict[str, str] = {
-    "resnet50": "layer4",
-    "resnet18": "layer4",
-}
+# arch -> the module whose output is the last feature map before global pooling (from the
+# architecture table; DenseNet-121: denseblock4's output, before the final norm, as published).
+TARGET_LAYERS: dict[str, str] = {name: record.target_layer for name, record in BACKBONES.items()}
 
 
 def target_layer(arch: str) -> str:
@@ -45,7 +44,7 @@ def target_layer(arch: str) -> str:
         raise ValueError(
             f"reconstruction has no target layer for architecture {arch!r}; known: "
             f"{sorted(TARGET_LAYERS)}. Add the name of its last feature map before pooling "
-            "to medtransfer.reconstruct.invert.TARGET_LAYERS"
+            "to its record in medtransfer.weights.formats.BACKBONES"
         )
     return TARGET_LAYERS[arch]
 

@@ -73,7 +73,32 @@ def _numpy_scalar_globals() -> list[Any]:
 
 # PyContrast's PIRL file holds an argparse Namespace ('opt') and numpy scalars (its lr
 # schedule writes np.float64 learning rates into the optimizer state): plain data, allowed.
-SAFE_GLOBALS: list[Any] = [argparse.Namespace, *_numpy_scalar_globals()]
+
+
+class LightningName:
+    """Stands in for a PyTorch Lightning class that a Lightning checkpoint names as plain data.
+
+    Lightning 1.x keys the ``callbacks`` entry of a checkpoint by the callback's class
+    (``{ModelCheckpoint: {"best_model_score": ...}}``); conversion does not read it, but safe
+    loading must get past it. Each class name below unpickles to a subclass of this, used
+    only as a key: nothing of Lightning is imported or run. (A checkpoint that stores an
+    *instance* of a Lightning class, e.g. ``hyper_parameters`` as an ``AttributeDict``, is
+    still refused by safe loading, with the advice to re-save its ``state_dict``.)
+    """
+
+
+def _lightning_globals() -> list[Any]:
+    names = [
+        "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
+        "pytorch_lightning.callbacks.early_stopping.EarlyStopping",
+        "pytorch_lightning.callbacks.lr_monitor.LearningRateMonitor",
+    ]
+    # each stand-in carries the Lightning name (safe loading checks the name of what it builds)
+    return [(type(name.rpartition(".")[2], (LightningName,), {"__module__": name.rpartition(".")[0]}), name)
+            for name in names]
+
+
+SAFE_GLOBALS: list[Any] = [argparse.Namespace, *_numpy_scalar_globals(), *_lightning_globals()]
 _REFUSED = (
     re.compile(r"GLOBAL ([\w.]+) (?:was not an allowed global|whose module)"),
     re.compile(r"but got <class '([\w.]+)'>"),
@@ -266,9 +291,21 @@ def mlp_head(seed: int, prefix: str, dims: list[int]) -> dict[str, torch.Tensor]
     return out
 
 
+HEADS = ("fc.", "classifier.")  # the ImageNet classifier of a ResNet / a DenseNet
+
+
 def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The backbone (``fc.*`` left out) under ``prefix``."""
-    return {prefix + k: v for k, v in state.items() if not k.startswith("fc.")}
+    """The backbone (its classifier ``fc.*`` / ``classifier.*`` left out) under ``prefix``."""
+    return {prefix + k: v for k, v in state.items() if not k.startswith(HEADS)}
+
+
+def head_of(state: dict[str, torch.Tensor]) -> tuple[str, int]:
+    """The classifier name of a full torchvision state dict (``fc`` or ``classifier``) and the
+    width of the pooled features that feed it (what a demo's projection head takes)."""
+    for head in HEADS:
+        if head + "weight" in state:
+            return head.rstrip("."), int(state[head + "weight"].shape[1])
+    raise ValueError(f"no classifier ({', '.join(h + 'weight' for h in HEADS)}) in the state dict")
 
 
 def save_torch(obj: object, out: Path) -> None:

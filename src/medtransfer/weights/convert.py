@@ -13,7 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medtransfer.models import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, check_state_dict, save_weights
+from medtransfer.models import (
+    CXR_MEAN, CXR_STD, IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, check_state_dict, save_weights,
+)
 from medtransfer.weights.base import Converted
 from medtransfer.weights.formats import FORMATS, FormatRecord, get_format
 from medtransfer.weights.inspect import detect
@@ -22,7 +24,11 @@ from medtransfer.weights.sources import source_sha256
 __all__ = ["FORMATS", "NORMALISATIONS", "Converted", "convert_file", "wrong_format_error"]
 
 # Mean/std per normalisation name (the names and their meaning: formats.NORMALISATIONS).
-NORMALISATIONS: dict[str, tuple[Any, Any]] = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "none": (None, None)}
+# "histeq" has no mean/std: models.normalise equalises the image instead (WeightsMeta.normalisation).
+NORMALISATIONS: dict[str, tuple[Any, Any]] = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD), "none": (None, None), "cxr": (CXR_MEAN, CXR_STD),
+    "histeq": (None, None),
+}
 
 
 def _first_line(err: Exception, src: Path, limit: int = 160) -> str:
@@ -68,7 +74,7 @@ def _check_settings(record: FormatRecord, normalisation: str, arch: str) -> None
 
 def convert_file(
     src: str | os.PathLike, out: str | os.PathLike, *, fmt: str, model: str = "",
-    normalisation: str | None = None, arch: str = "resnet50", demo: bool = False,
+    normalisation: str | None = None, arch: str = "resnet50", demo: bool = False, random: bool = False,
 ) -> WeightsMeta:
     """Convert the source ``src`` (format ``fmt``) to the canonical weights file ``out``.
 
@@ -83,8 +89,8 @@ def convert_file(
     converted = _convert_checked(record, src, arch)
     mean, std = NORMALISATIONS[normalisation]
     meta = WeightsMeta(
-        arch=arch, padding=record.padding, mean=mean, std=std, source_format=fmt,
-        source_sha256=sha256, model=model, dropped=converted.dropped, demo=demo,
+        arch=arch, padding=record.padding, mean=mean, std=std, normalisation=normalisation, source_format=fmt,
+        source_sha256=sha256, model=model, dropped=converted.dropped, demo=demo, random=random,
     )
     save_weights(out, converted.state_dict, meta)
     return meta

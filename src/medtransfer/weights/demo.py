@@ -1,4 +1,5 @@
-"""Demo weights: seeded random ResNet-50s written in each published model's own file layout.
+"""Demo weights: seeded random backbones (ResNet-50, ResNet-18, DenseNet-121) written in each
+published model's own file layout.
 
 They let the embedded demo study run the real download -> convert -> load path with
 no network. They are RANDOM: results computed from them say nothing about the
@@ -61,8 +62,8 @@ def _round_bits(tensor: torch.Tensor, bits: int = CALIBRATION_BITS) -> torch.Ten
     return torch.from_numpy(np.ldexp(np.round(mantissa * 2.0**bits) / 2.0**bits, exponent).astype(np.float32))
 
 
-def random_resnet50(seed: int, calibrate: bool = True) -> dict[str, torch.Tensor]:
-    """A seeded torchvision ResNet-50 state dict (with its 1000-class ``fc``), the same
+def random_model(arch: str, seed: int, calibrate: bool = True) -> dict[str, torch.Tensor]:
+    """A seeded torchvision ``arch`` state dict (with its 1000-class classifier), the same
     bytes on every machine (``seeded_init``).
 
     ``calibrate`` runs two training-mode passes over seeded noise so the BatchNorm
@@ -72,7 +73,9 @@ def random_resnet50(seed: int, calibrate: bool = True) -> dict[str, torch.Tensor
     CPUs in the order they sum, which moves float64 results by about 1e-13, far below
     that rounding, so every machine keeps the same statistics.
     """
-    model = seeded_init(torchvision.models.resnet50(weights=None), seed)
+    from medtransfer.models import arch_record
+
+    model = seeded_init(getattr(torchvision.models, arch_record(arch).builder)(weights=None), seed)
     if calibrate:
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -90,8 +93,21 @@ def random_resnet50(seed: int, calibrate: bool = True) -> dict[str, torch.Tensor
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def write_demo_weights(out: str | os.PathLike, *, fmt: str, model: str, seed: int = 0) -> None:
-    """Write a random ResNet-50 for ``model`` in file format ``fmt`` (seeded per model name)."""
+def random_resnet50(seed: int, calibrate: bool = True) -> dict[str, torch.Tensor]:
+    """``random_model("resnet50", ...)``: the stand-in of the six ImageNet ResNet-50s."""
+    return random_model("resnet50", seed, calibrate)
+
+
+def write_demo_weights(out: str | os.PathLike, *, fmt: str, model: str, seed: int = 0,
+                       arch: str = "resnet50", random: bool = False) -> None:
+    """Write a random ``arch`` for ``model`` in file format ``fmt`` (seeded per model name).
+
+    ``random``: the untrained baseline, torchvision's initialisation as it is (BatchNorm
+    statistics 0/1, no calibration), rather than a demo stand-in.
+    """
     record = get_format(fmt)
+    if arch not in record.archs:
+        raise ValueError(f"format `{fmt}` cannot hold a {arch}; it holds {record.archs}")
     model_seed = seed + zlib.crc32(model.encode())  # a different net per model, stable across runs
-    record.write_demo(random_resnet50(model_seed), Path(out), model_seed)
+    state = random_model(arch, model_seed, calibrate=False) if random else random_model(arch, model_seed)
+    record.write_demo(state, Path(out), model_seed)

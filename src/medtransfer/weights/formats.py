@@ -30,12 +30,49 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # for annotations only: importing base would import torch
     from medtransfer.weights.base import Converted, Probe
 
-# Backbones a converted file can be built as (medtransfer.models.ARCHS, kept torch-free here).
-ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet50")
+
+
+@dataclass(frozen=True)
+class ArchRecord:
+    """One backbone architecture: everything a protocol needs to know about it.
+
+    ``builder`` is the torchvision constructor; ``head`` the prefix of its classifier, which
+    the backbone replaces by the identity so that it returns the pooled features (``dim``
+    wide); ``target_layer`` the module whose output is the last feature map before pooling
+    (the reconstruction target); ``stem_pool`` the stem max-pool (the one a framework's
+    "SAME" padding changes); ``paddings`` the framework paddings it can be built with.
+    """
+
+    name: str
+    builder: str
+    dim: int
+    head: str
+    target_layer: str
+    stem_pool: str
+    paddings: tuple[str, ...] = ("torch",)
+
+
+# Backbones a converted file can be built as: one line per architecture (kept torch-free here;
+# medtransfer.models builds them). DenseNet-121: features -> ReLU -> global average pool, and the
+# reconstruction target is denseblock4's output, before the final norm (as published).
+BACKBONES: dict[str, ArchRecord] = {
+    record.name: record for record in [
+        ArchRecord("resnet18", "resnet18", 512, "fc.", "layer4", "maxpool",
+                   ("torch", "tf_same", "tf_same_maxpool")),
+        ArchRecord("resnet50", "resnet50", 2048, "fc.", "layer4", "maxpool",
+                   ("torch", "tf_same", "tf_same_maxpool")),
+        ArchRecord("densenet121", "densenet121", 1024, "classifier.", "features.denseblock4",
+                   "features.pool0"),
+    ]
+}
+ARCHITECTURES: tuple[str, ...] = tuple(BACKBONES)
 # Input normalisations by name; the mean/std values live with the models (see convert.py).
 NORMALISATIONS: dict[str, str] = {
     "imagenet": "ImageNet mean/std after scaling to [0, 1]",
     "none": "inputs in [0, 1], no mean/std (SimCLR-v1)",
+    "cxr": "chest X-ray mean 0.5020 / std 0.085585 on every channel after scaling to [0, 1] (MoCo-CXR)",
+    "histeq": "per-image histogram equalisation of the grey image (256-bin CDF) to [0, 255], no mean/std "
+              "(CovidPrognosis' MIMIC-CheXpert models)",
 }
 # Framework paddings a converted backbone can emulate (medtransfer.models.PADDINGS).
 PADDINGS: tuple[str, ...] = ("torch", "tf_same", "tf_same_maxpool")
@@ -83,6 +120,9 @@ FORMATS: dict[str, FormatRecord] = _index(
                  "a plain torchvision state dict (conv1.weight, layer1.0..., fc.*)"),
     FormatRecord("moco", "medtransfer.weights.moco",
                  "a MoCo training checkpoint: 'state_dict' with module.encoder_q.*, encoder_k, queue"),
+    FormatRecord("lightning_moco", "medtransfer.weights.lightning",
+                 "a PyTorch Lightning MoCo checkpoint (CovidPrognosis): 'state_dict' with model.encoder_q.*, "
+                 "encoder_k, queue", normalisation="histeq"),
     FormatRecord("swav", "medtransfer.weights.swav",
                  "a SwAV checkpoint: module.* with projection_head and prototypes"),
     FormatRecord("pirl", "medtransfer.weights.pirl",

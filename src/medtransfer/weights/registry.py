@@ -27,6 +27,9 @@ class ModelSpec:
     empty the first download records it in the lock file and later downloads are
     verified against that. ``demo`` marks randomly
     initialised stand-ins (the embedded demo study), carried into every result row.
+    ``random`` marks the untrained baseline: its file is a seeded torchvision
+    initialisation made locally (the demo-weights rule, without BatchNorm calibration), never
+    downloaded, and every result row carries ``weights_random=True``.
     """
 
     name: str
@@ -39,10 +42,13 @@ class ModelSpec:
     normalisation: str = ""
     top1: float | None = None
     demo: bool = False
+    random: bool = False
     notes: str = ""
 
 
 TORCHVISION_V1 = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
+_TV = "https://download.pytorch.org/models/"
+_COVID = "https://dl.fbaipublicfiles.com/CovidPrognosis/pretrained_models/"
 
 def _complete(spec: ModelSpec) -> ModelSpec:
     """Check ``spec`` against its format's record and fill in the default normalisation."""
@@ -56,6 +62,9 @@ def _complete(spec: ModelSpec) -> ModelSpec:
                          f"expected one of {sorted(NORMALISATIONS)}")
     if spec.arch not in ARCHITECTURES:
         raise ValueError(f"model {name!r}: unknown arch {spec.arch!r}; expected one of {ARCHITECTURES}")
+    if spec.random and not spec.url.startswith("file:"):
+        raise ValueError(f"model {name!r}: random: true is made locally; its `url` must be a file: URL "
+                         f"(resources/demo/weights/<model>/<file>), not {spec.url!r}")
     if spec.arch not in record.archs:
         raise ValueError(f"model {name!r}: format {spec.format!r} holds only {record.archs}, not arch "
                          f"{spec.arch!r}; remove `arch` or correct the `format`")
@@ -80,6 +89,25 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("simclr-v1", "simclr_tf", "https://storage.cloud.google.com/simclr-gcs/checkpoints/ResNet50_1x.zip",
                   filename="ResNet50_1x.zip", top1=69.3,
                   notes="login-only URL; the same files are in the public bucket gs://simclr-checkpoints/simclrv1/1x"),
+        # The second wave: ImageNet ResNet-18 / DenseNet-121, chest X-ray models, an untrained baseline.
+        ModelSpec("supervised-r18", "torchvision", _TV + "resnet18-f37072fd.pth", filename="resnet18-f37072fd.pth",
+                  sha256="f37072fd", arch="resnet18", top1=69.758, notes="torchvision ResNet18_Weights.IMAGENET1K_V1"),
+        ModelSpec("supervised-d121", "torchvision", _TV + "densenet121-a639ec97.pth",
+                  filename="densenet121-a639ec97.pth", sha256="a639ec97", arch="densenet121", top1=74.434,
+                  notes="torchvision DenseNet121_Weights.IMAGENET1K_V1 (old DenseNet key names, renamed)"),
+        *[ModelSpec(f"mimic-chexpert_lr_{lr}", "lightning_moco", _COVID + f"mimic-chexpert_lr_{lr}_bs_128_fd_128_qs_65536.pt",
+                    filename=f"mimic-chexpert_lr_{lr}_bs_128_fd_128_qs_65536.pt", arch="densenet121",
+                    notes="CovidPrognosis MoCo on MIMIC-CXR + CheXpert; no ImageNet training, so no ImageNet top-1")
+          for lr in ("0.01", "0.1", "1.0")],
+        ModelSpec("moco-cxr-r18", "moco", "https://storage.googleapis.com/moco-cxr/r8w-00001.pth.tar",
+                  filename="r8w-00001.pth.tar", arch="resnet18", normalisation="cxr",
+                  notes="MoCo-CXR on CheXpert (from ImageNet initialisation); no ImageNet top-1 published"),
+        ModelSpec("moco-cxr-d121", "moco", "https://storage.googleapis.com/moco-cxr/d1w-00001.pth.tar",
+                  filename="d1w-00001.pth.tar", arch="densenet121", normalisation="cxr",
+                  notes="MoCo-CXR on CheXpert (from ImageNet initialisation); no ImageNet top-1 published"),
+        ModelSpec("random", "torchvision", "file:resources/demo/weights/random/resnet50-random.pth",
+                  filename="resnet50-random.pth", random=True,
+                  notes="untrained baseline: seeded torchvision initialisation, made locally"),
     ]
 }
 
@@ -113,8 +141,6 @@ def resolve_model(name: str, overrides: Mapping[str, Any] | None = None) -> Mode
 
 
 # ---------------------------------------------------------------- auxiliary weights
-
-_TV = "https://download.pytorch.org/models/"
 
 
 @dataclass(frozen=True)

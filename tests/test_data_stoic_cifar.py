@@ -1,0 +1,140 @@
+"""STOIC (CT volumes read with SimpleITK) and CIFAR-10 (the official python batches) on tiny
+files written in their real formats: indexes, decoding, layout errors, hostile pickles."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medtransfer.data.adapters import build_index
+from medtransfer.data.cache import build_cache, decode
+from medtransfer.data.index import read_index
+from medtransfer.data.sources import read_cifar_batch, window_hu
+
+sitk = pytest.importorskip("SimpleITK")
+
+
+# --- STOIC ----------------------------------------------------------------------------------
+
+def make_stoic(root, n=10):
+    """``n`` volumes (5 x 12 x 10, int16 HU) and metadata/reference.csv, labels alternating."""
+    (root / "data" / "mha").mkdir(parents=True)
+    (root / "metadata").mkdir()
+    rng = np.random.default_rng(0)
+    volumes = {}
+    for i in range(n):
+        pid = str(100 + 7 * i)
+        volume = rng.integers(-1400, 600, (5, 12, 10)).astype(np.int16)
+        sitk.WriteImage(sitk.GetImageFromArray(volume), str(root / "data" / "mha" / f"{pid}.mha"))
+        volumes[pid] = volume
+    pd.DataFrame({"PatientID": list(volumes), "probCOVID": [i % 2 for i in range(n)],
+                  "probSevere": 0}).to_csv(root / "metadata" / "reference.csv", index=False)
+    return volumes
+
+
+def test_hu_window_maps_minus_1000_and_250_to_0_and_255():
+    hu = np.array([-2000, -1000, -375, 0, 250, 3000])
+    assert window_hu(hu).tolist() == [0, 0, 128, 204, 255, 255]  # -375 -> 127.5 -> 128 (half to even)
+
+
+def test_stoic_index_and_middle_slices(tmp_path):
+    volumes = make_stoic(tmp_path)
+    frame = build_index("stoic", tmp_path, split="published")
+    assert len(frame) == 10 and set(frame["split"]) == {"train", "test"} and (frame["split"] == "train").sum() == 8
+    assert frame["label_name"].tolist()[:2] == ["no_covid", "covid"]
+    assert frame["patient"].tolist() == list(volumes)
+    image = np.asarray(decode(frame["path"].iloc[3]))
+    expected = window_hu(volumes[frame["patient"].iloc[3]][2])  # depth 5: the middle slice is z = 2
+    assert image.shape == (12, 10, 3) and np.array_equal(image[..., 0], expected)
+    assert np.array_equal(image[..., 0], image[..., 2])
+    build_cache_path = tmp_path / "cache.npy"
+    index = tmp_path / "index.csv"
+    frame.to_csv(index, index=False)
+    build_cache(index, build_cache_path, size=8)
+    assert np.load(build_cache_path).shape == (10, 8, 8, 3)
+
+
+def test_stoic_layout_errors_are_clear(tmp_path):
+    make_stoic(tmp_path)
+    os.remove(tmp_path / "data" / "mha" / "107.mha")
+    with pytest.raises(FileNotFoundError, match=r"stoic: 1 of 10 images listed in metadata/reference.csv"):
+        build_index("stoic", tmp_path, split="random")
+    reference = pd.read_csv(tmp_path / "metadata" / "reference.csv", dtype=str)
+    reference.loc[0, "probCOVID"] = "0.5"
+    reference.to_csv(tmp_path / "metadata" / "reference.csv", index=False)
+    with pytest.raises(ValueError, match=r"stoic: unknown label value\(s\) \['0.5'\] in the probCOVID column"):
+        build_index("stoic", tmp_path)
+    os.remove(tmp_path / "metadata" / "reference.csv")
+    with pytest.raises(FileNotFoundError, match=r"stoic: expected file .*metadata/reference.csv does not exist"):
+        build_index("stoic", tmp_path)
+
+
+def test_a_corrupt_volume_is_named(tmp_path):
+    (tmp_path / "bad.mha").write_bytes(b"ObjectType = Image\nNDims = 3\n")
+    with pytest.raises(ValueError, match=r"CT volume .*bad\.mha cannot be read"):
+        decode(tmp_path / "bad.mha")
+
+
+# --- CIFAR-10 -------------------------------------------------------------------------------
+
+def make_cifar(root, per_batch=10):
+    """The six official batches (protocol-2 pickles with bytes keys, as Python 2 wrote them)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    data = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        images = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = [i % 10 for i in range(per_batch)]
+        batch = {b"batch_label": name.encode(), b"labels": labels, b"data": images,
+                 b"filenames": [f"img_{i}.png".encode() for i in range(per_batch)]}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+        data[name] = images
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"airplane"]}, protocol=2))
+    return data
+
+
+def test_cifar_index_official_split_and_pixels(tmp_path):
+    data = make_cifar(tmp_path)
+    frame = build_index("cifar10", tmp_path, split="published")
+    assert len(frame) == 60 and (frame["split"] == "test").sum() == 10
+    assert frame["split_rule"].iloc[0] == "published:official_train_test"
+    assert frame["label_name"].iloc[:10].tolist() == ["airplane", "automobile", "bird", "cat", "deer", "dog",
+                                                      "frog", "horse", "ship", "truck"]
+    row = frame.iloc[23]  # data_batch_3, image 3
+    assert row["path"].endswith("data_batch_3#3")
+    image = np.asarray(decode(row["path"]))
+    assert np.array_equal(image, data["data_batch_3"][3].reshape(3, 32, 32).transpose(1, 2, 0))
+    assert build_index("cifar10", tmp_path, split="given")["split"].tolist() == frame["split"].tolist()
+
+
+def test_cifar_layout_errors_and_hostile_pickles(tmp_path):
+    make_cifar(tmp_path)
+    os.remove(tmp_path / "cifar-10-batches-py" / "data_batch_4")
+    with pytest.raises(FileNotFoundError, match=r"cifar10: expected file .*data_batch_4 does not exist"):
+        build_index("cifar10", tmp_path)
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    (tmp_path / "cifar-10-batches-py" / "data_batch_4").write_bytes(pickle.dumps({b"data": Boom()}, protocol=2))
+    with pytest.raises(ValueError, match=r"data_batch_4: not a CIFAR-10 python batch .*global .*system is not allowed"):
+        build_index("cifar10", tmp_path)
+    assert not (tmp_path / "pwned").exists()
+    (tmp_path / "cifar-10-batches-py" / "data_batch_4").write_bytes(pickle.dumps({b"labels": [1]}, protocol=2))
+    with pytest.raises(ValueError, match=r"not a CIFAR-10 python batch \(expected 'data' uint8"):
+        read_cifar_batch(tmp_path / "cifar-10-batches-py" / "data_batch_4")
+    with pytest.raises(ValueError, match=r"has 10 images, no image 12"):
+        decode(str(tmp_path / "cifar-10-batches-py" / "test_batch") + "#12")
+
+
+def test_cifar_cache(tmp_path):
+    make_cifar(tmp_path)
+    build_index("cifar10", tmp_path).to_csv(tmp_path / "index.csv", index=False)
+    build_cache(tmp_path / "index.csv", tmp_path / "cache.npy", size=16)
+    assert np.load(tmp_path / "cache.npy").shape == (60, 16, 16, 3) and len(read_index(tmp_path / "index.csv")) == 60
