@@ -12,6 +12,7 @@
 #   report   -> paired comparisons, reports/table.csv, reports/summary.{md,tex,html},
 #               reports/figures/ (heatmaps, bar charts, radar charts); snakemake --report
 #   correlate -> what goes with transfer across models (rows in the table, scatter figures)
+#   cost     -> where the time went: benchmark files summed per stage and model, reports/cost.csv
 #
 # Usage: snakemake --cores 8 all            (the embedded demo study, config/config.yaml)
 #        snakemake --cores 8 all --configfile config/paper.yaml   (the published study)
@@ -45,6 +46,7 @@ for _protocol in stages.PROTOCOLS.values():
 
 include: "workflow/rules/report.smk"
 include: "workflow/rules/correlate.smk"
+include: "workflow/rules/cost.smk"
 
 
 rule all:
@@ -53,3 +55,4 @@ rule all:
         rules.table.output.table,
         summary=rules.summary.output.markdown,
         figures=study_figures(),
+        cost=rules.cost.output.cost,

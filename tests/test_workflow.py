@@ -367,3 +367,17 @@ def _click(page, text: str, required: bool = True) -> None:
         return !!a; }})()""")
     assert found or not required, f"no link {text!r} in the report"
     page._drain(0.3)
+
+
+@pytest.mark.slow
+def test_cost_report_sums_every_jobs_benchmark(finished):
+    cost = pd.read_csv(finished / "reports" / "cost.csv")
+    files = list((finished / "benchmarks").rglob("*.tsv"))
+    total = cost[(cost["stage"] == "all") & (cost["model"] == "all")].iloc[0]
+    assert total["jobs"] == len(files) - 1  # every job but the cost report itself, which runs last
+    assert total["wall_s"] == pytest.approx(sum(pd.read_csv(f, sep="\t")["s"].sum() for f in files
+                                                if f.parent.name != "cost" and f.name != "cost.tsv"), abs=0.01)
+    stages = {p.stem for p in (finished / "workflow" / "rules").glob("*.smk")} - {"common", "cost"}
+    assert set(cost.loc[cost["model"] == "all", "stage"]) - {"all"} == stages
+    assert set(cost.loc[cost["stage"] == "all", "model"]) - {"all"} == set(MODELS)
+    assert (finished / "reports" / "figures" / "cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -52,16 +52,19 @@ def _scale(image_size: int) -> float:
     return max(image_size * image_size / REFERENCE_PIXELS, 0.05)
 
 
-def cache(n_images: int, *, threads: int, attempt: int = 1) -> Request:
-    return Request(_minutes(n_images / (RATES["decode"] * max(threads, 1)), attempt), 4000)
+# ---------------------------------------------------------------- work at a rate (seconds)
+# Shared with medtransfer.cost, which prices the same work at measured GPU rates.
 
 
-def extract(n_images: int, *, image_size: int, attempt: int = 1) -> Request:
-    seconds = n_images * _scale(image_size) / RATES["extract"]
-    return Request(_minutes(seconds, attempt), 8000)
+def cache_seconds(n_images: int, *, threads: int = 1, rates: dict = RATES) -> float:
+    return n_images / (rates["decode"] * max(threads, 1))
 
 
-def finetune(n_images: int, *, image_size: int, settings: dict, attempt: int = 1) -> Request:
+def extract_seconds(n_images: int, *, image_size: int, rates: dict = RATES) -> float:
+    return n_images * _scale(image_size) / rates["extract"]
+
+
+def finetune_seconds(n_images: int, *, image_size: int, settings: dict, rates: dict = RATES) -> float:
     """Training steps plus an evaluation pass over the data at every ``eval_every`` steps, once
     per (lr, weight decay) pair when the search is on."""
     steps, batch = settings["steps"], settings["batch_size"]
@@ -69,28 +72,57 @@ def finetune(n_images: int, *, image_size: int, settings: dict, attempt: int = 1
     runs = 1
     if settings.get("search"):  # a null grid is the published one: 4 lrs x 5 weight decays (finetune.py)
         runs = len(settings.get("lr_grid") or range(4)) * len(settings.get("wd_grid") or range(5))
-    seconds = runs * _scale(image_size) * (steps * batch / RATES["train"] + evaluations * n_images / RATES["extract"])
+    return runs * _scale(image_size) * (steps * batch / rates["train"] + evaluations * n_images / rates["extract"])
+
+
+def reconstruct_seconds(*, image_size: int, settings: dict, rates: dict = RATES) -> float:
+    return settings["n_images"] * settings["steps"] * _scale(image_size) / rates["reconstruct"]
+
+
+def score_seconds(*, settings: dict, rates: dict = RATES) -> float:
+    return settings["n_images"] / rates["score"]
+
+
+def saliency_seconds(*, settings: dict, rates: dict = RATES) -> float:
+    """One forward pass per occluded copy: every window position of every image."""
+    side = (settings["input_size"] - settings["window"]) // settings["stride"] + 1
+    return settings["n_images"] * side * side * _scale(settings["input_size"]) / rates["extract"]
+
+
+def invariance_seconds(*, image_size: int, settings: dict, rates: dict = RATES) -> float:
+    """One forward pass per image for its clean crop and for each grid value of each transform."""
+    values = sum(len(grid) for grid in settings["transforms"].values())
+    return settings["n_images"] * (values + 1) * _scale(image_size) / rates["extract"]
+
+
+# ---------------------------------------------------------------- cluster requests
+
+
+def cache(n_images: int, *, threads: int, attempt: int = 1) -> Request:
+    return Request(_minutes(cache_seconds(n_images, threads=threads), attempt), 4000)
+
+
+def extract(n_images: int, *, image_size: int, attempt: int = 1) -> Request:
+    return Request(_minutes(extract_seconds(n_images, image_size=image_size), attempt), 8000)
+
+
+def finetune(n_images: int, *, image_size: int, settings: dict, attempt: int = 1) -> Request:
+    seconds = finetune_seconds(n_images, image_size=image_size, settings=settings)
     return Request(_minutes(seconds, attempt), 16000)
 
 
 def reconstruct(*, image_size: int, settings: dict, attempt: int = 1) -> Request:
-    seconds = settings["n_images"] * settings["steps"] * _scale(image_size) / RATES["reconstruct"]
+    seconds = reconstruct_seconds(image_size=image_size, settings=settings)
     return Request(_minutes(seconds, attempt), 8000 + 500 * settings["n_images"])
 
 
 def score(*, settings: dict, attempt: int = 1) -> Request:
-    return Request(_minutes(settings["n_images"] / RATES["score"], attempt), 4000)
+    return Request(_minutes(score_seconds(settings=settings), attempt), 4000)
 
 
 def saliency(*, settings: dict, attempt: int = 1) -> Request:
-    """One forward pass per occluded copy: every window position of every image."""
-    side = (settings["input_size"] - settings["window"]) // settings["stride"] + 1
-    seconds = settings["n_images"] * side * side * _scale(settings["input_size"]) / RATES["extract"]
-    return Request(_minutes(seconds, attempt), 8000)
+    return Request(_minutes(saliency_seconds(settings=settings), attempt), 8000)
 
 
 def invariance(*, image_size: int, settings: dict, attempt: int = 1) -> Request:
-    """One forward pass per image for its clean crop and for each grid value of each transform."""
-    values = sum(len(grid) for grid in settings["transforms"].values())
-    seconds = settings["n_images"] * (values + 1) * _scale(image_size) / RATES["extract"]
-    return Request(_minutes(seconds, attempt), 8000)
+    return Request(_minutes(invariance_seconds(image_size=image_size, settings=settings), attempt), 8000)

@@ -10,6 +10,8 @@ rule make_demo_dataset:
         seed=CONFIG["seed"],
     log:
         "logs/make_demo_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/make_demo_dataset/{dataset}.tsv",
     threads: 1
     resources:
         mem_mb=1000,
@@ -32,6 +34,8 @@ rule index_dataset:
         seed=CONFIG["seed"],
     log:
         "logs/index_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/index_dataset/{dataset}.tsv",
     threads: 1
     resources:
         mem_mb=2000,

@@ -15,6 +15,8 @@ rule sample_episodes:
         seed=CONFIG["seed"],
     log:
         "logs/sample_episodes/{dataset}/{setting}.log",
+    benchmark:
+        "benchmarks/sample_episodes/{dataset}/{setting}.tsv",
     threads: 1
     resources:
         mem_mb=1000,
@@ -36,6 +38,8 @@ rule fewshot:
         seed=CONFIG["seed"],
     log:
         "logs/fewshot/{model}/{dataset}/{setting}.log",
+    benchmark:
+        "benchmarks/fewshot/{model}/{dataset}/{setting}.tsv",
     threads: 1
     resources:
         mem_mb=2000,

@@ -13,6 +13,8 @@ rule make_demo_lpips_weights:
         seed=CONFIG["seed"],
     log:
         "logs/make_demo_lpips_weights/{net}/{filename}.log",
+    benchmark:
+        "benchmarks/make_demo_lpips_weights/{net}/{filename}.tsv",
     threads: 1
     resources:
         mem_mb=2000,
@@ -95,6 +97,8 @@ rule reconstruction_figures:
         lpips_pdf="reports/figures/reconstruction/{dataset}_lpips.pdf",
     log:
         "logs/reconstruction_figures/{dataset}.log",
+    benchmark:
+        "benchmarks/reconstruction_figures/{dataset}.tsv",
     threads: 1
     resources:
         mem_mb=2000,

@@ -14,6 +14,8 @@ rule compare_models:
         seed=CONFIG["seed"],
     log:
         "logs/compare_models/{protocol}/{dataset}/{setting}.log",
+    benchmark:
+        "benchmarks/compare_models/{protocol}/{dataset}/{setting}.tsv",
     threads: 1
     resources:
         mem_mb=2000,
@@ -31,6 +33,8 @@ rule table:
         table=report("reports/table.csv", caption="../report/table.rst", category="summary"),
     log:
         "logs/table.log",
+    benchmark:
+        "benchmarks/table.tsv",
     threads: 1
     resources:
         mem_mb=2000,
@@ -55,6 +59,8 @@ rule summary:
         study=CONFIG["study"],
     log:
         "logs/summary.log",
+    benchmark:
+        "benchmarks/summary.tsv",
     threads: 1
     resources:
         mem_mb=2000,
@@ -80,6 +86,8 @@ rule figure:
         metric=figure_metric,
     log:
         "logs/figure/{protocol}.log",
+    benchmark:
+        "benchmarks/figure/{protocol}.tsv",
     threads: 1
     resources:
         mem_mb=2000,
@@ -103,6 +111,8 @@ rule bars:
         pdf="reports/figures/bars/{protocol}.pdf",
     log:
         "logs/bars/{protocol}.log",
+    benchmark:
+        "benchmarks/bars/{protocol}.tsv",
     threads: 1
     resources:
         mem_mb=2000,
@@ -126,6 +136,8 @@ rule radar:
         pdf="reports/figures/radar/{model}.pdf",
     log:
         "logs/radar/{model}.log",
+    benchmark:
+        "benchmarks/radar/{model}.tsv",
     threads: 1
     resources:
         mem_mb=2000,

@@ -11,6 +11,8 @@ rule make_demo_weights:
         seed=CONFIG["seed"],
     log:
         "logs/make_demo_weights/{model}/{filename}.log",
+    benchmark:
+        "benchmarks/make_demo_weights/{model}/{filename}.tsv",
     threads: 1
     resources:
         mem_mb=2000,

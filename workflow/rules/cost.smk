@@ -1,0 +1,34 @@
+# Cost: where the study's time went. Sums every job's benchmark file (wall time, CPU time, peak
+# memory) per stage and per model into reports/cost.csv and a chart (src/medtransfer/cost.py).
+# It runs last: its inputs are the study's final outputs, so every other job has finished.
+
+
+def rule_stages():
+    """Each rule's stage: the name of the rule file it lives in (workflow/rules/<stage>.smk)."""
+    return {rule.name: Path(rule.snakefile).stem for rule in workflow.rules}
+
+
+rule cost:
+    input:
+        table=rules.table.output.table,
+        summary=rules.summary.output.markdown,
+        figures=study_figures(),
+    output:
+        cost=report("reports/cost.csv", caption="../report/cost.rst", category="cost"),
+        figure=report("reports/figures/cost.png", caption="../report/cost.rst", category="cost"),
+    params:
+        benchmarks="benchmarks",
+        stages=lambda wildcards: rule_stages(),
+        models=list(STUDY.models),
+        datasets=list(STUDY.datasets),
+        study=CONFIG["study"],
+    log:
+        "logs/cost.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/cost.py"

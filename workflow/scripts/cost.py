@@ -1,0 +1,11 @@
+"""Sum the study's benchmark files into reports/cost.csv and its chart."""
+
+from medtransfer.common import log_to_file
+from medtransfer.cost import write_cost
+
+log_to_file(snakemake.log[0])
+write_cost(
+    benchmarks=snakemake.params.benchmarks, out=snakemake.output.cost, figure=snakemake.output.figure,
+    stages=snakemake.params.stages, models=snakemake.params.models, datasets=snakemake.params.datasets,
+    study=snakemake.params.study,
+)
