@@ -248,3 +248,37 @@ if __name__ == "__main__":
     feats = reference_features(seeded_state_dict(), seeded_images())
     np.save(GOLDEN, feats.astype(np.float32))
     print(f"wrote {GOLDEN}: shape {feats.shape}, |max| {np.abs(feats).max():.4g}")
+
+
+def test_batches_of_any_size_give_the_same_features(files, tmp_path):
+    """The gathering thread hands over every batch in order, the last one short."""
+    whole = run(files, tmp_path, "a.npz", batch_size=64).features
+    for batch_size in (1, 4):
+        np.testing.assert_allclose(run(files, tmp_path, "b.npz", batch_size=batch_size).features, whole,
+                                   rtol=1e-5, atol=1e-6 * np.abs(whole).max())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("batch_size", [4, 256])
+def test_gpu_fast_path_matches_the_fp32_reference(files, tmp_path, batch_size):
+    """Pinned staging buffers, side-stream copies, normalisation on the device, bf16 +
+    channels_last, features gathered on the device: equal to the CPU fp32 golden features
+    within bf16 rounding."""
+    golden = np.load(GOLDEN)
+    fast = run(files, tmp_path, device="cuda", precision="bf16", batch_size=batch_size).features
+    scale = np.abs(golden).max()
+    np.testing.assert_allclose(fast, golden, rtol=5e-2, atol=3e-2 * scale)
+    cosine = (fast * golden).sum(1) / np.linalg.norm(fast, axis=1) / np.linalg.norm(golden, axis=1)
+    assert cosine.min() > 0.999
+    fp32 = run(files, tmp_path, "b.npz", device="cuda", precision="fp32", batch_size=batch_size).features
+    np.testing.assert_allclose(fp32, golden, rtol=2e-2, atol=2e-2 * scale)  # TF32 convolutions
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_backbone_matches_eager_and_reports_its_compile_time(files, tmp_path):
+    eager = run(files, tmp_path, "a.npz", device="cuda", precision="bf16").features
+    compiled = run(files, tmp_path, "b.npz", device="cuda", precision="bf16", compile_model=True)
+    np.testing.assert_allclose(compiled.features, eager, rtol=5e-2, atol=2e-2 * np.abs(eager).max())
+    assert compiled.meta["compile_s"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,8 @@ import numpy as np
 
 from medtransfer.progress import Progress
 from medtransfer.writers import save_npz
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,22 +79,29 @@ def run_meta(
     }
 
 
-def batches_to_model_input(batch_uint8: "np.ndarray", weights_meta: Any, device: str, channels_last: bool):
-    """uint8 NHWC images -> normalised float NCHW tensor on ``device``."""
+def to_model_input(batch_uint8: Any, weights_meta: Any, channels_last: bool):
+    """uint8 NHWC tensor (already on its device) -> normalised float NCHW on the same device."""
     import torch
 
     from medtransfer.models import normalise
 
-    x = torch.from_numpy(np.array(batch_uint8)).to(device, non_blocking=True)  # copy: the cache is read-only
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    x = normalise(x, weights_meta)
+    x = normalise(batch_uint8.permute(0, 3, 1, 2).float().div_(255.0), weights_meta)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def batches_to_model_input(batch_uint8: "np.ndarray", weights_meta: Any, device: str, channels_last: bool):
+    """uint8 NHWC images (numpy) -> normalised float NCHW tensor on ``device``."""
+    import torch
+
+    x = torch.from_numpy(np.array(batch_uint8)).to(device, non_blocking=True)  # copy: the cache is read-only
+    return to_model_input(x, weights_meta, channels_last)
 
 
 def extract(
     *, weights: str | os.PathLike, cache: str | os.PathLike, index: str | os.PathLike,
     out: str | os.PathLike, model: str, dataset: str, precision: str = "fp32",
     batch_size: int | None = None, device: str = "auto", seed: int = 0, deterministic: bool = False,
+    compile_model: bool = False,
 ) -> FeatureSet:
     """Pooled features of every cached image, backbone in eval mode, written to ``out``.
 
@@ -109,6 +119,10 @@ def extract(
     way, ``fp32`` on a recent NVIDIA GPU runs convolutions in TF32 (torch's default,
     ``torch.backends.cudnn.allow_tf32``), so GPU and CPU features agree to TF32 precision
     (10-bit mantissa), not to fp32 rounding.
+
+    ``compile_model``: ``torch.compile`` the backbone first (worth it on a GPU for large
+    datasets: about 1.5x the images/s for a compile of about 16 s on an H200,
+    docs/performance.md). Its seconds are logged and kept in ``meta["compile_s"]``.
     """
     import torch
 
@@ -131,11 +145,13 @@ def extract(
             "for this dataset (snakemake --forcerun cache_images) to rebuild it from this index"
         )
     net, wmeta = load_weights(weights)
-    feats = _forward_all(net, images, wmeta, device, precision,
-                         batch_size or (256 if device.startswith("cuda") else 32))
+    feats, compile_s = _forward_all(net, images, wmeta, device, precision,
+                                    batch_size or (256 if device.startswith("cuda") else 32), compile_model)
     meta = run_meta(model=model, dataset=dataset, weights_meta=wmeta, index=frame,
                     precision=precision, size=images.shape[1], seed=seed)
     meta["deterministic"] = bool(deterministic)
+    if compile_model:
+        meta["compile_s"] = round(compile_s, 2)
     fs = FeatureSet(features=feats, labels=frame["label"].to_numpy(np.int64),
                     split=frame["split"].to_numpy(str), meta=meta)
     save_features(out, fs)
@@ -143,19 +159,67 @@ def extract(
 
 
 def _forward_all(net: Any, images: np.ndarray, wmeta: Any, device: str, precision: str,
-                 batch_size: int) -> np.ndarray:
-    """(N, D) float32 features of uint8 NHWC ``images`` through ``net`` in eval mode."""
+                 batch_size: int, compile_model: bool = False) -> tuple[np.ndarray, float]:
+    """(N, D) float32 features of uint8 NHWC ``images`` through ``net`` in eval mode, and the
+    seconds ``torch.compile`` took (0 without it).
+
+    The GPU data path (docs/performance.md): batches come through pinned buffers and a side
+    stream (:class:`medtransfer.data.batches.DeviceBatches`), are normalised on the device,
+    and the features stay on the device until one copy back at the end.
+    """
     import torch
+
+    from medtransfer.data.batches import DeviceBatches
 
     channels_last = precision == "bf16"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = net.eval().to(device, memory_format=fmt)  # eval: BatchNorm uses its running statistics
-    chunks = []
+    compile_s = 0.0
+    if compile_model:
+        net, compile_s = _compiled(net, images, wmeta, device, precision, batch_size)
+    width = feature_width(net, images, wmeta, device)
+    out = torch.empty((len(images), width), dtype=torch.float32, device=device)
     autocast = torch.autocast(device.split(":")[0], torch.bfloat16, enabled=channels_last)
     progress = Progress("extract_features", len(images), unit="images")
+    starts = range(0, len(images), batch_size)
+    batches = DeviceBatches(lambda start: np.array(images[start:start + batch_size]), starts, device,
+                            max_bytes=batch_size * int(np.prod(images.shape[1:])))
     with torch.inference_mode(), autocast:
-        for start in range(0, len(images), batch_size):
-            x = batches_to_model_input(images[start:start + batch_size], wmeta, device, channels_last)
-            chunks.append(net(x).float().cpu().numpy())
-            progress.update(len(x))
-    return np.concatenate(chunks)
+        for start, batch in batches:
+            out[start:start + len(batch)] = net(to_model_input(batch, wmeta, channels_last)).float()
+            progress.update(len(batch))
+    return out.cpu().numpy(), compile_s
+
+
+def feature_width(net: Any, images: np.ndarray, wmeta: Any, device: str) -> int:
+    """The pooled feature width of ``net`` (from its last BatchNorm, else one forward pass)."""
+    import torch
+
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    if norms:
+        return norms[-1].num_features
+    with torch.inference_mode():
+        return int(net(batches_to_model_input(images[:1], wmeta, device, False)).shape[1])
+
+
+def _compiled(net: Any, images: np.ndarray, wmeta: Any, device: str, precision: str,
+              batch_size: int) -> tuple[Any, float]:
+    """``torch.compile(net)``, warmed up on one full batch (and the last, shorter one) so the
+    compile time is measured here, not inside the first batches."""
+    import time
+
+    import torch
+
+    start = time.perf_counter()
+    compiled = torch.compile(net, dynamic=False)
+    channels_last = precision == "bf16"
+    autocast = torch.autocast(device.split(":")[0], torch.bfloat16, enabled=channels_last)
+    sizes = {min(batch_size, len(images)), len(images) % batch_size or batch_size}
+    with torch.inference_mode(), autocast:
+        for size in sorted(sizes):
+            compiled(batches_to_model_input(images[:size], wmeta, device, channels_last))
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    log.info("torch.compile of the backbone took %.1f s (batch sizes %s)", seconds, sorted(sizes))
+    return compiled, seconds

@@ -27,7 +27,7 @@ from torch import nn
 
 from medtransfer.progress import Progress
 from medtransfer.common import resolve_device, seed_everything
-from medtransfer.data.augment import augment, crop_params, full_batch, random_resized_crop_full  # noqa: F401
+from medtransfer.data.augment import augment, crop_params, full_batch, full_batch_array, random_resized_crop_full  # noqa: F401
 from medtransfer.data.index import stratified_split
 
 log = logging.getLogger(__name__)
@@ -168,18 +168,21 @@ def _autocast(device: str, precision: str):
 def predict(model: nn.Module, data: Data, positions: np.ndarray, wmeta, device: str,
             precision: str, batch_size: int = 64) -> np.ndarray:
     """Softmax probabilities (n, C) of the cached centre images, model in eval mode."""
-    from medtransfer.features import batches_to_model_input
+    from medtransfer.data.batches import DeviceBatches
+    from medtransfer.features import to_model_input
 
     was_training = model.training
     model.eval()
     out = []
+    chunks = [positions[start:start + batch_size] for start in range(0, len(positions), batch_size)]
+    batches = DeviceBatches(lambda pos: data.images[pos], chunks, device,
+                            max_bytes=batch_size * int(np.prod(data.images.shape[1:])))
     with _autocast(device, precision):
-        for start in range(0, len(positions), batch_size):
-            x = batches_to_model_input(data.images[positions[start:start + batch_size]], wmeta, device,
-                                       precision == "bf16")
-            out.append(torch.softmax(model(x).float(), dim=1).cpu())
+        for _, batch in batches:
+            x = to_model_input(batch, wmeta, precision == "bf16")
+            out.append(torch.softmax(model(x).float(), dim=1))
     model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, 0), np.float32)
 
 
 # ---------------------------------------------------------------- training
@@ -192,14 +195,14 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig):
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
 
 
-def _train_step(model, opt, sched, data: Data, stream: BatchStream, rng, wmeta, device, cfg) -> torch.Tensor:
+def _train_step(model, opt, sched, data: Data, pos: np.ndarray, batch: torch.Tensor, rng, wmeta,
+                device, cfg) -> torch.Tensor:
     from medtransfer.models import normalise
 
-    pos = stream.next()
-    x = normalise(_train_batch(data, pos, rng, device), wmeta)
+    x = normalise(_train_batch(data, pos, batch, rng), wmeta)
     if cfg.precision == "bf16":
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.from_numpy(data.labels[pos]).to(device)
+    y = torch.from_numpy(data.labels[pos]).to(device, non_blocking=True)
     with _autocast(device, cfg.precision):
         logits = model(x)
     loss = F.cross_entropy(logits.float(), y)
@@ -210,13 +213,27 @@ def _train_step(model, opt, sched, data: Data, stream: BatchStream, rng, wmeta, 
     return loss.detach()
 
 
-def _train_batch(data: Data, pos: np.ndarray, rng: np.random.Generator, device: str) -> torch.Tensor:
-    """Augmented images at ``pos``: crops of the whole images when a full cache is given."""
+def _train_batch(data: Data, pos: np.ndarray, batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Augmented float images from the uint8 (B, h, w, 3) ``batch`` of ``pos`` (on the device):
+    crops of the whole images when a full cache is given, else of the centre images."""
+    x = batch.permute(0, 3, 1, 2)
     if data.full is None:
-        x = torch.from_numpy(np.ascontiguousarray(data.images[pos])).to(device).permute(0, 3, 1, 2)
         return augment(x, rng)
-    x, hw = full_batch(*data.full, pos, device)
-    return random_resized_crop_full(x, hw, data.images.shape[1], rng)
+    return random_resized_crop_full(x, np.asarray(data.full[1][pos], dtype=np.int64), data.images.shape[1], rng)
+
+
+def train_batches(data: Data, stream: BatchStream, steps: int, device: str) -> "DeviceBatches":
+    """The uint8 training batches of ``steps`` steps on ``device``, gathered ahead by a thread
+    (through pinned memory on a GPU, medtransfer.data.batches)."""
+    from medtransfer.data.batches import DeviceBatches
+
+    positions = (stream.next() for _ in range(steps))  # drawn in the gathering thread: its own generator
+    if data.full is None:
+        return DeviceBatches(lambda pos: data.images[pos], positions, device,
+                             max_bytes=stream.batch_size * int(np.prod(data.images.shape[1:])))
+    side = max(data.full[0].shape[1:3])
+    return DeviceBatches(lambda pos: full_batch_array(*data.full, pos)[0], positions, device,
+                         max_bytes=stream.batch_size * side * side * 3)
 
 
 def _val_score(model, data: Data, wmeta, device: str, cfg: TrainConfig) -> float:
@@ -233,15 +250,16 @@ def train_run(model: nn.Module, data: Data, wmeta, device: str, cfg: TrainConfig
     Every ``eval_every`` steps (and at the last) the loss is checked: a non-finite loss
     ends the run as ``diverged`` (checked only there, to avoid a GPU sync per step).
     """
-    rng = np.random.default_rng(cfg.seed)
-    stream = BatchStream(data.train, cfg.batch_size, rng)
+    rng = np.random.default_rng(cfg.seed)  # augmentation, on this thread
+    # the batches' order: a generator of its own, drawn in the thread that gathers them ahead
+    stream = BatchStream(data.train, cfg.batch_size, np.random.default_rng([cfg.seed, 1]))
     opt, sched = make_optimizer(model, cfg)
     stopper = EarlyStopping(cfg.patience) if cfg.early_stopping else None
     model.train()  # BatchNorm uses batch statistics and updates its running ones
     losses, stopped, diverged, step = [], False, False, 0
     progress = Progress(f"finetune lr={cfg.lr:g} wd={cfg.weight_decay:g}", cfg.steps, unit="steps")
-    for step in range(1, cfg.steps + 1):
-        losses.append(_train_step(model, opt, sched, data, stream, rng, wmeta, device, cfg))
+    for step, (pos, batch) in enumerate(train_batches(data, stream, cfg.steps, device), start=1):
+        losses.append(_train_step(model, opt, sched, data, pos, batch, rng, wmeta, device, cfg))
         progress.update()
         if step % cfg.eval_every and step != cfg.steps:
             continue

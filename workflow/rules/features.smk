@@ -13,6 +13,7 @@ rule extract_features:
         precision=CONFIG["precision"],
         device=CONFIG["device"],
         deterministic=CONFIG["deterministic"],
+        compile=CONFIG["compile"],
         seed=CONFIG["seed"],
     log:
         "logs/extract_features/{model}/{dataset}.log",

@@ -10,5 +10,5 @@ extract(
     out=snakemake.output.features, model=snakemake.wildcards.model,
     dataset=snakemake.wildcards.dataset, precision=snakemake.params.precision,
     device=snakemake.params.device, seed=snakemake.params.seed,
-    deterministic=snakemake.params.deterministic,
+    deterministic=snakemake.params.deterministic, compile_model=snakemake.params.compile,
 )

@@ -173,9 +173,8 @@ def _plain_taps(step, out, length) -> tuple[torch.Tensor, torch.Tensor]:
     return taps, _cubic(frac - offsets, PLAIN_CUBIC)
 
 
-def full_batch(images: np.ndarray, hw: np.ndarray, positions: np.ndarray,
-               device: str | torch.device) -> tuple[torch.Tensor, np.ndarray]:
-    """Images at ``positions`` of a full cache as uint8 (B, 3, h, w) on ``device``, and their sizes.
+def full_batch_array(images: np.ndarray, hw: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Images at ``positions`` of a full cache as uint8 (B, h, w, 3) numpy, and their sizes.
 
     Portrait images, stored transposed (``cache.build_full_cache``), are stood up again;
     the batch is padded to its own largest (h, w), not the cache's.
@@ -185,4 +184,11 @@ def full_batch(images: np.ndarray, hw: np.ndarray, positions: np.ndarray,
     for k, (pos, (h, w)) in enumerate(zip(positions, sizes)):
         lying = images[pos, :min(h, w), :max(h, w)]
         batch[k, :h, :w] = lying.transpose(1, 0, 2) if h > w else lying
+    return batch, sizes
+
+
+def full_batch(images: np.ndarray, hw: np.ndarray, positions: np.ndarray,
+               device: str | torch.device) -> tuple[torch.Tensor, np.ndarray]:
+    """:func:`full_batch_array` as a uint8 (B, 3, h, w) tensor on ``device``, and the sizes."""
+    batch, sizes = full_batch_array(images, hw, positions)
     return torch.from_numpy(batch).to(device).permute(0, 3, 1, 2), sizes
