@@ -3,12 +3,12 @@ both measured in this process on the same real JPEG/PNG files (these machines ar
 and noisy, so only the ratio means much).
 
     python bench/features.py [--images N] [--size 224] [--models 6] [--device auto]
-                             [--workers W] [--threads T]
+                             [--workers W] [--threads T] [--compile]
 
 Published: for EVERY model, each file is decoded with PIL, resized (short side, bicubic)
 and centre-cropped, ToTensor + ImageNet Normalize, through a torch DataLoader (W workers,
 pinned memory on a GPU), fp32, NCHW, batch 64. Ours: the uint8 cache is built ONCE
-(``data.cache.build_cache``), then ``features.extract`` per model with bf16 autocast +
+(``data.cache.build_cache``, W decoding threads), then ``features.extract`` per model with bf16 autocast +
 channels_last at its default batch size. Both get cuDNN autotuning and one warm-up run on
 the first few files; each model's weights are loaded from its file inside the timing.
 
@@ -59,12 +59,15 @@ def published(weights: list[Path], index: Path, size: int, device: str, workers:
     return seconds
 
 
-def ours(weights: list[Path], index: Path, cache: Path, size: int, device: str) -> tuple[float, list[float]]:
-    """(seconds to build the cache once, seconds per model of ``extract`` from it)."""
+def ours(weights: list[Path], index: Path, cache: Path, size: int, device: str, workers: int,
+         compile_model: bool = False) -> tuple[float, list[float]]:
+    """(seconds to build the cache once with ``workers`` decoding threads, seconds per model of
+    ``extract`` from it)."""
     start = clock(device)
-    build_cache(index, cache, size=size)
+    build_cache(index, cache, size=size, workers=workers)
     cache_s = clock(device) - start
-    return cache_s, [_extract(path, cache, index, device, precision="bf16") for path in weights]
+    return cache_s, [_extract(path, cache, index, device, precision="bf16", compile_model=compile_model)
+                     for path in weights]
 
 
 def _extract(weights: Path, cache: Path, index: Path, device: str, **kw) -> float:
@@ -78,7 +81,7 @@ def warm_up(weights: Path, index: Path, folder: Path, rows: int, size: int, devi
     """Both pipelines once on the first ``rows`` files (CUDA context, cuDNN autotuning, allocator)."""
     sub = head_index(index, rows, folder / "warm.csv")
     published([weights], sub, size, device, workers)
-    ours([weights], sub, folder / "warm.npy", size, device)
+    ours([weights], sub, folder / "warm.npy", size, device, workers)
     _extract(weights, folder / "warm.npy", sub, device, precision="fp32", batch_size=PUBLISHED_BATCH)
 
 
@@ -100,7 +103,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--models", type=int, default=6)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--workers", type=int, default=default_workers(), help="published DataLoader workers")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="decoding workers of both: the published DataLoader's, our cache build's threads")
+    parser.add_argument("--compile", action="store_true", help="ours with torch.compile (its compile time included)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -116,7 +121,7 @@ def main() -> None:
         warm_up(weights[0], index, folder, min(n, 256 if gpu else 10), args.size, device, args.workers)
         pub = published(weights, index, args.size, device, args.workers)
         cache = folder / "cache.npy"
-        cache_s, our = ours(weights, index, cache, args.size, device)
+        cache_s, our = ours(weights, index, cache, args.size, device, args.workers, args.compile)
         ref = _extract(weights[0], cache, index, device, precision="fp32", batch_size=PUBLISHED_BATCH)
         anchor = _extract(weights[0], cache, index, device, precision="bf16")
     print(f"device={device} images={n} size={args.size} workers={args.workers} threads={torch.get_num_threads()}")

@@ -86,3 +86,16 @@ def http_server() -> Iterator[http.server.ThreadingHTTPServer]:
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def two_model_table(tmp_path_factory):
+    """``reports/table.csv`` of one uninterrupted local 2-core run of the two-model study, the
+    reference of the resume and SLURM tests (run once per session)."""
+    import pandas as pd
+
+    from workflow_helpers import make_workdir, snakemake, two_model_config
+
+    workdir = make_workdir(tmp_path_factory.mktemp("two-model-reference"), two_model_config())
+    snakemake(workdir, "all")
+    return pd.read_csv(workdir / "reports" / "table.csv")

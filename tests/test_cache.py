@@ -129,3 +129,31 @@ def test_full_cache_errors_name_the_file_and_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"full\.hw\.npy \(the image sizes of .*full\.npy\) does not exist"):
         load_full_cache(tmp_path / "full.npy")
     assert full_hw_path(tmp_path / "full.npy") == tmp_path / "full.hw.npy"
+
+
+def test_decoding_threads_write_the_same_bytes_in_index_order(tmp_path):
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(14):
+        h, w = (30 + 3 * i, 40) if i % 3 else (40, 28)  # landscape and portrait
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    index = _index(tmp_path, paths)
+    build_cache(index, tmp_path / "one.npy", size=16)
+    build_cache(index, tmp_path / "four.npy", size=16, workers=4)
+    assert (tmp_path / "one.npy").read_bytes() == (tmp_path / "four.npy").read_bytes()
+    build_full_cache(index, tmp_path / "full1.npy", size=16, split=None)
+    build_full_cache(index, tmp_path / "full4.npy", size=16, split=None, workers=4)
+    assert (tmp_path / "full1.npy").read_bytes() == (tmp_path / "full4.npy").read_bytes()
+    assert np.array_equal(np.load(full_hw_path(tmp_path / "full1.npy")), np.load(full_hw_path(tmp_path / "full4.npy")))
+
+
+def test_a_bad_image_among_threads_names_the_file_and_leaves_no_cache(tmp_path):
+    paths = []
+    for i in range(9):
+        Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    (tmp_path / "5.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    with pytest.raises(ValueError, match=r"5\.png cannot be decoded"):
+        build_cache(_index(tmp_path, paths[:8]), tmp_path / "c.npy", size=8, workers=3)
+    assert list(tmp_path.glob("c*.npy")) == []

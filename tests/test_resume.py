@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from workflow_helpers import make_workdir, snakemake, tiny_config
+from workflow_helpers import make_workdir, snakemake, two_model_config
 
 pytestmark = pytest.mark.slow
 
@@ -27,9 +27,7 @@ KILL_IN = ["download_weights", "cache_images", "extract_features", "linear_probe
 
 
 def _config() -> dict:
-    config = tiny_config(["supervised", "moco-v2"])
-    config["datasets"] = {"demo_cxr": config["datasets"]["demo_cxr"]}
-    return config
+    return two_model_config()
 
 
 def _start(workdir: Path, *args: str) -> subprocess.Popen:
@@ -62,10 +60,8 @@ def _table(workdir: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> pd.DataFrame:
-    workdir = make_workdir(tmp_path_factory.mktemp("uninterrupted"), _config())
-    snakemake(workdir, "all")  # 2 cores
-    return _table(workdir)
+def reference(two_model_table) -> pd.DataFrame:
+    return two_model_table  # one uninterrupted 2-core run (conftest.py), shared with the SLURM test
 
 
 def test_killed_inside_each_long_rule_and_resumed(tmp_path, reference):

@@ -20,7 +20,7 @@ import pytest
 
 import slurm_cluster
 from conftest import REPO
-from workflow_helpers import make_workdir, snakemake, tiny_config
+from workflow_helpers import make_workdir, snakemake, two_model_config
 
 SCRATCH = Path("/tmp/medtransfer-slurm")
 GPU_RULES = ["extract_features", "finetune", "reconstruct", "score_reconstruction", "saliency", "invariance"]
@@ -46,9 +46,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(_reason_to_skip() is not None
 
 
 def _config() -> dict:
-    config = tiny_config(["supervised", "moco-v2"])
-    config["datasets"] = {"demo_cxr": config["datasets"]["demo_cxr"]}
-    return config
+    return two_model_config()
 
 
 class Canceller(threading.Thread):
@@ -80,10 +78,8 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def local_table(tmp_path_factory) -> pd.DataFrame:
-    workdir = make_workdir(tmp_path_factory.mktemp("local"), _config())
-    snakemake(workdir, "all")
-    return pd.read_csv(workdir / "reports" / "table.csv")
+def local_table(two_model_table) -> pd.DataFrame:
+    return two_model_table  # one local run (conftest.py), shared with the resume test
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import yaml
 from medtransfer.results import PROVENANCE_COLUMNS, RESULT_COLUMNS
 from workflow_helpers import make_workdir, snakemake, tiny_config
 
-# the six ImageNet ResNet-50s; the in-domain models and the random baseline: test_workflow_indomain.py
 MODELS = ["supervised", "moco-v2", "swav", "pirl", "byol", "simclr-v1"]
 
 

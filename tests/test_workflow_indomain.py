@@ -1,18 +1,20 @@
 """The in-domain models and the random baseline through the whole workflow, for real.
 
-A second run of the tiny study (``.test/config.yaml``): the Lightning DenseNet-121 of
-MIMIC-CheXpert (histogram equalisation), the MoCo-CXR ResNet-18 (CXR mean/std) and the untrained
-random ResNet-50, on one dataset, every stage. Their demo files are written in the published
-layouts and converted by the real converters.
+The second demo study (``config/indomain.yaml``: the Lightning DenseNet-121 of MIMIC-CheXpert
+with histogram equalisation, the MoCo-CXR ResNet-18 with the CXR mean/std, and the untrained
+random ResNet-50, on demo_cxr), every stage, with the tiny study's protocol settings
+(``.test/config.yaml``) so it takes about two minutes. Their demo files are written in the
+published layouts and converted by the real converters.
 """
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from medtransfer.models import load_weights
 from medtransfer.results import RESULT_COLUMNS, details
-from workflow_helpers import make_workdir, snakemake, tiny_config
+from workflow_helpers import REPO, make_workdir, snakemake, tiny_config
 
 MODELS = ["mimic-chexpert_lr_0.1", "moco-cxr-r18", "random"]
 ARCHS = {"mimic-chexpert_lr_0.1": "densenet121", "moco-cxr-r18": "resnet18", "random": "resnet50"}
@@ -20,8 +22,11 @@ ARCHS = {"mimic-chexpert_lr_0.1": "densenet121", "moco-cxr-r18": "resnet18", "ra
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    config = tiny_config(MODELS)
-    config["datasets"] = {"demo_cxr": config["datasets"]["demo_cxr"]}
+    config = yaml.safe_load((REPO / "config" / "indomain.yaml").read_text())
+    assert list(config["models"]) == MODELS
+    tiny = tiny_config()
+    config.update(image_size=tiny["image_size"], protocols=tiny["protocols"], device="cpu")
+    config["datasets"]["demo_cxr"]["demo"] = tiny["datasets"]["demo_cxr"]["demo"]
     workdir = make_workdir(tmp_path_factory.mktemp("indomain"), config)
     snakemake(workdir, "all")
     return workdir

@@ -48,3 +48,10 @@ def tiny_config(models: list[str] | None = None, **overrides) -> dict:
         config["models"] = {m: config["models"][m] for m in models}
     config.update(overrides)
     return config
+
+
+def two_model_config() -> dict:
+    """The tiny study cut to two models and one dataset (the resume and SLURM tests)."""
+    config = tiny_config(["supervised", "moco-v2"])
+    config["datasets"] = {"demo_cxr": config["datasets"]["demo_cxr"]}
+    return config

@@ -167,10 +167,13 @@ def _n_images(name: str, spec: Mapping, index_dir: Path, override: Mapping[str, 
 def estimate(config: Mapping, *, index_dir: str | os.PathLike = "results/data",
              images: Mapping[str, int] | None = None) -> pd.DataFrame:
     """GPU-hours per stage (and CPU core-hours of decoding) of the study ``config`` (resolved,
-    medtransfer.config.resolve) at the measured H200 rates of its precision."""
+    medtransfer.config.resolve) at the measured H200 rates of its precision (the
+    reconstruction: of its own precision)."""
     precision = config.get("precision", "fp32")
     rates = GPU_RATES["bf16" if precision == "bf16" else "fp32"]
     size, protocols = config["image_size"], config["protocols"]
+    # the reconstruction has a precision of its own (protocols.reconstruction.precision)
+    rec_rates = GPU_RATES["bf16" if protocols["reconstruction"].get("precision", precision) == "bf16" else "fp32"]
     n_models = len(config["models"])
     rows = []
     for name, spec in config["datasets"].items():
@@ -179,8 +182,8 @@ def estimate(config: Mapping, *, index_dir: str | os.PathLike = "results/data",
             "features": resources.extract_seconds(n, image_size=size, rates=rates),
             "finetune": resources.finetune_seconds(n, image_size=size, settings=protocols["finetune"], rates=rates),
             "reconstruct": resources.reconstruct_seconds(image_size=size, settings=protocols["reconstruction"],
-                                                         rates=rates)
-            + resources.score_seconds(settings=protocols["reconstruction"], rates=rates),
+                                                         rates=rec_rates)
+            + resources.score_seconds(settings=protocols["reconstruction"], rates=rec_rates),
             "saliency": resources.saliency_seconds(settings=protocols["saliency"], rates=rates),
             "invariance": resources.invariance_seconds(image_size=size, settings=protocols["invariance"], rates=rates),
         }

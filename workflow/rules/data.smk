@@ -58,7 +58,7 @@ rule cache_images:
         "logs/cache_images/{dataset}.log",
     benchmark:
         "benchmarks/cache_images/{dataset}.tsv"
-    threads: 1
+    threads: 4  # decoding threads (the cache is the same bytes for any number)
     resources:
         mem_mb=4000,
         runtime=sized("cache", "runtime"),
@@ -82,7 +82,7 @@ rule cache_full_images:
         "logs/cache_full_images/{dataset}.log",
     benchmark:
         "benchmarks/cache_full_images/{dataset}.tsv"
-    threads: 1
+    threads: 4
     resources:
         mem_mb=4000,
         runtime=sized("cache", "runtime"),

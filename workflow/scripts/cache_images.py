@@ -6,4 +6,5 @@ from medtransfer.data.cache import build_cache
 log_to_file(snakemake.log[0])
 build_cache(
     snakemake.input.index, snakemake.output.cache, size=snakemake.params.size, kind=snakemake.params.kind,
+    workers=snakemake.threads,
 )

@@ -19,9 +19,12 @@ sets have both); ``augment.full_batch`` stands them up again.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -105,16 +108,35 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def build_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: int, kind: str | None = None) -> None:
-    """Decode every image of ``index`` into ``out`` (.npy, uint8 N x size x size x 3).
+def decoded(load: Callable[[Any], np.ndarray], items: Sequence[Any], workers: int = 1) -> Iterator[np.ndarray]:
+    """``load(item)`` for each item, in order, decoded by ``workers`` threads (Pillow lets go
+    of the GIL while it decodes and resizes, so threads decode in parallel); at most
+    ``4 * workers`` images wait in memory."""
+    if workers <= 1:
+        yield from map(load, items)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(load, item))
+            if len(pending) >= 4 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def build_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: int, kind: str | None = None,
+                workers: int = 1) -> None:
+    """Decode every image of ``index`` into ``out`` (.npy, uint8 N x size x size x 3), with
+    ``workers`` decoding threads (the same bytes for any number).
 
     ``kind`` (the dataset adapter) only improves the error for a bad image: it adds
     where the dataset is downloaded and the layout expected.
     """
     frame = read_index(index)
     with _with_source(kind), npy_memmap(out, np.uint8, (len(frame), size, size, 3)) as cache:
-        for i, path in enumerate(frame["path"]):
-            cache[i] = load_image(path, size)
+        for i, image in enumerate(decoded(lambda path: load_image(path, size), list(frame["path"]), workers)):
+            cache[i] = image
 
 
 @contextmanager
@@ -190,7 +212,7 @@ def _full_hw(path: str, short: int, longest: int) -> tuple[int, int]:
 
 def build_full_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: int, scale: float = FULL_SCALE,
                      max_aspect: float = FULL_MAX_ASPECT, split: str | None = "train",
-                     kind: str | None = None) -> None:
+                     kind: str | None = None, workers: int = 1) -> None:
     """Decode the images of ``index`` whole into ``out`` (.npy) and their sizes into ``full_hw_path(out)``.
 
     ``out``: uint8 (N, H, W, 3) in index order, image ``i`` in ``[i, :h_i, :w_i]``, zeros
@@ -198,8 +220,8 @@ def build_full_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: 
     sidecar: int32 (N, 2) ``(h_i, w_i)`` as the image stands. Only rows of ``split`` are decoded
     (``None``: all); the others keep ``(0, 0)`` and zeros (sparse on disk), since
     finetuning crops only training images. Two passes: image headers fix (H, W), then
-    the images are decoded into a memory map. ``kind`` only improves the error for a
-    bad image, as in ``build_cache``.
+    the images are decoded into a memory map, by ``workers`` threads. ``kind`` only improves
+    the error for a bad image, as in ``build_cache``.
     """
     short, longest = full_sides(size, scale, max_aspect)
     frame = read_index(index)
@@ -211,8 +233,8 @@ def build_full_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: 
         lying = np.sort(hw, axis=1)  # (short, long) as stored
         shape = (len(frame), *(int(v) for v in np.maximum(lying.max(0), 1)), 3)
         with npy_memmap(out, np.uint8, shape) as cache:
-            for i in rows:
-                img = load_full_image(frame["path"].iat[i], short, longest)
+            images = decoded(lambda i: load_full_image(frame["path"].iat[i], short, longest), rows, workers)
+            for i, img in zip(rows, images):
                 cache[i, :lying[i, 0], :lying[i, 1]] = img.transpose(1, 0, 2) if hw[i, 0] > hw[i, 1] else img
             save_npy(full_hw_path(out), hw)
 
