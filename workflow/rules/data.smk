@@ -46,6 +46,7 @@ rule index_dataset:
         "../scripts/index_dataset.py"
 
 
+# The caches decode with up to 4 threads (Pillow lets go of the GIL; the same bytes for any number).
 rule cache_images:
     input:
         index=rules.index_dataset.output.index,
@@ -58,7 +59,7 @@ rule cache_images:
         "logs/cache_images/{dataset}.log",
     benchmark:
         "benchmarks/cache_images/{dataset}.tsv"
-    threads: 4  # decoding threads (the cache is the same bytes for any number)
+    threads: 4
     resources:
         mem_mb=4000,
         runtime=sized("cache", "runtime"),
