@@ -8,14 +8,16 @@ import yaml
 
 from conftest import REPO
 from test_data_adapters import TB_SETS, _image, make_amd, make_bach, make_chestx, make_chexpert, make_dr, make_pm, make_tb
+from test_data_stoic_cifar import make_cifar, make_stoic
 from workflow_helpers import make_workdir, snakemake
 
 DATASETS = ["bach", "chestx", "chexpert", "diabetic_retinopathy", "ichallenge_amd", "ichallenge_pm",
-            "montgomerycxr", "shenzhencxr"]
+            "montgomerycxr", "shenzhencxr", "stoic", "cifar10_2way", "cifar10_5way"]
+ROOTS = [d for d in DATASETS if not d.startswith("cifar10_")] + ["cifar10"]  # one CIFAR-10 root, two entries
 
 
 def _fake_trees(data):
-    for name in DATASETS:
+    for name in ROOTS:
         (data / name).mkdir(parents=True)
     make_bach(data / "bach")
     make_chestx(data / "chestx")
@@ -25,6 +27,9 @@ def _fake_trees(data):
     make_pm(data / "ichallenge_pm")
     make_tb(data / "montgomerycxr", "montgomerycxr")
     make_tb(data / "shenzhencxr", "shenzhencxr")
+    (data / "stoic").rmdir()
+    make_stoic(data / "stoic")
+    make_cifar(data / "cifar10")
 
 
 def _jobs(output: str) -> dict[str, int]:
@@ -46,15 +51,16 @@ def test_paper_config_indexes_fake_trees_and_builds_the_full_dag(tmp_path):
     jobs = _jobs(snakemake(workdir, "all", "-n").stdout)
     # + the LPIPS backbones; the random baseline's file is made locally (make_demo_weights), then copied
     assert jobs["download_weights"] == 14 + 3 and jobs["convert_weights"] == 14 and jobs["make_demo_weights"] == 1
-    assert jobs["reconstruct"] == 14 * 8 and jobs["cache_full_images"] == 8
-    assert jobs["cache_images"] == 8 and jobs["sample_episodes"] == 8
+    n = len(DATASETS)  # 11: the eight medical datasets, STOIC, CIFAR-10 2-way and 5-way
+    assert jobs["reconstruct"] == 14 * n and jobs["cache_full_images"] == n
+    assert jobs["cache_images"] == n and jobs["sample_episodes"] == n
     for rule in ("extract_features", "linear_probe", "fewshot", "finetune", "knn"):
-        assert jobs[rule] == 14 * 8, rule
-    assert jobs["saliency"] == 14 * 8 and jobs["invariance"] == 14 * 8 and jobs["saliency_figures"] == 8
+        assert jobs[rule] == 14 * n, rule
+    assert jobs["saliency"] == 14 * n and jobs["invariance"] == 14 * n and jobs["saliency_figures"] == n
     assert jobs["multiview_invariance"] == 14 * 2  # chexpert and diabetic_retinopathy have view pairs
     assert jobs["correlate"] == 1 and jobs["correlation_figures"] == 1
-    # 5 protocols x 8 datasets, saliency 8, invariance 9 transforms x 8 + 2 multi-view
-    assert jobs["compare_models"] == 40 + 8 + 72 + 2 and "index_dataset" not in jobs
+    # 5 protocols x 11 datasets, saliency 11, invariance 9 transforms x 11 + 2 multi-view
+    assert jobs["compare_models"] == 5 * n + n + 9 * n + 2 and "index_dataset" not in jobs
 
 
 def test_missing_dataset_root_is_named(tmp_path):
@@ -94,7 +100,7 @@ def test_paper_fewshot_runs_at_published_sizes_on_the_small_datasets(tmp_path):
     assert paper["protocols"]["fewshot"]["pool"] == "train" and paper["protocols"]["fewshot"]["n_support"] == [20]
     workdir = make_workdir(tmp_path / "run", paper)
     _published_size_trees(workdir / "data")
-    for name in DATASETS:  # the others stay empty: only their roots must exist for the DAG to build
+    for name in ROOTS:  # the others stay empty: only their roots must exist for the DAG to build
         (workdir / "data" / name).mkdir(parents=True, exist_ok=True)
     small = ["montgomerycxr", "bach", "ichallenge_amd"]
     snakemake(workdir, *[f"results/fewshot/episodes/{name}/20shot.npz" for name in small])
