@@ -1,6 +1,7 @@
 # Shared set-up: config validation, the resolved study, wildcard constraints and the
 # input functions every stage uses (no logic in rule bodies; see src/medtransfer/study.py).
 import re
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -257,3 +258,8 @@ def comparison_metric(wildcards):
     metrics = stages.get(wildcards.protocol).metrics
     own = STUDY.metric(wildcards.dataset)
     return own if own in metrics else metrics[0]
+
+
+def rule_stages():
+    """Each rule's stage: the name of the rule file it lives in (workflow/rules/<stage>.smk)."""
+    return {rule.name: Path(rule.snakefile).stem for rule in workflow.rules}

@@ -3,11 +3,6 @@
 # It runs last: its inputs are the study's final outputs, so every other job has finished.
 
 
-def rule_stages():
-    """Each rule's stage: the name of the rule file it lives in (workflow/rules/<stage>.smk)."""
-    return {rule.name: Path(rule.snakefile).stem for rule in workflow.rules}
-
-
 rule cost:
     input:
         table=rules.table.output.table,
