@@ -61,14 +61,75 @@ def test_invariance_is_one_for_an_ignored_transform_and_below_one_otherwise():
             assert (cos < 0.99).all() and (dist > 0.1).all(), name
 
 
-def test_ledoit_wolf_agrees_with_scikit_learn():
-    from sklearn.covariance import ledoit_wolf as sk_ledoit_wolf
+@pytest.mark.parametrize("n, p", [(30, 50), (400, 60), (5000, 40)])  # n < p, n > p, and several row chunks
+def test_ledoit_wolf_agrees_with_scikit_learn(n, p, monkeypatch):
+    from sklearn.covariance import LedoitWolf
 
-    x = np.random.default_rng(0).normal(size=(30, 50)) @ np.diag(np.linspace(0.1, 3, 50))
+    import medtransfer.invariance as invariance
+
+    monkeypatch.setattr(invariance, "_ROWS", 1024)  # 5,000 rows: five chunks, the last one short
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, p)) @ np.diag(np.linspace(0.1, 3, p)) + rng.normal(5.0, 2.0, size=p)  # off-centre
     ours, shrinkage = ledoit_wolf(x)
-    theirs, sk_shrinkage = sk_ledoit_wolf(x)
-    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
-    assert shrinkage == pytest.approx(sk_shrinkage, rel=1e-10)
+    theirs = LedoitWolf().fit(x)
+    np.testing.assert_allclose(ours, theirs.covariance_, rtol=1e-10, atol=1e-12)
+    assert shrinkage == pytest.approx(theirs.shrinkage_, rel=1e-10)
+    whitener = Whitener().fit(x.astype(np.float32))  # float32 features, float64 sums: the same estimate
+    np.testing.assert_allclose(whitener.cholesky_ @ whitener.cholesky_.T, theirs.covariance_, rtol=1e-5, atol=1e-7)
+
+
+def test_ridge_covariance_is_the_sample_covariance_plus_the_ridge():
+    x = np.random.default_rng(3).normal(size=(300, 20)) * np.linspace(1, 4, 20)
+    w = Whitener("ridge", ridge=1e-3).fit(x)
+    np.testing.assert_allclose(w.cholesky_ @ w.cholesky_.T, np.cov(x, rowvar=False) + 1e-3 * np.eye(20),
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(w.mean_, x.mean(0), rtol=1e-12, atol=1e-12)
+
+
+def test_covariance_on_a_seeded_subsample():
+    x = np.random.default_rng(4).normal(size=(1000, 10))
+    a, b = Whitener(n_images=100, seed=7).fit(x), Whitener(n_images=100, seed=7).fit(x)
+    np.testing.assert_array_equal(a.cholesky_, b.cholesky_)  # the same seed, the same rows
+    assert a.n_fitted_ == 100 and Whitener().fit(x).n_fitted_ == 1000
+    rows = np.sort(np.random.default_rng(7).choice(1000, 100, replace=False))
+    np.testing.assert_allclose(a.mean_, x[rows].mean(0), rtol=1e-12, atol=1e-14)
+    assert not np.allclose(Whitener(n_images=100, seed=8).fit(x).mean_, a.mean_)
+    assert Whitener(n_images=5000).fit(x).n_fitted_ == 1000  # more than there are: every row
+    with pytest.raises(ValueError, match="covariance_images=1.*at least 2"):
+        Whitener(n_images=1).fit(x)
+
+
+_FIT_50K = """
+import resource, sys
+import numpy as np
+from medtransfer.invariance import Whitener
+n, p = 50_000, 2_048
+x = np.empty((n, p), np.float32)
+rng = np.random.default_rng(0)
+for lo in range(0, n, 5_000):
+    x[lo:lo + 5_000] = rng.standard_normal((5_000, p), dtype=np.float32)
+x[:, :64] *= 3.0  # some structure, so the shrinkage is not trivial
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+w = Whitener(sys.argv[1]).fit(x)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(before // 1024, after // 1024, w.n_fitted_, w.shrinkage_)
+"""
+
+
+@pytest.mark.parametrize("covariance", ["ledoit_wolf", "ridge"])
+def test_whitening_of_50000_images_needs_p_by_p_memory(covariance):
+    """The n x n form needed 20 GB here (2,000 images: 0.8 GB; 16,000 crashed); the p x p sums
+    need p x p matrices and one chunk of rows beyond the features themselves (410 MB)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _FIT_50K, covariance], capture_output=True, text=True,
+                          timeout=600, check=True)
+    before_mb, after_mb, fitted, shrinkage = proc.stdout.split()
+    grown = int(after_mb) - int(before_mb)
+    # p x p float64 = 32 MB: the scatter, the covariance, its Cholesky factor, one 64 MB chunk and its square
+    assert grown < 400, f"whitening 50,000 x 2,048 features grew the peak by {grown} MB"
+    assert int(fitted) == 50_000 and 0.0 <= float(shrinkage) <= 1.0
 
 
 def test_whitened_distance_is_the_mahalanobis_distance():

@@ -49,6 +49,42 @@ def test_equals_the_per_image_loop(k, temperature):
                                rtol=1e-5, atol=1e-6)
 
 
+def _full_sort(train, labels, test, *, n_classes, k, temperature):
+    """The earlier implementation: every similarity row sorted whole (stable), the first k kept."""
+    train = torch.nn.functional.normalize(train.float(), dim=1)
+    out = []
+    for start in range(0, len(test), 1024):
+        query = torch.nn.functional.normalize(test[start:start + 1024].float(), dim=1)
+        sims, order = (query @ train.T).sort(dim=1, descending=True, stable=True)
+        weights = (sims[:, :k] / temperature).exp()
+        votes = torch.zeros(len(query), n_classes, dtype=weights.dtype)
+        votes.scatter_add_(1, labels[order[:, :k]], weights)
+        out.append(votes / votes.sum(1, keepdim=True))
+    return torch.cat(out)
+
+
+def test_top_k_selection_equals_the_full_sort_exactly_on_20000_by_20000(monkeypatch):
+    """Pooled-feature-like data with exact ties: duplicated training images, test images that
+    are training images, and a corner of coarse grid features whose ties straddle the k-th place."""
+    import medtransfer.knn as knn
+
+    monkeypatch.setattr(knn, "_BLOCK_VALUES", 20_000 * 700)  # test chunks of 700 rows: the last one short
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(20_000, 32)).astype(np.float32)
+    train[::10] = train[1::10]  # 2,000 duplicated images
+    test = rng.normal(size=(20_000, 32)).astype(np.float32)
+    test[:1000] = train[rng.choice(20_000, 1000)]
+    train[-500:], test[-500:] = (rng.integers(0, 3, size=(500, 32)).astype(np.float32) for _ in range(2))
+    train, test, labels = torch.from_numpy(train), torch.from_numpy(test), torch.from_numpy(rng.integers(0, 4, 20_000))
+    ours = knn_probs(train, labels, test, n_classes=4, k=20, temperature=0.07)
+    assert torch.equal(ours, _full_sort(train, labels, test, n_classes=4, k=20, temperature=0.07))
+    grid = rng.integers(0, 3, size=(50, 6)).astype(np.float32)  # ties across the cut in every row
+    sims = torch.from_numpy(grid) @ torch.from_numpy(rng.integers(0, 3, size=(6, 2000)).astype(np.float32))
+    values, columns = knn.nearest(sims, 20)
+    full_values, full_columns = sims.sort(dim=1, descending=True, stable=True)
+    assert torch.equal(values, full_values[:, :20]) and torch.equal(columns, full_columns[:, :20])
+
+
 def test_bad_settings_are_named():
     x = torch.ones(2, 2)
     with pytest.raises(ValueError, match="k >= 1 and temperature > 0, got k=0"):

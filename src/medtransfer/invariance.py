@@ -16,7 +16,9 @@ two real images, so their features come from the features stage unchanged.
 
 The covariance is Ledoit-Wolf shrunk (``covariance: ledoit_wolf``; 2,048 feature
 dimensions from a few hundred images are otherwise singular) or, as published, the sample
-covariance plus ``ridge`` times the identity (``covariance: ridge``). Whitening uses the
+covariance plus ``ridge`` times the identity (``covariance: ridge``). Both come from p x p
+sums over chunks of rows (``feature_moments``), so memory does not grow with the number of
+images; ``covariance_images`` estimates them on a seeded subsample instead of every image. Whitening uses the
 Cholesky factor ``L`` (``z = L^-1 (f - mean)``): cosine and distance are the same for any
 ``W`` with ``W^T W = covariance^-1``, and a triangular solve is cheaper than ``covariance^-1/2``.
 """
@@ -127,23 +129,52 @@ def check_transforms(transforms: Mapping[str, Sequence[float]]) -> None:
 
 # ---------------------------------------------------------------- whitening
 
-def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
-    """Ledoit-Wolf shrunk covariance of the rows of ``x`` (n, p), float64, and the shrinkage.
+# Rows of features centred and multiplied at once: bounds the float64 copy (4,096 x 2,048 x 8 B = 64 MB).
+_ROWS = 4096
 
-    The same estimator as scikit-learn's ``covariance.ledoit_wolf`` (centred data, divisor
-    n): ``(1 - s) * S + s * mu * I`` with ``mu = trace(S) / p``; computed with n x n
-    products so 2,048 dimensions stay cheap.
+
+def feature_moments(x: np.ndarray, rows: int = _ROWS) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mean (p,), scatter matrix ``Xc^T Xc`` (p, p) and ``sum_i ||xc_i||^4`` of the rows of ``x`` (n, p).
+
+    ``Xc`` is ``x`` centred on its mean. Two passes over ``rows`` rows at a time, each upcast
+    to float64 on its own, so a float32 feature file (or a memory map of one) is never copied
+    whole: memory is p x p plus one chunk, whatever n. Centring before the products (rather
+    than ``X^T X - n m m^T``) keeps float64 accurate when the mean is large against the spread.
     """
-    x = np.asarray(x, dtype=np.float64)
     n, p = x.shape
-    x = x - x.mean(0)
-    cov = x.T @ x / n
-    mu = np.trace(cov) / p
-    sq_rows = (x ** 2).sum(1)
-    beta_sum = float((sq_rows ** 2).sum())  # sum over features of (X^2)^T X^2
-    delta_sum = float(((x @ x.T) ** 2).sum()) / n ** 2  # ||X^T X||_F^2 / n^2
-    delta = (delta_sum - 2 * mu * np.trace(cov) + p * mu ** 2) / p
-    beta = min((beta_sum / n - delta_sum) / (p * n), delta)
+    mean = np.zeros(p)
+    for lo in range(0, n, rows):
+        mean += np.asarray(x[lo:lo + rows]).sum(0, dtype=np.float64)
+    mean /= n
+    scatter, fourth = np.zeros((p, p)), 0.0
+    for lo in range(0, n, rows):
+        chunk = np.asarray(x[lo:lo + rows], dtype=np.float64) - mean
+        scatter += chunk.T @ chunk
+        fourth += float(((chunk * chunk).sum(1) ** 2).sum())
+    return mean, scatter, fourth
+
+
+def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ledoit-Wolf shrunk covariance of the rows of ``x`` (n, p), float64, and the shrinkage."""
+    _, scatter, fourth = feature_moments(x)
+    return ledoit_wolf_from_moments(scatter, fourth, len(x))
+
+
+def ledoit_wolf_from_moments(scatter: np.ndarray, fourth: float, n: int) -> tuple[np.ndarray, float]:
+    """The same estimator as scikit-learn's ``covariance.ledoit_wolf`` (centred data, divisor n):
+    ``(1 - s) * S + s * mu * I`` with ``S = scatter / n`` and ``mu = trace(S) / p``.
+
+    Only p x p quantities: scikit-learn's ``||X^T X||_F^2 / n^2`` is ``||S||_F^2``, and its
+    ``sum((X^2)^T X^2)`` is ``fourth``, the sum of each centred row's squared norm squared
+    (``feature_moments``). No n x n matrix: 223,414 CheXpert images cost what 2,000 do.
+    """
+    p = scatter.shape[0]
+    cov = scatter / n
+    trace = float(np.trace(cov))
+    mu = trace / p
+    delta_sum = float((cov * cov).sum())
+    delta = (delta_sum - 2 * mu * trace + p * mu ** 2) / p
+    beta = min((fourth / n - delta_sum) / (p * n), delta)
     shrinkage = 0.0 if beta == 0 else beta / delta
     out = (1 - shrinkage) * cov
     out.flat[::p + 1] += shrinkage * mu
@@ -151,24 +182,43 @@ def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 class Whitener:
-    """Whitening with a dataset's feature mean and covariance (scikit-learn style: ``fit`` returns self)."""
+    """Whitening with a dataset's feature mean and covariance (scikit-learn style: ``fit`` returns self).
 
-    def __init__(self, covariance: str = "ledoit_wolf", ridge: float = 1e-6) -> None:
+    ``n_images``: estimate both on that many rows drawn by ``seed`` (without replacement,
+    in row order) instead of all of them, as the published code did; ``None``: every row.
+    """
+
+    def __init__(self, covariance: str = "ledoit_wolf", ridge: float = 1e-6, n_images: int | None = None,
+                 seed: int = 0) -> None:
         self.covariance = covariance
         self.ridge = ridge
+        self.n_images = n_images
+        self.seed = seed
 
     def fit(self, features: np.ndarray) -> "Whitener":
         if self.covariance not in COVARIANCES:
             raise ValueError(f"{CONFIG_KEY}.covariance: unknown {self.covariance!r}; allowed: {list(COVARIANCES)}")
-        x = np.asarray(features, dtype=np.float64)
-        self.mean_ = x.mean(0)
+        x = self._rows(features)
+        n = len(x)
+        self.mean_, scatter, fourth = feature_moments(x)
         if self.covariance == "ledoit_wolf":
-            cov, self.shrinkage_ = ledoit_wolf(x)
+            cov, self.shrinkage_ = ledoit_wolf_from_moments(scatter, fourth, n)
         else:
-            cov, self.shrinkage_ = np.cov(x, rowvar=False, bias=False), 0.0
-        cov.flat[::cov.shape[0] + 1] += self.ridge if self.covariance == "ridge" else 0.0
+            cov, self.shrinkage_ = scatter / max(n - 1, 1), 0.0  # np.cov's unbiased divisor
+            cov.flat[::cov.shape[0] + 1] += self.ridge
+        self.n_fitted_ = n
         self.cholesky_ = np.linalg.cholesky(cov)
         return self
+
+    def _rows(self, features: np.ndarray) -> np.ndarray:
+        """The rows the statistics come from: all, or ``n_images`` drawn by seed."""
+        n = len(features)
+        if self.n_images is None or self.n_images >= n:
+            return features
+        if self.n_images < 2:
+            raise ValueError(f"{CONFIG_KEY}.covariance_images={self.n_images}: a covariance needs at least 2 "
+                             "images; give at least 2, or null for every image")
+        return features[np.sort(np.random.default_rng(self.seed).choice(n, self.n_images, replace=False))]
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         """Whitened features (n, p): ``L^-1 (f - mean)``."""
@@ -216,7 +266,8 @@ def evaluate_invariance(
     features: str | os.PathLike, out_rows: Mapping[str, str | os.PathLike],
     out_predictions: Mapping[str, str | os.PathLike], model: str, dataset: str, size: int,
     transforms: Mapping[str, Sequence[float]], n_images: int = 8, covariance: str = "ledoit_wolf",
-    ridge: float = 1e-6, batch_size: int = 64, n_bootstrap: int = 1000, seed: int = 0, device: str = "auto",
+    ridge: float = 1e-6, covariance_images: int | None = None, batch_size: int = 64, n_bootstrap: int = 1000,
+    seed: int = 0, device: str = "auto",
 ) -> dict[str, np.ndarray]:
     """Synthetic-transform invariance of one (model, dataset): rows and per-image values per transform.
 
@@ -239,7 +290,7 @@ def evaluate_invariance(
     images, hw = load_full_cache(full_cache, frame=frame)
     positions = draw_train_positions(frame["split"].to_numpy(str), hw, n_images, seed, f"dataset {dataset!r}")
     fs = load_features(features)
-    whitener = Whitener(covariance, ridge).fit(fs.features)
+    whitener = Whitener(covariance, ridge, covariance_images, seed).fit(fs.features)
     device = resolve_device(device)
     net, wmeta = load_weights(weights)
     net = net.eval().to(device)
@@ -251,7 +302,8 @@ def evaluate_invariance(
         for t in transforms:
             moved[t].append(ft[t])
     clean = np.stack(clean)
-    meta = _meta(fs.meta, covariance=covariance, ridge=ridge, shrinkage=whitener.shrinkage_, n_images=n_images)
+    meta = _meta(fs.meta, covariance=covariance, ridge=ridge, shrinkage=whitener.shrinkage_, n_images=n_images,
+                 covariance_images=whitener.n_fitted_)
     labels = frame["label"].to_numpy(np.int64)[positions]
     result = {}
     for t, grid in transforms.items():
@@ -279,7 +331,7 @@ def write_measure(out_rows, out_predictions, *, meta, setting, positions, labels
     from medtransfer.results import Predictions, make_row, write_rows
 
     details = {"covariance": meta["covariance"], "ridge": meta["ridge"], "shrinkage": round(meta["shrinkage"], 6),
-               "images": len(positions), "n_bootstrap": n_bootstrap, **extra}
+               "covariance_images": meta["covariance_images"], "images": len(positions), "n_bootstrap": n_bootstrap, **extra}
     rows = []
     for metric, values in (("cosine", cosine), ("mahalanobis", mahalanobis)):
         value, low, high = mean_with_ci(values, n_bootstrap, seed)
@@ -315,7 +367,7 @@ def multiview_pairs(frame, source: str = "the dataset") -> np.ndarray:
 def evaluate_multiview(
     *, features: str | os.PathLike, index: str | os.PathLike, out_rows: str | os.PathLike,
     out_predictions: str | os.PathLike, dataset: str, n_images: int = 8, covariance: str = "ledoit_wolf",
-    ridge: float = 1e-6, n_bootstrap: int = 1000, seed: int = 0,
+    ridge: float = 1e-6, covariance_images: int | None = None, n_bootstrap: int = 1000, seed: int = 0,
 ) -> np.ndarray:
     """Multi-view invariance of one (model, dataset) from the features stage: ``n_images`` seeded pairs."""
     from medtransfer.data.index import read_index
@@ -328,9 +380,10 @@ def evaluate_multiview(
                          f"multi-view test pairs; set {CONFIG_KEY}.n_images to at most {len(pairs)}")
     available = len(pairs)
     pairs = pairs[np.sort(np.random.default_rng(seed).choice(available, size=n_images, replace=False))]
-    whitener = Whitener(covariance, ridge).fit(fs.features)
+    whitener = Whitener(covariance, ridge, covariance_images, seed).fit(fs.features)
     cos, dist = whitener.compare(fs.features[pairs[:, 0]], fs.features[pairs[:, 1]])
-    meta = _meta(fs.meta, covariance=covariance, ridge=ridge, shrinkage=whitener.shrinkage_, n_images=n_images)
+    meta = _meta(fs.meta, covariance=covariance, ridge=ridge, shrinkage=whitener.shrinkage_, n_images=n_images,
+                 covariance_images=whitener.n_fitted_)
     meta["precision"] = fs.meta.get("precision", "fp32")
     views = sorted(set(frame["view"].dropna()))
     write_measure(out_rows, out_predictions, meta=meta, setting=MULTIVIEW, positions=pairs[:, 0],

@@ -13,6 +13,7 @@ evaluate_invariance(
     out_predictions=dict(zip(names, snakemake.output.predictions)), model=snakemake.wildcards.model,
     dataset=snakemake.wildcards.dataset, size=snakemake.params.size,
     transforms={name: settings["transforms"][name] for name in names}, n_images=settings["n_images"],
-    covariance=settings["covariance"], ridge=settings["ridge"], batch_size=settings["batch_size"],
+    covariance=settings["covariance"], ridge=settings["ridge"],
+    covariance_images=settings["covariance_images"], batch_size=settings["batch_size"],
     n_bootstrap=settings["n_bootstrap"], seed=snakemake.params.seed, device=snakemake.params.device,
 )

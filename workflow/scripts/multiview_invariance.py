@@ -10,5 +10,6 @@ evaluate_multiview(
     features=snakemake.input.features, index=snakemake.input.index, out_rows=snakemake.output.rows,
     out_predictions=snakemake.output.predictions, dataset=snakemake.wildcards.dataset,
     n_images=settings["n_images"], covariance=settings["covariance"], ridge=settings["ridge"],
+    covariance_images=settings["covariance_images"],
     n_bootstrap=settings["n_bootstrap"], seed=snakemake.params.seed,
 )
