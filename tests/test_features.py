@@ -282,3 +282,28 @@ def test_compiled_backbone_matches_eager_and_reports_its_compile_time(files, tmp
     compiled = run(files, tmp_path, "b.npz", device="cuda", precision="bf16", compile_model=True)
     np.testing.assert_allclose(compiled.features, eager, rtol=5e-2, atol=2e-2 * np.abs(eager).max())
     assert compiled.meta["compile_s"] > 0
+
+
+def test_feature_files_are_memory_mapped_and_parts_read_in_chunks(tmp_path, monkeypatch):
+    """A stored file maps its features; a part reads only its rows, across chunk borders; a
+    compressed file (another writer) is read whole and gives the same parts."""
+    import medtransfer.features as features
+    from medtransfer.features import FeatureSet, load_features, save_features
+
+    monkeypatch.setattr(features, "_READ_ROWS", 7)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 5)).astype(np.float32)
+    split = np.where(rng.random(50) < 0.7, "train", "test")
+    fs = FeatureSet(x, np.arange(50) % 3, split, {"model": "m"})
+    save_features(tmp_path / "f.npz", fs)
+    loaded = load_features(tmp_path / "f.npz")
+    assert isinstance(loaded.features, np.memmap) and not loaded.features.flags.writeable
+    for name in ("train", "test"):
+        rows, labels = loaded.part(name)
+        np.testing.assert_array_equal(rows, x[split == name])
+        np.testing.assert_array_equal(labels, (np.arange(50) % 3)[split == name])
+    np.testing.assert_array_equal(loaded.rows(np.array([0, 6, 7, 49])), x[[0, 6, 7, 49]])
+    np.savez_compressed(tmp_path / "c.npz", features=x, labels=fs.labels, split=split, meta=np.array("{}"))
+    compressed = load_features(tmp_path / "c.npz")
+    assert not isinstance(compressed.features, np.memmap)
+    np.testing.assert_array_equal(compressed.part("test")[0], x[split == "test"])

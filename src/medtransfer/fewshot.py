@@ -187,8 +187,9 @@ def evaluate_fewshot(
         ep = {k: data[k] for k in data.files}
     _check_match(ep, fs.labels, fs.split, str(features), str(episodes))
     n_way, n_support, n_query = int(ep["n_way"]), int(ep["n_support"]), int(ep["n_query"])
-    acc, pred = prototype_accuracy(torch.from_numpy(np.ascontiguousarray(fs.features, dtype=np.float32)),
-                                   ep["positions"], n_support)
+    used, positions = np.unique(ep["positions"], return_inverse=True)  # only the episodes' images are read
+    acc, pred = prototype_accuracy(torch.from_numpy(fs.rows(used).astype(np.float32, copy=False)),
+                                   positions.reshape(ep["positions"].shape), n_support)
     ci = episode_ci(acc)
     setting = f"{n_support}shot"
     details = {"n_way": n_way, "n_support": n_support, "n_query": n_query, "episodes": ci.n,
