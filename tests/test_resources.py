@@ -1,6 +1,7 @@
 """Cluster resources: every rule declares them, heavy ones are sized from their inputs, and the
 SLURM profile names only real rules."""
 
+import os
 import re
 import subprocess
 import sys
@@ -62,6 +63,24 @@ def test_images_are_counted_from_the_index(tmp_path):
     index.write_text("path,label,split\n" + "a.png,0,train\n" * 7)
     assert resources.count_images(index) == 7
     assert resources.count_images(tmp_path / "missing.csv") == 0  # before the index exists
+
+
+def test_an_index_is_counted_once_until_it_changes(tmp_path):
+    index = tmp_path / "index.csv"
+    assert resources.count_images(index) == 0  # missing: not remembered as 0
+    index.write_text("path,label,split\n" + "a.png,0,train\n" * 7)
+    os.utime(index, ns=(1, 10**18))
+    assert resources.count_images(index) == 7
+    six_rows = "path,label,split\n" + "a.png,0,train\n" * 5 + "images/series/b.png,0,train\n"
+    assert len(six_rows) == index.stat().st_size
+    index.write_text(six_rows)
+    os.utime(index, ns=(1, 10**18))  # same size and mtime: the remembered count (the key is the stat)
+    assert resources.count_images(index) == 7
+    os.utime(index, ns=(1, 10**18 + 1))  # touched: counted again
+    assert resources.count_images(index) == 6
+    index.write_text("path,label,split\n" + "a.png,0,train\n" * 9)
+    os.utime(index, ns=(1, 10**18 + 1))  # same mtime, other size: counted again
+    assert resources.count_images(index) == 9
 
 
 def test_profile_groups_and_resources_name_real_rules():
