@@ -155,3 +155,24 @@ def test_sequential_warm_path_does_not_depend_on_grid_order():
     b = linear_probe(x[:200], y[:200], x[200:], c_values=grid[::-1], **kw)
     assert a.c == b.c and a.strategy == "sequential"
     np.testing.assert_array_equal(a.test_probs, b.test_probs)
+
+
+def test_standardising_in_place_changes_nothing_but_the_inputs(monkeypatch):
+    """copy=False (what the stage uses, to hold CheXpert's features once) gives the same probe;
+    the default leaves the caller's arrays alone; the chunked standardiser equals numpy's."""
+    import medtransfer.linear as linear
+
+    monkeypatch.setattr(linear, "_ROWS", 64)  # 400 rows: several chunks, the last one short
+    x, y = make_classification(n_samples=500, n_features=20, n_informative=6, n_classes=3, random_state=0)
+    x = (x + 10.0).astype(np.float32)
+    x_tr, x_te, y_tr = x[:400].copy(), x[400:].copy(), y[:400]
+    mean, std = linear.standardiser(x_tr)
+    np.testing.assert_allclose(mean, x_tr.mean(0, dtype=np.float64), rtol=1e-6)
+    np.testing.assert_allclose(std, x_tr.std(0, dtype=np.float64), rtol=1e-5)
+    cs = linear.c_grid(grid_points=5)
+    kept = linear.linear_probe(x_tr, y_tr, x_te, n_classes=3, c_values=cs)
+    np.testing.assert_array_equal(x_tr, x[:400])
+    np.testing.assert_array_equal(x_te, x[400:])
+    in_place = linear.linear_probe(x_tr, y_tr, x_te, n_classes=3, c_values=cs, copy=False)
+    assert in_place.c == kept.c and np.array_equal(in_place.test_probs, kept.test_probs)
+    assert not np.array_equal(x_tr, x[:400])  # standardised where it lay

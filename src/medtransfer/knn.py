@@ -27,12 +27,16 @@ _BLOCK_VALUES = 32_000_000
 
 
 def knn_probs(train: torch.Tensor, labels: torch.Tensor, test: torch.Tensor, *, n_classes: int, k: int,
-              temperature: float) -> torch.Tensor:
-    """(n_test, n_classes) vote shares of the ``k`` nearest (cosine) training images."""
+              temperature: float, inplace: bool = False) -> torch.Tensor:
+    """(n_test, n_classes) vote shares of the ``k`` nearest (cosine) training images.
+
+    ``inplace``: normalise the float32 ``train`` in its own memory (the caller's copy, no second one).
+    """
     if k < 1 or temperature <= 0:
         raise ValueError(f"kNN needs k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
     k = min(k, len(train))
-    train = torch.nn.functional.normalize(train.float(), dim=1)
+    train = train.float() if inplace else train.float().clone()
+    train.div_(train.norm(dim=1, keepdim=True).clamp_min(1e-12))  # F.normalize's arithmetic, in place
     chunk = max(1, _BLOCK_VALUES // max(len(train), 1))
     out = []
     for start in range(0, len(test), chunk):
@@ -76,7 +80,8 @@ def evaluate_knn(
     x_tr, y_tr = fs.part("train")
     x_te, y_te = fs.part("test")
     probs = knn_probs(torch.from_numpy(x_tr).to(device), torch.from_numpy(y_tr).to(device),
-                      torch.from_numpy(x_te).to(device), n_classes=fs.num_classes, k=k, temperature=temperature)
+                      torch.from_numpy(x_te).to(device), n_classes=fs.num_classes, k=k, temperature=temperature,
+                      inplace=True)
     classes = list(fs.meta.get("classes", [])) or [str(i) for i in range(fs.num_classes)]
     write_classification(
         rows=rows, predictions=predictions, protocol="knn", setting=MANYSHOT, probs=probs.cpu().numpy(),

@@ -59,16 +59,27 @@ def c_grid(c_values: list[float] | None = None, grid_points: int = 45) -> np.nda
     return np.unique(cs)
 
 
+# Rows upcast to float64 at once for the standardiser's sums: 4,096 x 2,048 x 8 B = 64 MB.
+_ROWS = 4096
+
+
 def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std of ``x`` (float64 sums); a constant feature gets std 1 (it becomes 0)."""
-    mean = x.mean(0, dtype=np.float64)
-    std = x.std(0, dtype=np.float64)
+    """Mean and std of ``x`` (float64 sums over chunks of rows, so no float64 copy of ``x``);
+    a constant feature gets std 1 (it becomes 0)."""
+    n = len(x)
+    mean = sum(x[lo:lo + _ROWS].sum(0, dtype=np.float64) for lo in range(0, n, _ROWS)) / n
+    var = sum(((x[lo:lo + _ROWS] - mean) ** 2).sum(0) for lo in range(0, n, _ROWS)) / n
+    std = np.sqrt(var)
     return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
 
 
-def _to_tensor(x: np.ndarray, mean: np.ndarray, std: np.ndarray, device: str) -> torch.Tensor:
-    return ((torch.from_numpy(np.asarray(x, dtype=np.float32)) - torch.from_numpy(mean))
-            / torch.from_numpy(std)).to(device).contiguous()
+def _to_tensor(x: np.ndarray, mean: np.ndarray, std: np.ndarray, device: str, *,
+               inplace: bool = False) -> torch.Tensor:
+    """``(x - mean) / std`` as a float32 tensor on ``device``; ``inplace``: in ``x``'s own memory
+    (an array the caller no longer needs: 1.4 GB less for CheXpert's training features)."""
+    x = np.asarray(x, dtype=np.float32)
+    t = torch.from_numpy(x if inplace and x.flags.writeable else x.copy())
+    return t.sub_(torch.from_numpy(mean)).div_(torch.from_numpy(std)).to(device).contiguous()
 
 
 # ---------------------------------------------------------------- the objective
@@ -298,23 +309,34 @@ def linear_probe(
     x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *, n_classes: int,
     c_values: np.ndarray, val_fraction: float = 0.2, seed: int = 0, device: str = "cpu",
     strategy: str | None = None, max_iter: int = 1000, tol: float = 1e-4, metric: str = "accuracy",
+    copy: bool = True,
 ) -> ProbeResult:
-    """Select C by ``metric`` on a seeded 80/20 split of the training set, refit cold on all of it."""
+    """Select C by ``metric`` on a seeded 80/20 split of the training set, refit cold on all of it.
+
+    ``copy=False`` (as scikit-learn's ``copy_X``) standardises ``x_train`` and ``x_test`` in
+    place for the refit, so the peak holds the features once plus the selection split.
+    """
     strategy = strategy or "batched"
     cs = c_grid(list(c_values))
     tr, va = stratified_split(y_train, val_fraction, seed)
-    mean, std = standardiser(x_train[tr])
-    obj = LogisticObjective(_to_tensor(x_train[tr], mean, std, device), torch.from_numpy(y_train[tr]), n_classes)
+    part = x_train[tr]  # a copy (fancy indexing): standardised in its own memory
+    mean, std = standardiser(part)
+    obj = LogisticObjective(_to_tensor(part, mean, std, device, inplace=True), torch.from_numpy(y_train[tr]),
+                            n_classes)
+    del part
     sweep = fit_path(obj, cs, strategy=strategy, max_iter=max_iter, tol=tol)
     _log_unconverged("selection", cs, sweep.solver, max_iter)
-    z_val = obj.logits(_to_tensor(x_train[va], mean, std, device), sweep.solver.theta)
+    z_val = obj.logits(_to_tensor(x_train[va], mean, std, device, inplace=True), sweep.solver.theta)
     val_scores = selection_score(z_val.argmax(2).cpu().numpy(), y_train[va], metric)
+    del obj, z_val
     best = select_c(cs, val_scores)
     mean, std = standardiser(x_train)
-    full = LogisticObjective(_to_tensor(x_train, mean, std, device), torch.from_numpy(y_train), n_classes)
+    full = LogisticObjective(_to_tensor(x_train, mean, std, device, inplace=not copy), torch.from_numpy(y_train),
+                             n_classes)
     refit = fit_path(full, cs[best:best + 1], strategy="batched", max_iter=max_iter, tol=tol).solver
     _log_unconverged("refit", cs[best:best + 1], refit, max_iter)
-    probs = torch.softmax(full.logits(_to_tensor(x_test, mean, std, device), refit.theta)[:, 0], dim=1)
+    z_test = _to_tensor(x_test, mean, std, device, inplace=not copy)
+    probs = torch.softmax(full.logits(z_test, refit.theta)[:, 0], dim=1)
     return ProbeResult(float(cs[best]), float(val_scores[best]), probs.cpu().numpy(),
                        refit, sweep, val_scores, len(va), strategy, device)
 
@@ -350,7 +372,7 @@ def evaluate_linear(
     x_tr, y_tr = fs.part("train")
     x_te, y_te = fs.part("test")
     res = linear_probe(x_tr, y_tr, x_te, n_classes=fs.num_classes, c_values=cs, val_fraction=val_fraction,
-                       seed=seed, device=device, max_iter=max_iter, metric=metric)
+                       seed=seed, device=device, max_iter=max_iter, metric=metric, copy=False)
     classes = list(fs.meta.get("classes", [])) or [str(i) for i in range(fs.num_classes)]
     write_classification(
         rows=rows, predictions=predictions, protocol="linear", setting=MANYSHOT, probs=res.test_probs,
