@@ -182,3 +182,14 @@ def test_mismatched_features_are_refused(tmp_path):
     save_features(shuffled, FeatureSet(np.zeros((180, 8), np.float32), labels[::-1].copy(), split, META))
     with pytest.raises(ValueError, match="do not match the labels"):
         evaluate_fewshot(features=shuffled, episodes=eps, rows=tmp_path / "r.csv", predictions=tmp_path / "p.npz")
+
+
+@pytest.mark.parametrize("rows, m, need, key_values", [(600, 40, 35, 2_000_000), (600, 35, 35, 100),
+                                                       (300, 20_000, 35, 50_000), (7, 3000, 1, 3000)])
+def test_episode_images_are_the_full_sort_draw_in_chunks(rows, m, need, key_values, monkeypatch):
+    """The partial selection over chunks of keys picks what a full argsort of all keys at once did."""
+    import medtransfer.fewshot as fewshot
+
+    monkeypatch.setattr(fewshot, "_KEY_VALUES", key_values)
+    full = np.argsort(np.random.default_rng(5).random((rows, m)), axis=1)[:, :need]
+    np.testing.assert_array_equal(fewshot._smallest_keys(np.random.default_rng(5), rows, m, need), full)

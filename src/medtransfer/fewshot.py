@@ -28,6 +28,8 @@ from medtransfer.writers import save_npz
 log = logging.getLogger(__name__)
 # Cap on gathered feature values held at once (float32): ~64 MB.
 _CHUNK_VALUES = 16_000_000
+# Random keys drawn at once when picking episode images (float64): 16 MB.
+_KEY_VALUES = 2_000_000
 
 
 def _check_settings(n_way: int, n_support: int, n_query: int, episodes: int) -> None:
@@ -84,9 +86,26 @@ def draw_episodes(labels: np.ndarray, positions: np.ndarray, eligible: np.ndarra
     for c in eligible:
         members = positions[labels == c]
         ep, way = np.nonzero(chosen == c)
-        pick = np.argsort(rng.random((len(ep), len(members))), axis=1)[:, :need]
-        out[ep, way] = members[pick]
+        out[ep, way] = members[_smallest_keys(rng, len(ep), len(members), need)]
     return chosen, out
+
+
+def _smallest_keys(rng: np.random.Generator, rows: int, m: int, need: int) -> np.ndarray:
+    """(rows, need): per row, the columns of the ``need`` smallest of ``m`` random keys, smallest first.
+
+    The same draw as ``argsort(rng.random((rows, m)))[:, :need]`` (the generator fills rows in
+    order, so drawing them in chunks consumes the same stream), but a partial selection instead
+    of a full sort, and keys for at most ~2 million values at once rather than 600 episodes x
+    every image of the class (1 GB for CheXpert's larger class).
+    """
+    chunk = max(1, _KEY_VALUES // max(m, 1))
+    out = np.empty((rows, need), dtype=np.int64)
+    for lo in range(0, rows, chunk):
+        keys = rng.random((min(chunk, rows - lo), m))
+        part = np.argpartition(keys, need - 1, axis=1)[:, :need] if need < m else np.tile(np.arange(m), (len(keys), 1))
+        order = np.argsort(np.take_along_axis(keys, part, axis=1), axis=1)
+        out[lo:lo + len(keys)] = np.take_along_axis(part, order, axis=1)
+    return out
 
 
 def pool_positions(split: np.ndarray, pool: str) -> np.ndarray:
