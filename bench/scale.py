@@ -3,18 +3,24 @@ each stage run through the package code its workflow script calls, on synthetic 
 
     python bench/scale.py [--quick] [--stages a,b,c] [--sizes 1000,10000] [--dim 2048]
                           [--max-iter 20] [--max-mb MB] [--timeout S] [--threads T]
-                          [--workdir DIR] [--out bench/results/scale.csv]
+                          [--warmup 300] [--workdir DIR] [--out bench/results/scale.csv]
 
 One process per (stage, size), so a peak is the stage's own: the parent first builds the
 stage's inputs in a preparatory child (``--prepare``; input generation is never timed nor
-counted in a peak), then starts ``--child STAGE N``, which imports the stage's module,
-loads what the stage gets handed in memory, records its baseline RSS (``base MB``), times
-the one call with ``time.perf_counter`` and reports ``ru_maxrss`` (``peak MB``: the
+counted in a peak), then starts ``--child STAGE N``. The child loads torch where the
+stage's workflow script does (``set_threads``), imports the stage's module and what it
+imports lazily (torchvision, scikit-learn, scipy, matplotlib: seconds of imports are not
+what scales), loads what the stage is handed in memory (the whitening's features, the bootstrap's
+predictions; every other stage reads its files inside the call), records its RSS (``base MB``),
+times the one call with ``time.perf_counter`` and reports ``ru_maxrss`` (``peak MB``: the
 process's whole peak, nothing subtracted) as JSON on stdout. The parent polls each child's
 VmRSS every 0.2 s and kills it above ``--max-mb`` (default 60% of the memory available at
-the start) or after ``--timeout`` seconds; a crashed or killed child is recorded as failed
-with its return code and the larger sizes of that stage are skipped. Inputs live under
-``--workdir`` (default a temporary folder in /tmp), one folder per size, deleted after it.
+the start) or after ``--timeout`` seconds (default 1,800; 300 with --quick); a crashed or
+killed child is recorded as failed with its return code (its log tail is printed) and the
+larger sizes of that stage are skipped. Every stage first runs once, unrecorded, at
+--warmup images (the first process to use a library pages it in from disk). Inputs live
+under ``--workdir`` (default a temporary folder in /tmp), one folder per size, deleted
+after it. The machines these run on are shared: only repeated numbers mean much.
 
 What N ("images") means per stage:
 - index_csv, index_chexpert: a users' CSV of N rows / a CheXpert-layout tree of N 8x8 grey
@@ -24,7 +30,7 @@ What N ("images") means per stage:
   ``build_full_cache`` of the train split), with --threads decoding threads. Tiny files:
   this measures the per-image overhead and how it scales, not real JPEG decoding.
 - features: ``features.extract`` of the 16 px cache through a random --arch (resnet18,
-  the smallest the package supports) written by ``models.save_weights``, fp32, CPU.
+  the smallest the package supports, 512-d) written by ``models.save_weights``, fp32, CPU.
 - linear, knn, fewshot, multiview, whiten_*: a synthetic feature file of N x --dim float32
   (class-structured, non-negative) with the CheXpert index's labels and split (about 60%
   train). linear: ``evaluate_linear`` with 45 C values but ``--max-iter`` L-BFGS iterations
@@ -42,7 +48,7 @@ What N ("images") means per stage:
 - table, summary, correlate, figure, bars, radar, cost: these read result rows, not
   images, so N sets the size of the study: one model per 1,000 images (at least 3) on 10
   datasets, each (model, dataset) with the rows of linear, knn, finetune, 2 few-shot
-  settings, reconstruction, saliency and 3 invariance settings (29 rows in 10 files) and a
+  settings, reconstruction, saliency and 3 invariance settings (24 rows in 10 files) and a
   paired comparison per (protocol, dataset, setting); cost reads one benchmark file per job
   of that study. table: ``report.write_table`` of every row file; summary:
   ``summary.write_summary``; correlate: ``correlate.correlate`` (1,000 resamples); figure:
@@ -56,7 +62,7 @@ Output: a Markdown table ``| stage | images | seconds | peak MB | base MB | stat
 per stage the log-log growth exponents (least-squares slopes over the sizes that ran):
 ``time`` of log(seconds), ``time_last`` of the two largest sizes only (the constant
 start-up costs flatten the small sizes), ``peak`` of log(peak MB) -- near 0 wherever the
-imports (~700 MB with torch) dominate -- and ``growth`` of log(peak MB - base MB), the
+imports (~900 MB with torch and torchvision) dominate -- and ``growth`` of log(peak MB - base MB), the
 stage's own memory, which is the more telling one (1: linear, 2: an N x N intermediate).
 Written to --out (stage, images, seconds, peak_mb, base_mb, status), scale_exponents.csv
 and scale.png beside it. --quick: sizes 1,000 / 5,000 / 20,000, under 15 minutes on a
@@ -66,6 +72,8 @@ and scale.png beside it. --quick: sizes 1,000 / 5,000 / 20,000, under 15 minutes
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import importlib
 import json
 import math
 import os
@@ -596,7 +604,15 @@ class Stage:
     needs: tuple[str, ...]  # assets built before the stage starts
     setup: Callable[[Ctx], Call]
     torch: bool = True  # its workflow script calls set_threads first, so torch is loaded before the call
+    imports: tuple[str, ...] = ()  # modules the stage imports lazily, imported before the timing
     fixed: int = 0  # > 0: a fixed image count, measured once
+
+
+# What torch stages import inside their calls (torchvision alone takes ~2.5 s on this CPU): a
+# scale benchmark times the work, so these load before the clock starts, with the baseline.
+TORCH_IMPORTS = ("medtransfer.models", "medtransfer.data.cache", "medtransfer.data.batches", "medtransfer.results",
+                 "medtransfer.metrics", "sklearn.model_selection", "scipy.linalg", "scipy.stats")
+PLOT = ("matplotlib.pyplot",)
 
 
 STAGES: dict[str, Stage] = {
@@ -616,15 +632,16 @@ STAGES: dict[str, Stage] = {
     "whiten_ridge": Stage(("features",), _whiten("ridge")),
     "multiview": Stage(("features",), _multiview),
     "table": Stage(("study",), _write_table, torch=False),
-    "summary": Stage(("table",), _summary, torch=False),
-    "correlate": Stage(("study",), _correlate, torch=False),
-    "figure": Stage(("table",), _figure, torch=False),
-    "bars": Stage(("cells",), _bars, torch=False),
-    "radar": Stage(("cells",), _radar, torch=False),
-    "cost": Stage(("benchmarks",), _cost, torch=False),
+    "summary": Stage(("table",), _summary, torch=False, imports=("tabulate", "pandas.io.formats.style")),
+    "correlate": Stage(("study",), _correlate, torch=False, imports=("scipy.stats",)),
+    "figure": Stage(("table",), _figure, torch=False, imports=PLOT),
+    "bars": Stage(("cells",), _bars, torch=False, imports=PLOT),
+    "radar": Stage(("cells",), _radar, torch=False, imports=PLOT),
+    "cost": Stage(("benchmarks",), _cost, torch=False, imports=PLOT),
     "saliency": Stage(("fixed", "weights"), _saliency, fixed=FIXED_IMAGES),
     "reconstruction": Stage(("fixed", "weights"), _reconstruction, fixed=FIXED_IMAGES),
-    "reconstruction_score": Stage(("inverted", "lpips"), _score, fixed=FIXED_IMAGES),
+    "reconstruction_score": Stage(("inverted", "lpips"), _score, imports=("lpips", "skimage.metrics"),
+                                  fixed=FIXED_IMAGES),
 }
 
 
@@ -642,11 +659,18 @@ def rss_mb(pid: int | str = "self") -> float:
 
 def child(ctx: Ctx, stage: str) -> None:
     """Time one stage call in this process; print seconds, peak and baseline RSS as JSON."""
-    if STAGES[stage].torch:  # as its workflow script does; the other stages never load torch
+    spec = STAGES[stage]
+    if spec.torch:  # as its workflow script does; the other stages never load torch
         from medtransfer.common import set_threads
 
         set_threads(ctx.opts.threads)
-    call = STAGES[stage].setup(ctx)
+    if "matplotlib.pyplot" in spec.imports:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    for module in (TORCH_IMPORTS if spec.torch else ()) + spec.imports:
+        importlib.import_module(module)
+    call = spec.setup(ctx)
     base = rss_mb()
     start = time.perf_counter()
     call()
@@ -695,22 +719,33 @@ def measure(stage: str, n: int, size_dir: Path, opts: argparse.Namespace) -> dic
     """Prepare the inputs of (stage, n) in one child, then time the stage in another."""
     images = STAGES[stage].fixed or n
     row = {"stage": stage, "images": images, "seconds": np.nan, "peak_mb": np.nan, "base_mb": np.nan}
-    log = size_dir / "children.log"
+    logs = size_dir.parent / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
     size_dir.mkdir(parents=True, exist_ok=True)
     if any(not asset_done(size_dir, a).exists() for a in needed_assets(STAGES[stage].needs)):
+        log = logs / f"n{n}.{stage}.prepare.log"
         status, seconds, seen, _ = run_monitored(["--prepare", *child_args(stage, n, size_dir, opts)], log,
                                                  opts.timeout, opts.max_mb)
         print(f"  inputs of {stage} at N={n}: {seconds:.1f} s", flush=True)
         if status != "ok":
+            _show_tail(log, f"inputs of {stage} N={n}: {status}")
             return {**row, "status": f"prep {status}"}
+    log = logs / f"n{n}.{stage}.log"
     status, seconds, seen, text = run_monitored(["--child", *child_args(stage, n, size_dir, opts)], log,
                                                 opts.timeout, opts.max_mb)
     if status != "ok":
-        tail = log.read_text().strip().splitlines()[-3:]
-        print(f"  {stage} N={n}: {status}\n    " + "\n    ".join(tail), flush=True)
+        _show_tail(log, f"{stage} N={n}: {status}")
         return {**row, "seconds": seconds, "peak_mb": seen, "status": status}
     result = json.loads(text.strip().splitlines()[-1])
     return {**row, **result, "status": "ok"}
+
+
+def _show_tail(log: Path, what: str, lines: int = 5) -> None:
+    """The end of a failed child's log, or the top of its fault handler's stack after a crash."""
+    text = [line for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.exists() else []
+    fatal = next((i for i, line in enumerate(text) if line.startswith("Fatal Python error")), None)
+    shown = text[fatal:fatal + lines] if fatal is not None else text[-lines:]
+    print(f"  {what}\n    " + "\n    ".join(shown), flush=True)
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
@@ -774,6 +809,30 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def run_size(stages: list[str], n: int, root: Path, opts: argparse.Namespace, rows: list[dict],
+             failed: dict[str, int], warmup: bool = False) -> None:
+    """Measure every stage at ``n`` images (appending to ``rows``), then delete the size's inputs."""
+    size_dir = root / f"n{n}"
+    for stage in stages:
+        if STAGES[stage].fixed and any(r["stage"] == stage for r in rows):
+            continue  # a fixed image count: measured once
+        if stage in failed:
+            rows.append({"stage": stage, "images": n, "seconds": np.nan, "peak_mb": np.nan, "base_mb": np.nan,
+                         "status": f"skipped (failed at {failed[stage]:,})"})
+            continue
+        r = measure(stage, n, size_dir, opts)
+        print(f"{stage:>22s} N={r['images']:>7,}: {r['seconds']:8.2f} s, peak {r['peak_mb']:7.0f} MB, "
+              f"base {r['base_mb']:6.0f} MB  {r['status']}{' (warm-up, not recorded)' if warmup else ''}",
+              flush=True)
+        if warmup:
+            continue
+        rows.append(r)
+        if r["status"] != "ok":
+            failed[stage] = n
+        write_csv_atomic(pd.DataFrame(rows, columns=CSV_COLUMNS), Path(opts.out))  # partial results survive
+    shutil.rmtree(size_dir, ignore_errors=True)  # inputs can be gigabytes: one size at a time
+
+
 def run_all(opts: argparse.Namespace) -> None:
     stages = opts.stages.split(",") if opts.stages else list(STAGES)
     unknown = sorted(set(stages) - set(STAGES))
@@ -786,23 +845,12 @@ def run_all(opts: argparse.Namespace) -> None:
           f"{opts.threads}, max {opts.max_mb:.0f} MB and {opts.timeout:.0f} s per child, inputs under {root}",
           flush=True)
     start, rows, failed = time.perf_counter(), [], {}
-    for k, n in enumerate(sizes):
-        size_dir = root / f"n{n}"
-        for stage in stages:
-            if STAGES[stage].fixed and k > 0:
-                continue
-            if stage in failed:
-                rows.append({"stage": stage, "images": n, "seconds": np.nan, "peak_mb": np.nan, "base_mb": np.nan,
-                             "status": f"skipped (failed at {failed[stage]:,})"})
-                continue
-            rows.append(measure(stage, n, size_dir, opts))
-            r = rows[-1]
-            print(f"{stage:>22s} N={r['images']:>7,}: {r['seconds']:8.2f} s, peak {r['peak_mb']:7.0f} MB, "
-                  f"base {r['base_mb']:6.0f} MB  {r['status']}", flush=True)
-            if r["status"] != "ok":
-                failed[stage] = n
-            write_csv_atomic(pd.DataFrame(rows, columns=CSV_COLUMNS), Path(opts.out))
-        shutil.rmtree(size_dir, ignore_errors=True)  # inputs can be gigabytes: one size at a time
+    if opts.warmup:
+        # The first process to run a stage pages its share of libtorch, oneDNN, fonts... in from
+        # disk (seconds on a VM), which would inflate the smallest size and flatten the exponents.
+        run_size(stages, opts.warmup, root, opts, [], {}, warmup=True)
+    for n in sizes:
+        run_size(stages, n, root, opts, rows, failed)
     if not opts.workdir:
         shutil.rmtree(root, ignore_errors=True)
     frame = pd.DataFrame(rows, columns=CSV_COLUMNS).sort_values(["stage", "images"], key=_stage_order, kind="stable")
@@ -852,12 +900,15 @@ def main() -> None:
     parser.add_argument("--max-mb", type=float, default=None, help="kill a child above this RSS (MB)")
     parser.add_argument("--timeout", type=float, default=None, help="kill a child after this many seconds")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch and decoding threads")
+    parser.add_argument("--warmup", type=int, default=300, help="run each stage once at this size first, "
+                        "unrecorded (0: no warm-up)")
     parser.add_argument("--workdir", default="", help="inputs go here (default: a temporary folder)")
     parser.add_argument("--out", default=str(RESULTS / "scale.csv"))
     parser.add_argument("--child", nargs=2, metavar=("STAGE", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--prepare", nargs=2, metavar=("STAGE", "N"), help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.child or opts.prepare:
+        faulthandler.enable()  # a segfault (BLAS on a huge matrix) leaves its Python stack in the child's log
         stage, n = opts.child or opts.prepare
         ctx = Ctx(Path(opts.workdir), int(n), opts)
         (child if opts.child else prepare)(ctx, stage)
