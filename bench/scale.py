@@ -60,13 +60,13 @@ What N ("images") means per stage:
 
 Output: a Markdown table ``| stage | images | seconds | peak MB | base MB | status |``, then
 per stage the log-log growth exponents (least-squares slopes over the sizes that ran):
-``time`` of log(seconds), ``time_last`` of the two largest sizes only (the constant
-start-up costs flatten the small sizes), ``peak`` of log(peak MB) -- near 0 wherever the
-imports (~900 MB with torch and torchvision) dominate -- and ``growth`` of log(peak MB - base MB), the
-stage's own memory, which is the more telling one (1: linear, 2: an N x N intermediate).
+``time`` of log(seconds), ``time_last`` of the two largest sizes only (constant start-up
+costs flatten the small sizes); ``peak`` of log(peak MB), near 0 wherever the imports
+(~900 MB with torch and torchvision) dominate; ``growth`` of log(peak MB - base MB), the
+stage's own memory and the more telling one (1: linear, 2: an N x N intermediate).
 Written to --out (stage, images, seconds, peak_mb, base_mb, status), scale_exponents.csv
-and scale.png beside it. --quick: sizes 1,000 / 5,000 / 20,000, under 15 minutes on a
-2-core CPU. Not part of ``make test``.
+and scale.png beside it; the children's logs are under <workdir>/logs. --quick: sizes
+1,000 / 5,000 / 20,000, under 15 minutes on a 2-core CPU. Not part of ``make test``.
 """
 
 from __future__ import annotations
