@@ -10,17 +10,18 @@ stage's inputs in a preparatory child (``--prepare``; input generation is never 
 counted in a peak), then starts ``--child STAGE N``. The child loads torch where the
 stage's workflow script does (``set_threads``), imports the stage's module and what it
 imports lazily (torchvision, scikit-learn, scipy, matplotlib: seconds of imports are not
-what scales), loads what the stage is handed in memory (the whitening's features, the bootstrap's
-predictions; every other stage reads its files inside the call), records its RSS (``base MB``),
-times the one call with ``time.perf_counter`` and reports ``ru_maxrss`` (``peak MB``: the
-process's whole peak, nothing subtracted) as JSON on stdout. The parent polls each child's
-VmRSS every 0.2 s and kills it above ``--max-mb`` (default 60% of the memory available at
-the start) or after ``--timeout`` seconds (default 1,800; 300 with --quick); a crashed or
-killed child is recorded as failed with its return code (its log tail is printed) and the
-larger sizes of that stage are skipped. Every stage first runs once, unrecorded, at
---warmup images (the first process to use a library pages it in from disk). Inputs live
-under ``--workdir`` (default a temporary folder in /tmp), one folder per size, deleted
-after it. The machines these run on are shared: only repeated numbers mean much.
+what scales), loads what the stage is handed in memory (the whitening's features, the
+bootstrap's predictions; every other stage reads its files inside the call), records its
+RSS (``base MB``), times the one call with ``time.perf_counter`` and reports ``ru_maxrss``
+(``peak MB``: the process's whole peak, nothing subtracted) as JSON on stdout. The parent
+polls each child's VmRSS every 0.2 s and kills it above ``--max-mb`` (default 60% of the
+memory available at the start) or after ``--timeout`` seconds (default 1,800; 300 with
+--quick); a crashed or killed child is recorded as failed with its return code (its log
+tail is printed) and the larger sizes of that stage are skipped. Every stage first runs
+once, unrecorded, at --warmup images (the first process to use a library pages it in from
+disk). Inputs live under ``--workdir`` (default a temporary folder in /tmp), one folder
+per size, deleted after it. The machines these run on are shared: only repeated numbers
+mean much.
 
 What N ("images") means per stage:
 - index_csv, index_chexpert: a users' CSV of N rows / a CheXpert-layout tree of N 8x8 grey
