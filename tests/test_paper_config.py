@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from medtransfer.cost import TYPICAL_IMAGES
+from medtransfer.resources import TYPICAL_IMAGES
 from medtransfer.data.index import read_index, write_index
 from test_data_adapters import TB_SETS, _image, make_amd, make_bach, make_chestx, make_chexpert, make_dr, make_pm, make_tb
 from test_data_stoic_cifar import make_cifar, make_stoic

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from medtransfer import resources
+from medtransfer.resources import TYPICAL_IMAGES
 from medtransfer.writers import save_figure, write_csv
 
 ALL = "all"
@@ -39,15 +40,6 @@ GPU_RATES = {
     "fp32": {"decode": 336.0, "extract": 6_800.0, "train": 1_990.0, "reconstruct": 41.0, "score": 2_000.0},
     "bf16": {"decode": 336.0, "extract": 16_400.0, "train": 3_850.0, "reconstruct": 608.0, "score": 4_000.0},
 }
-
-#: Images of each dataset kind as documented (docs/datasets.md), for studies whose data is
-#: not on this machine. ChestX-ray14: the rows kept after the label filter.
-TYPICAL_IMAGES = {
-    "bach": 400, "chestx": 25_800, "chexpert": 223_414, "diabetic_retinopathy": 88_702,
-    "ichallenge_amd": 400, "ichallenge_pm": 400, "montgomerycxr": 138, "shenzhencxr": 662,
-    "stoic": 2_000, "cifar10": 60_000,
-}
-
 
 # ---------------------------------------------------------------- the run's cost
 

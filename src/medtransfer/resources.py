@@ -58,6 +58,80 @@ def _minutes(seconds: float, attempt: int) -> int:
     return math.ceil(START_MINUTES + HEADROOM * seconds / 60) * 2 ** (max(attempt, 1) - 1)
 
 
+# ---------------------------------------------------------------- measured curves (bench/scale.py)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """How one rule's job grows with its dataset, from ``bench/scale.py`` (docs/performance.md, Scale).
+
+    ``floor_mb``: what the job holds before its first image (interpreter, libraries, the model
+    and, on a GPU node, the CUDA context; the bench's tiny backbone on a CPU needs less).
+    ``mb``: the job's own growth at ``REFERENCE_IMAGES`` images (peak - base, 2,048-d
+    features), taken as linear in the images. ``seconds``: its wall time there on the 2-core
+    CPU, growing as images ** ``exponent`` (the slope of the two largest sizes, rounded up;
+    kNN's n_test x n_train similarities: about 2); 0 where a GPU rate prices the time instead.
+    """
+
+    floor_mb: int
+    mb: float
+    seconds: float = 0.0
+    exponent: float = 1.0
+
+
+REFERENCE_IMAGES = 223_414  # CheXpert, the published study's largest dataset
+BENCH_LINEAR_ITERATIONS = 20  # bench/scale.py's L-BFGS iterations: a probe's time is per iteration
+
+#: Documented images per dataset kind (docs/datasets.md; ChestX-ray14: the rows kept after the
+#: label filter): the size of a job whose index is not built yet, and the cost estimate's
+#: for studies whose data is not on this machine.
+TYPICAL_IMAGES = {
+    "bach": 400, "chestx": 25_800, "chexpert": 223_414, "diabetic_retinopathy": 88_702,
+    "ichallenge_amd": 400, "ichallenge_pm": 400, "montgomerycxr": 138, "shenzhencxr": 662,
+    "stoic": 2_000, "cifar10": 60_000,
+}
+MEMORY_HEADROOM = 1.5
+MIN_MB = 1000
+
+CURVES: dict[str, Curve] = {
+    "index_dataset": Curve(1000, 90, 6, 1.0),
+    "cache_images": Curve(1000, 230, 60, 1.0),
+    "cache_full_images": Curve(1000, 260, 60, 1.0),
+    "extract_features": Curve(8000, 1900),
+    "linear_probe": Curve(1500, 5000, 60, 1.2),
+    "knn": Curve(1500, 3600, 600, 2.0),
+    "sample_episodes": Curve(1000, 300, 3, 1.0),
+    "fewshot": Curve(1500, 400, 5, 1.0),
+    "finetune": Curve(16000, 2700),
+    "compare_models": Curve(1500, 500, 10, 1.0),
+    "invariance": Curve(8000, 2000),
+    "multiview_invariance": Curve(1500, 2000, 90, 1.1),
+}
+
+
+def _mb(mb: float, attempt: int) -> int:
+    return max(MIN_MB, math.ceil(mb / 100) * 100) * 2 ** (max(attempt, 1) - 1)
+
+
+def memory_mb(rule: str, n_images: int, *, attempt: int = 1) -> int:
+    """``mem_mb`` for a job of ``rule`` on ``n_images`` images: its curve with headroom, doubled per retry."""
+    curve = CURVES[rule]
+    return _mb(MEMORY_HEADROOM * (curve.floor_mb + curve.mb * n_images / REFERENCE_IMAGES), attempt)
+
+
+def measured_seconds(rule: str, n_images: int, *, work: float = 1.0) -> float:
+    """The rule's wall seconds on ``n_images`` images from its curve (``work``: a multiple of
+    the bench's work per image, e.g. the linear probe's max_iter over the bench's 20)."""
+    curve = CURVES[rule]
+    return work * curve.seconds * (max(n_images, 1) / REFERENCE_IMAGES) ** curve.exponent
+
+
+def measured(rule: str, n_images: int, *, attempt: int = 1, work: float = 1.0) -> Request:
+    """The request of a CPU-bound rule, time and memory both from its curve."""
+    return Request(_minutes(measured_seconds(rule, n_images, work=work), attempt),
+                   memory_mb(rule, n_images, attempt=attempt))
+
+
 def _scale(image_size: int) -> float:
     """Work per image relative to 224 px (convolutions scale with the pixel count)."""
     return max(image_size * image_size / REFERENCE_PIXELS, 0.05)
@@ -109,17 +183,20 @@ def invariance_seconds(*, image_size: int, settings: dict, rates: dict = RATES) 
 # ---------------------------------------------------------------- cluster requests
 
 
-def cache(n_images: int, *, threads: int, attempt: int = 1) -> Request:
-    return Request(_minutes(cache_seconds(n_images, threads=threads), attempt), 4000)
+def cache(n_images: int, *, threads: int, attempt: int = 1, rule: str = "cache_images") -> Request:
+    """Decoding real files is slower than the bench's tiny ones: the larger of the two times."""
+    seconds = max(cache_seconds(n_images, threads=threads), measured_seconds(rule, n_images))
+    return Request(_minutes(seconds, attempt), memory_mb(rule, n_images, attempt=attempt))
 
 
 def extract(n_images: int, *, image_size: int, attempt: int = 1) -> Request:
-    return Request(_minutes(extract_seconds(n_images, image_size=image_size), attempt), 8000)
+    return Request(_minutes(extract_seconds(n_images, image_size=image_size), attempt),
+                   memory_mb("extract_features", n_images, attempt=attempt))
 
 
 def finetune(n_images: int, *, image_size: int, settings: dict, attempt: int = 1) -> Request:
     seconds = finetune_seconds(n_images, image_size=image_size, settings=settings)
-    return Request(_minutes(seconds, attempt), 16000)
+    return Request(_minutes(seconds, attempt), memory_mb("finetune", n_images, attempt=attempt))
 
 
 def reconstruct(*, image_size: int, settings: dict, attempt: int = 1) -> Request:
@@ -135,5 +212,8 @@ def saliency(*, settings: dict, attempt: int = 1) -> Request:
     return Request(_minutes(saliency_seconds(settings=settings), attempt), 8000)
 
 
-def invariance(*, image_size: int, settings: dict, attempt: int = 1) -> Request:
-    return Request(_minutes(invariance_seconds(image_size=image_size, settings=settings), attempt), 8000)
+def invariance(n_images: int, *, image_size: int, settings: dict, attempt: int = 1) -> Request:
+    """Forward passes at a GPU rate, plus the whitening's pass over every feature (CPU curve)."""
+    seconds = invariance_seconds(image_size=image_size, settings=settings)
+    seconds += measured_seconds("multiview_invariance", n_images)
+    return Request(_minutes(seconds, attempt), memory_mb("invariance", n_images, attempt=attempt))

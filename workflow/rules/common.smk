@@ -142,31 +142,42 @@ def gpus(wildcards):
     return 0 if CONFIG["device"] == "cpu" else 1
 
 
-def _estimate(stage, input, threads, attempt):
-    """medtransfer.resources' request for one job of ``stage`` (re-evaluated once its inputs exist)."""
+def _images(wildcards):
+    """Images in the job's dataset index; before it is built, the documented size of its kind."""
+    n_images = sizing.count_images(paths.INDEX.format(dataset=wildcards.dataset))
+    return n_images or sizing.TYPICAL_IMAGES.get(STUDY.datasets[wildcards.dataset]["kind"], 0)
+
+
+def _estimate(name, wildcards, threads, attempt):
+    """medtransfer.resources' request for one job of rule ``name`` (re-evaluated once its inputs exist)."""
     size = CONFIG["image_size"]
-    if stage == "saliency":
+    if name == "saliency":
         return sizing.saliency(settings=STUDY.settings("saliency"), attempt=attempt)
-    if stage == "invariance":
-        return sizing.invariance(image_size=size, settings=STUDY.settings("invariance"), attempt=attempt)
-    if stage == "reconstruct":
+    if name == "reconstruct":
         return sizing.reconstruct(image_size=size, settings=STUDY.settings("reconstruction"), attempt=attempt)
-    if stage == "score":
+    if name == "score_reconstruction":
         return sizing.score(settings=STUDY.settings("reconstruction"), attempt=attempt)
-    n_images = sizing.count_images(input.index)
-    if stage == "cache":
-        return sizing.cache(n_images, threads=threads, attempt=attempt)
-    if stage == "extract":
+    n_images = _images(wildcards)
+    if name == "invariance":
+        return sizing.invariance(n_images, image_size=size, settings=STUDY.settings("invariance"), attempt=attempt)
+    if name in ("cache_images", "cache_full_images"):
+        return sizing.cache(n_images, threads=threads, attempt=attempt, rule=name)
+    if name == "extract_features":
         return sizing.extract(n_images, image_size=size, attempt=attempt)
-    return sizing.finetune(n_images, image_size=size, settings=STUDY.settings("finetune"), attempt=attempt)
+    if name == "finetune":
+        return sizing.finetune(n_images, image_size=size, settings=STUDY.settings("finetune"), attempt=attempt)
+    if name == "linear_probe":
+        work = protocol_settings("linear")["max_iter"] / sizing.BENCH_LINEAR_ITERATIONS
+        return sizing.measured(name, n_images, attempt=attempt, work=work)
+    return sizing.measured(name, n_images, attempt=attempt)
 
 
-def sized(stage, field):
-    """A resource callable: ``field`` (runtime or mem_mb) of the estimate for ``stage``, sized
-    from the job's inputs and settings and doubled on each retry (src/medtransfer/resources.py)."""
+def sized(name, field):
+    """A resource callable: ``field`` (runtime or mem_mb) of the estimate for a job of rule ``name``,
+    sized from its dataset and settings and doubled on each retry (src/medtransfer/resources.py)."""
 
-    def resource(wildcards, input, threads, attempt):
-        return getattr(_estimate(stage, input, threads, attempt), field)
+    def resource(wildcards, threads, attempt):
+        return getattr(_estimate(name, wildcards, threads, attempt), field)
 
     return resource
 

@@ -38,8 +38,8 @@ rule index_dataset:
         "benchmarks/index_dataset/{dataset}.tsv",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=sized("index_dataset", "mem_mb"),
+        runtime=sized("index_dataset", "runtime"),
     conda:
         "../../envs/torch.yaml"
     script:
@@ -61,8 +61,8 @@ rule cache_images:
         "benchmarks/cache_images/{dataset}.tsv"
     threads: 4
     resources:
-        mem_mb=4000,
-        runtime=sized("cache", "runtime"),
+        mem_mb=sized("cache_images", "mem_mb"),
+        runtime=sized("cache_images", "runtime"),
     conda:
         "../../envs/torch.yaml"
     script:
@@ -85,8 +85,8 @@ rule cache_full_images:
         "benchmarks/cache_full_images/{dataset}.tsv"
     threads: 4
     resources:
-        mem_mb=4000,
-        runtime=sized("cache", "runtime"),
+        mem_mb=sized("cache_full_images", "mem_mb"),
+        runtime=sized("cache_full_images", "runtime"),
     conda:
         "../../envs/torch.yaml"
     script:

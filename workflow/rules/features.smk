@@ -22,8 +22,8 @@ rule extract_features:
     threads: 8
     resources:
         gpu=gpus,
-        mem_mb=sized("extract", "mem_mb"),
-        runtime=sized("extract", "runtime"),
+        mem_mb=sized("extract_features", "mem_mb"),
+        runtime=sized("extract_features", "runtime"),
     conda:
         "../../envs/torch.yaml"
     script:

@@ -19,8 +19,8 @@ rule sample_episodes:
         "benchmarks/sample_episodes/{dataset}/{setting}.tsv",
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=sized("sample_episodes", "mem_mb"),
+        runtime=sized("sample_episodes", "runtime"),
     conda:
         "../../envs/torch.yaml"
     script:
@@ -42,8 +42,8 @@ rule fewshot:
         "benchmarks/fewshot/{model}/{dataset}/{setting}.tsv",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=20,
+        mem_mb=sized("fewshot", "mem_mb"),
+        runtime=sized("fewshot", "runtime"),
     conda:
         "../../envs/torch.yaml"
     script:

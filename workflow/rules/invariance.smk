@@ -51,8 +51,8 @@ rule multiview_invariance:
         "benchmarks/multiview_invariance/{model}/{dataset}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=sized("multiview_invariance", "mem_mb"),
+        runtime=sized("multiview_invariance", "runtime"),
     conda:
         "../../envs/torch.yaml"
     script:

@@ -18,8 +18,8 @@ rule knn:
         "benchmarks/knn/{model}/{dataset}.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=sized("knn", "mem_mb"),
+        runtime=sized("knn", "runtime"),
     conda:
         "../../envs/torch.yaml"
     script:

@@ -19,8 +19,8 @@ rule linear_probe:
         "benchmarks/linear_probe/{model}/{dataset}.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=sized("linear_probe", "mem_mb"),
+        runtime=sized("linear_probe", "runtime"),
     conda:
         "../../envs/torch.yaml"
     script:

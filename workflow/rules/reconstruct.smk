@@ -69,8 +69,8 @@ rule score_reconstruction:
     threads: 1
     resources:
         gpu=gpus,
-        mem_mb=sized("score", "mem_mb"),
-        runtime=sized("score", "runtime"),
+        mem_mb=sized("score_reconstruction", "mem_mb"),
+        runtime=sized("score_reconstruction", "runtime"),
     conda:
         "../../envs/torch.yaml"
     script:

@@ -18,8 +18,8 @@ rule compare_models:
         "benchmarks/compare_models/{protocol}/{dataset}/{setting}.tsv",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=20,
+        mem_mb=sized("compare_models", "mem_mb"),
+        runtime=sized("compare_models", "runtime"),
     conda:
         "../../envs/torch.yaml"
     script:
