@@ -157,3 +157,44 @@ def test_a_bad_image_among_threads_names_the_file_and_leaves_no_cache(tmp_path):
     with pytest.raises(ValueError, match=r"5\.png cannot be decoded"):
         build_cache(_index(tmp_path, paths[:8]), tmp_path / "c.npy", size=8, workers=3)
     assert list(tmp_path.glob("c*.npy")) == []
+
+
+def test_read_rows_equals_indexing_and_leaves_no_pages_mapped(tmp_path):
+    """Positions in any order, runs and slices read as indexing does; streaming a 256 MB cache
+    batch by batch keeps the job's resident memory flat (through the map it grows by 256 MB)."""
+    import subprocess
+    import sys
+
+    from medtransfer.data.cache import read_rows
+
+    np.save(tmp_path / "small.npy", np.arange(6 * 4 * 4 * 3, dtype=np.uint8).reshape(6, 4, 4, 3))
+    small = load_cache(tmp_path / "small.npy")
+    for rows in ([0, 1, 2], [5, 0, 3, 4], [], slice(2, 6), np.array([4])):
+        np.testing.assert_array_equal(read_rows(small, rows), np.asarray(small)[rows])
+    np.testing.assert_array_equal(read_rows(small[1:], [0]), np.asarray(small)[[1]])  # a view: indexed
+    big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.uint8, shape=(4096, 128, 128, 4))
+    big[:] = 1  # every page written (the holes of a sparse file are never mapped)
+    big[::97, 0, 0, 0] = 7
+    del big
+    script = f"""
+import sys
+import numpy as np
+from medtransfer.data.cache import read_rows
+images = np.load({str(tmp_path / 'big.npy')!r}, mmap_mode="r")
+def peak_kb():  # VmHWM: this process's own peak (ru_maxrss starts from the parent's)
+    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+before = peak_kb()
+total = 0
+for start in range(0, len(images), 64):
+    batch = read_rows(images, slice(start, start + 64)) if sys.argv[1] == "read" else np.array(images[start:start + 64])
+    total += int(batch[:, 0, 0, 0].sum())
+print((peak_kb() - before) // 1024, total)
+"""
+    grown = {}
+    for how in ("read", "map"):
+        out = subprocess.run([sys.executable, "-c", script, how], capture_output=True, text=True, check=True,
+                             timeout=300).stdout.split()
+        grown[how] = int(out[0])
+        sevens = len(range(0, 4096, 97))
+        assert int(out[1]) == 7 * sevens + 4096 - sevens, how  # the bytes came through
+    assert grown["read"] < 40 and grown["map"] > 150, grown

@@ -230,6 +230,7 @@ def _forward_all(net: Any, images: np.ndarray, wmeta: Any, device: str, precisio
     import torch
 
     from medtransfer.data.batches import DeviceBatches
+    from medtransfer.data.cache import read_rows
 
     channels_last = precision == "bf16"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -242,7 +243,7 @@ def _forward_all(net: Any, images: np.ndarray, wmeta: Any, device: str, precisio
     autocast = torch.autocast(device.split(":")[0], torch.bfloat16, enabled=channels_last)
     progress = Progress("extract_features", len(images), unit="images")
     starts = range(0, len(images), batch_size)
-    batches = DeviceBatches(lambda start: np.array(images[start:start + batch_size]), starts, device,
+    batches = DeviceBatches(lambda start: read_rows(images, slice(start, start + batch_size)), starts, device,
                             max_bytes=batch_size * int(np.prod(images.shape[1:])))
     with torch.inference_mode(), autocast:
         for start, batch in batches:

@@ -28,6 +28,7 @@ from torch import nn
 from medtransfer.progress import Progress
 from medtransfer.common import resolve_device, seed_everything
 from medtransfer.data.augment import augment, crop_params, full_batch, full_batch_array, random_resized_crop_full  # noqa: F401
+from medtransfer.data.cache import read_rows
 from medtransfer.data.index import stratified_split
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ def predict(model: nn.Module, data: Data, positions: np.ndarray, wmeta, device: 
     model.eval()
     out = []
     chunks = [positions[start:start + batch_size] for start in range(0, len(positions), batch_size)]
-    batches = DeviceBatches(lambda pos: data.images[pos], chunks, device,
+    batches = DeviceBatches(lambda pos: read_rows(data.images, pos), chunks, device,
                             max_bytes=batch_size * int(np.prod(data.images.shape[1:])))
     with _autocast(device, precision):
         for _, batch in batches:
@@ -229,7 +230,7 @@ def train_batches(data: Data, stream: BatchStream, steps: int, device: str) -> "
 
     positions = (stream.next() for _ in range(steps))  # drawn in the gathering thread: its own generator
     if data.full is None:
-        return DeviceBatches(lambda pos: data.images[pos], positions, device,
+        return DeviceBatches(lambda pos: read_rows(data.images, pos), positions, device,
                              max_bytes=stream.batch_size * int(np.prod(data.images.shape[1:])))
     side = max(data.full[0].shape[1:3])
     return DeviceBatches(lambda pos: full_batch_array(*data.full, pos)[0], positions, device,

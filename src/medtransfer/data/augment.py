@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medtransfer.data.cache import read_rows
+
 SCALE = (0.08, 1.0)
 RATIO = (3 / 4, 4 / 3)
 AA_CUBIC = -0.5  # PIL's bicubic (and torch's antialiased one)
@@ -182,7 +184,7 @@ def full_batch_array(images: np.ndarray, hw: np.ndarray, positions: np.ndarray) 
     sizes = np.asarray(hw[positions], dtype=np.int64)
     batch = np.zeros((len(sizes), *sizes.max(0), 3), dtype=np.uint8)
     for k, (pos, (h, w)) in enumerate(zip(positions, sizes)):
-        lying = images[pos, :min(h, w), :max(h, w)]
+        lying = read_rows(images, [pos])[0, :min(h, w), :max(h, w)]  # plain reads: no pages left mapped
         batch[k, :h, :w] = lying.transpose(1, 0, 2) if h > w else lying
     return batch, sizes
 
