@@ -74,7 +74,7 @@ class FeatureSet:
 
 def save_features(path: str | os.PathLike, fs: FeatureSet) -> None:
     save_npz(
-        path, features=fs.features.astype(np.float32), labels=fs.labels.astype(np.int64),
+        path, features=fs.features.astype(np.float32, copy=False), labels=fs.labels.astype(np.int64, copy=False),
         split=fs.split.astype(str), meta=np.array(json.dumps(fs.meta, sort_keys=True)),
     )
 

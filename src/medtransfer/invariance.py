@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medtransfer.data.cache import read_rows
 from medtransfer.stages import MULTIVIEW, TRANSFORMS
 
 log = logging.getLogger(__name__)
@@ -137,18 +138,19 @@ def feature_moments(x: np.ndarray, rows: int = _ROWS) -> tuple[np.ndarray, np.nd
     """Mean (p,), scatter matrix ``Xc^T Xc`` (p, p) and ``sum_i ||xc_i||^4`` of the rows of ``x`` (n, p).
 
     ``Xc`` is ``x`` centred on its mean. Two passes over ``rows`` rows at a time, each upcast
-    to float64 on its own, so a float32 feature file (or a memory map of one) is never copied
-    whole: memory is p x p plus one chunk, whatever n. Centring before the products (rather
+    to float64 on its own, so a float32 feature file is never copied whole, and a memory map
+    of one is read by plain reads (``data.cache.read_rows``): memory is p x p plus one
+    chunk, whatever n. Centring before the products (rather
     than ``X^T X - n m m^T``) keeps float64 accurate when the mean is large against the spread.
     """
     n, p = x.shape
     mean = np.zeros(p)
     for lo in range(0, n, rows):
-        mean += np.asarray(x[lo:lo + rows]).sum(0, dtype=np.float64)
+        mean += read_rows(x, slice(lo, lo + rows)).sum(0, dtype=np.float64)
     mean /= n
     scatter, fourth = np.zeros((p, p)), 0.0
     for lo in range(0, n, rows):
-        chunk = np.asarray(x[lo:lo + rows], dtype=np.float64) - mean
+        chunk = read_rows(x, slice(lo, lo + rows)).astype(np.float64) - mean
         scatter += chunk.T @ chunk
         fourth += float(((chunk * chunk).sum(1) ** 2).sum())
     return mean, scatter, fourth
