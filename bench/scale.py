@@ -13,7 +13,8 @@ imports lazily (torchvision, scikit-learn, scipy, matplotlib: seconds of imports
 what scales), loads what the stage is handed in memory (the whitening's features, the
 bootstrap's predictions; every other stage reads its files inside the call), records its
 RSS (``base MB``), times the one call with ``time.perf_counter`` and reports ``ru_maxrss``
-(``peak MB``: the process's whole peak, nothing subtracted) as JSON on stdout. The parent
+(``peak MB``: the process's whole peak, nothing subtracted; Linux starts it from the resident
+memory of the harness at the fork, about 0.1 GB) as JSON on stdout. The parent
 polls each child's VmRSS every 0.2 s and kills it above ``--max-mb`` (default 60% of the
 memory available at the start) or after ``--timeout`` seconds (default 1,800; 300 with
 --quick); a crashed or killed child is recorded as failed with its return code (its log
