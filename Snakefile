@@ -6,7 +6,7 @@
 #   weights  -> download (or generate demo files), convert to torchvision layout
 #   data     -> demo datasets, dataset index with the split, decoded image cache
 #   features -> pooled features per (model, dataset), computed once
-#   protocols -> one rule file per protocol registered in src/medtransfer/stages.py
+#   protocols -> one rule file per protocol registered in src/medtransfer/protocols/__init__.py
 #               (linear, fewshot, finetune, knn; reconstruct, saliency, invariance):
 #               evaluation rows with provenance
 #   report   -> paired comparisons, reports/table.csv, reports/summary.{md,tex,html},
@@ -37,9 +37,9 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 
 
-# Evaluation protocols: the rule file of each protocol registered in src/medtransfer/stages.py
+# Evaluation protocols: the rule file of each protocol registered in src/medtransfer/protocols/__init__.py
 # (linear, fewshot, finetune, knn, reconstruct, saliency, invariance).
-for _protocol in stages.PROTOCOLS.values():
+for _protocol in registry.PROTOCOLS.values():
 
     include: _protocol.rule_file
 

@@ -8,7 +8,7 @@ all measured in this process on the same real JPEG/PNG files and the same model
 Published: each step's batch is decoded from the files with PIL, RandomResizedCrop(size,
 scale 0.08-1, bicubic) + RandomHorizontalFlip + ToTensor + ImageNet Normalize, through a
 shuffling torch DataLoader (W workers, pinned memory on a GPU), fp32, NCHW. Ours:
-``medtransfer.finetune.train_run`` (the code the workflow runs) from the uint8 caches with
+``medtransfer.protocols.finetune.train_run`` (the code the workflow runs) from the uint8 caches with
 the augmentation on the device, in fp32 and in bf16 (autocast + channels_last). By default
 the crops come from the whole-image cache, as the workflow's default ``full_image: true``
 does; --centre crops the centre cache instead. The caches are built once per dataset and
@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from _files import clock, default_workers, published_loader, random_weights, write_images
-from medtransfer.common import resolve_device
+from medtransfer.runtime import resolve_device
 from medtransfer.data.cache import build_cache, build_full_cache, load_cache, load_full_cache
-from medtransfer.finetune import Data, TrainConfig, build_model, make_optimizer, train_run
+from medtransfer.protocols.finetune import Data, TrainConfig, build_model, make_optimizer, train_run
 
 CLASSES = 2
 

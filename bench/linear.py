@@ -11,7 +11,7 @@ set and scores the test set once.
 
 (a) scikit-learn LogisticRegression(lbfgs, float64), one cold fit per C (the published
     loop, without its warm starts and silenced warnings);
-(b) medtransfer.linear.linear_probe: float32 L-BFGS, all C values as one batch of
+(b) medtransfer.protocols.linear.linear_probe: float32 L-BFGS, all C values as one batch of
     independent problems (the default on every device); with --sequential also the
     one-C-at-a-time warm-started path.
 """
@@ -42,7 +42,7 @@ def sklearn_probe(x_tr, y_tr, x_te, y_te, cs, val_fraction, seed, max_iter, tol)
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    from medtransfer.linear import select_c, standardiser, stratified_split
+    from medtransfer.protocols.linear import select_c, standardiser, stratified_split
 
     tr, va = stratified_split(y_tr, val_fraction, seed)
     mean, std = standardiser(x_tr[tr])
@@ -66,7 +66,7 @@ def sklearn_probe(x_tr, y_tr, x_te, y_te, cs, val_fraction, seed, max_iter, tol)
 def ours(x_tr, y_tr, x_te, y_te, cs, val_fraction, seed, max_iter, tol, device, strategy=None):
     import torch
 
-    from medtransfer.linear import linear_probe
+    from medtransfer.protocols.linear import linear_probe
 
     res = linear_probe(x_tr, y_tr, x_te, n_classes=int(y_tr.max()) + 1, c_values=cs, val_fraction=val_fraction,
                        seed=seed, device=device, strategy=strategy, max_iter=max_iter, tol=tol)
@@ -92,7 +92,7 @@ def report(name: str, seconds: float, out: tuple, base: float | None) -> None:
 def main() -> None:
     import torch
 
-    from medtransfer.linear import c_grid
+    from medtransfer.protocols.linear import c_grid
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=4000)

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from medtransfer.models import build_backbone
+from medtransfer.weights.backbones import build_backbone
 
 
 def _sync(device: str) -> None:
@@ -41,7 +41,7 @@ def _rate(net, x: torch.Tensor, window: int, stride: int, batch: int, device: st
 
 def _band_scores(net, x, window, stride, batch, rows, ref) -> int:
     """Score the windows of the first ``rows`` window rows of ``x``; returns how many."""
-    import medtransfer.saliency as sal
+    import medtransfer.protocols.saliency as sal
 
     size = x.shape[-1]
     starts = torch.as_tensor(sal.window_starts(size, window, stride))

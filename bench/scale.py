@@ -52,7 +52,7 @@ What N ("images") means per stage:
   datasets, each (model, dataset) with the rows of linear, knn, finetune, 2 few-shot
   settings, reconstruction, saliency and 3 invariance settings (24 rows in 10 files) and a
   paired comparison per (protocol, dataset, setting); cost reads one benchmark file per job
-  of that study. table: ``report.write_table`` of every row file; summary:
+  of that study. table: ``reporting.table.write_table`` of every row file; summary:
   ``summary.write_summary``; correlate: ``correlate.correlate`` (1,000 resamples); figure:
   ``report.plot_protocol`` (linear heatmap); bars / radar: ``report.plot_bars`` /
   ``plot_radar`` from the summary's cells; cost: ``cost.write_cost``.
@@ -184,7 +184,7 @@ def _full(ctx: Ctx) -> None:
 def _weights(ctx: Ctx) -> None:
     import torch
 
-    from medtransfer.models import WeightsMeta, build_backbone, save_weights
+    from medtransfer.weights.backbones import WeightsMeta, build_backbone, save_weights
 
     torch.manual_seed(0)
     save_weights(ctx / "weights.pt", build_backbone(ctx.opts.arch).state_dict(),
@@ -227,7 +227,7 @@ def _features(ctx: Ctx) -> None:
 
 
 def _episodes(ctx: Ctx) -> None:
-    from medtransfer.fewshot import sample_episodes
+    from medtransfer.protocols.fewshot import sample_episodes
 
     sample_episodes(index=ctx / "index.csv", out=ctx / "episodes.npz", dataset="bench", **EPISODES)
 
@@ -295,13 +295,13 @@ def study_files(ctx: Ctx, compare: bool = True) -> list[str]:
 
 
 def _table(ctx: Ctx) -> None:
-    from medtransfer.report import write_table
+    from medtransfer.reporting.table import write_table
 
     write_table(rows=study_files(ctx), out=ctx / "table.csv")
 
 
 def _cells(ctx: Ctx) -> None:
-    from medtransfer.summary import write_summary
+    from medtransfer.reporting.summary import write_summary
 
     write_summary(table=ctx / "table.csv", markdown=ctx / "prep_summary.md", latex=ctx / "prep_summary.tex",
                   cells_csv=ctx / "cells.csv", headline=dict.fromkeys(study_names(ctx.n)[1], "accuracy"))
@@ -349,7 +349,7 @@ def _fixed(ctx: Ctx) -> None:
 
 
 def _lpips(ctx: Ctx) -> None:
-    from medtransfer.reconstruct import write_demo_lpips_weights
+    from medtransfer.protocols.reconstruct import write_demo_lpips_weights
 
     for net in ("alex", "vgg", "squeeze"):
         write_demo_lpips_weights(ctx / f"lpips/{net}.pth", net)
@@ -440,7 +440,7 @@ def _extract(ctx: Ctx) -> Call:
 
 
 def _linear(ctx: Ctx) -> Call:
-    from medtransfer.linear import evaluate_linear
+    from medtransfer.protocols.linear import evaluate_linear
 
     return lambda: evaluate_linear(features=ctx / "features.npz", rows=ctx.out / "linear.csv",
                                    predictions=ctx.out / "linear.npz", grid_points=45, val_fraction=0.2, seed=0,
@@ -448,7 +448,7 @@ def _linear(ctx: Ctx) -> Call:
 
 
 def _knn(ctx: Ctx) -> Call:
-    from medtransfer.knn import evaluate_knn
+    from medtransfer.protocols.knn import evaluate_knn
 
     return lambda: evaluate_knn(features=ctx / "features.npz", rows=ctx.out / "knn.csv",
                                 predictions=ctx.out / "knn.npz", k=20, temperature=0.07, seed=0, device="cpu",
@@ -456,21 +456,21 @@ def _knn(ctx: Ctx) -> Call:
 
 
 def _sample_episodes(ctx: Ctx) -> Call:
-    from medtransfer.fewshot import sample_episodes
+    from medtransfer.protocols.fewshot import sample_episodes
 
     return lambda: sample_episodes(index=ctx / "index.csv", out=ctx.out / "episodes.npz", dataset="bench",
                                    **EPISODES)
 
 
 def _fewshot(ctx: Ctx) -> Call:
-    from medtransfer.fewshot import evaluate_fewshot
+    from medtransfer.protocols.fewshot import evaluate_fewshot
 
     return lambda: evaluate_fewshot(features=ctx / "features.npz", episodes=ctx / "episodes.npz",
                                     rows=ctx.out / "fewshot.csv", predictions=ctx.out / "fewshot.npz", seed=0)
 
 
 def _finetune(ctx: Ctx) -> Call:
-    from medtransfer.finetune import evaluate_finetune
+    from medtransfer.protocols.finetune import evaluate_finetune
 
     return lambda: evaluate_finetune(
         weights=ctx / "weights.pt", cache=ctx / "cache.npy", index=ctx / "index.csv", rows=ctx.out / "finetune.csv",
@@ -490,7 +490,7 @@ def _bootstrap(ctx: Ctx) -> Call:
 
 
 def _compare(ctx: Ctx) -> Call:
-    from medtransfer.compare import compare_models
+    from medtransfer.reporting.compare import compare_models
 
     models = range(COMPARED_MODELS)
     return lambda: compare_models(predictions=[ctx / f"preds/model{m}.npz" for m in models],
@@ -502,7 +502,7 @@ def _compare(ctx: Ctx) -> Call:
 def _whiten(covariance: str) -> Callable[[Ctx], Call]:
     def setup(ctx: Ctx) -> Call:
         from medtransfer.features import load_features
-        from medtransfer.invariance import Whitener
+        from medtransfer.protocols.invariance import Whitener
 
         features = load_features(ctx / "features.npz").features  # the stage is handed them in memory
         return lambda: Whitener(covariance, ridge=1e-6).fit(features)
@@ -511,7 +511,7 @@ def _whiten(covariance: str) -> Callable[[Ctx], Call]:
 
 
 def _multiview(ctx: Ctx) -> Call:
-    from medtransfer.invariance import evaluate_multiview
+    from medtransfer.protocols.invariance import evaluate_multiview
 
     return lambda: evaluate_multiview(features=ctx / "features.npz", index=ctx / "index.csv",
                                       out_rows=ctx.out / "multiview.csv", out_predictions=ctx.out / "multiview.npz",
@@ -520,7 +520,7 @@ def _multiview(ctx: Ctx) -> Call:
 
 
 def _correlate(ctx: Ctx) -> Call:
-    from medtransfer.correlate import correlate
+    from medtransfer.reporting.correlate import correlate
 
     models, datasets = study_names(ctx.n)
     top1 = {m: 60.0 + 20.0 * i / len(models) for i, m in enumerate(models)}
@@ -529,14 +529,14 @@ def _correlate(ctx: Ctx) -> Call:
 
 
 def _write_table(ctx: Ctx) -> Call:
-    from medtransfer.report import write_table
+    from medtransfer.reporting.table import write_table
 
     files = study_files(ctx)
     return lambda: write_table(rows=files, out=ctx.out / "table.csv")
 
 
 def _summary(ctx: Ctx) -> Call:
-    from medtransfer.summary import write_summary
+    from medtransfer.reporting.summary import write_summary
 
     headline = dict.fromkeys(study_names(ctx.n)[1], "accuracy")
     return lambda: write_summary(table=ctx / "table.csv", markdown=ctx.out / "summary.md",
@@ -545,28 +545,28 @@ def _summary(ctx: Ctx) -> Call:
 
 
 def _figure(ctx: Ctx) -> Call:
-    from medtransfer.report import plot_protocol
+    from medtransfer.reporting.figures import plot_protocol
 
     return lambda: plot_protocol(table=ctx / "table.csv", out=ctx.out / "linear.png", pdf=ctx.out / "linear.pdf",
                                  protocol="linear", metric="accuracy")
 
 
 def _bars(ctx: Ctx) -> Call:
-    from medtransfer.report import plot_bars
+    from medtransfer.reporting.figures import plot_bars
 
     return lambda: plot_bars(cells=ctx / "cells.csv", png=ctx.out / "bars.png", pdf=ctx.out / "bars.pdf",
                              protocol="linear")
 
 
 def _radar(ctx: Ctx) -> Call:
-    from medtransfer.report import plot_radar
+    from medtransfer.reporting.figures import plot_radar
 
     return lambda: plot_radar(cells=ctx / "cells.csv", png=ctx.out / "radar.png", pdf=ctx.out / "radar.pdf",
                               model=study_names(ctx.n)[0][0])
 
 
 def _cost(ctx: Ctx) -> Call:
-    from medtransfer.cost import write_cost
+    from medtransfer.reporting.cost import write_cost
 
     models, datasets = study_names(ctx.n)
     return lambda: write_cost(benchmarks=ctx / "benchmarks", out=ctx.out / "cost.csv", figure=ctx.out / "cost.png",
@@ -574,7 +574,7 @@ def _cost(ctx: Ctx) -> Call:
 
 
 def _saliency(ctx: Ctx) -> Call:
-    from medtransfer.saliency import evaluate_saliency
+    from medtransfer.protocols.saliency import evaluate_saliency
 
     return lambda: evaluate_saliency(
         weights=ctx / "weights.pt", cache=ctx / "fixed_cache.npy", index=ctx / "fixed_index.csv",
@@ -584,7 +584,7 @@ def _saliency(ctx: Ctx) -> Call:
 
 
 def _reconstruction(ctx: Ctx, out: Path | None = None) -> Call:
-    from medtransfer.reconstruct import invert
+    from medtransfer.protocols.reconstruct import invert
 
     return lambda: invert(weights=ctx / "weights.pt", cache=ctx / "fixed_cache.npy", index=ctx / "fixed_index.csv",
                           out_npz=out or ctx.out / "inverted.npz", model="bench", dataset="bench",
@@ -593,7 +593,7 @@ def _reconstruction(ctx: Ctx, out: Path | None = None) -> Call:
 
 
 def _score(ctx: Ctx) -> Call:
-    from medtransfer.reconstruct import score
+    from medtransfer.protocols.reconstruct import score
 
     lpips = {net: ctx / f"lpips/{net}.pth" for net in ("alex", "vgg", "squeeze")}
     return lambda: score(reconstructions_npz=ctx / "inverted.npz", lpips_weights=lpips,
@@ -612,7 +612,7 @@ class Stage:
 
 # What torch stages import inside their calls (torchvision alone takes ~2.5 s on this CPU): a
 # scale benchmark times the work, so these load before the clock starts, with the baseline.
-TORCH_IMPORTS = ("medtransfer.models", "medtransfer.data.cache", "medtransfer.data.batches", "medtransfer.results",
+TORCH_IMPORTS = ("medtransfer.weights.backbones", "medtransfer.data.cache", "medtransfer.data.batches", "medtransfer.results",
                  "medtransfer.metrics", "sklearn.model_selection", "scipy.linalg", "scipy.stats")
 PLOT = ("matplotlib.pyplot",)
 
@@ -663,7 +663,7 @@ def child(ctx: Ctx, stage: str) -> None:
     """Time one stage call in this process; print seconds, peak and baseline RSS as JSON."""
     spec = STAGES[stage]
     if spec.torch:  # as its workflow script does; the other stages never load torch
-        from medtransfer.common import set_threads
+        from medtransfer.runtime import set_threads
 
         set_threads(ctx.opts.threads)
     if "matplotlib.pyplot" in spec.imports:

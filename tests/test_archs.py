@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from medtransfer.finetune import Classifier
-from medtransfer.models import (
+from medtransfer.protocols.finetune import Classifier
+from medtransfer.weights.backbones import (
     ARCHS, WeightsMeta, backbone_keys, build_backbone, check_state_dict, feature_dim, load_weights,
     save_weights,
 )
-from medtransfer.reconstruct.invert import TARGET_LAYERS, FeatureTap, target_layer
+from medtransfer.protocols.reconstruct.invert import TARGET_LAYERS, FeatureTap, target_layer
 from medtransfer.weights.formats import BACKBONES
 
 WIDTHS = {"resnet18": 512, "resnet50": 2048, "densenet121": 1024}
@@ -109,9 +109,9 @@ def dense(tmp_path_factory):
 
 def test_densenet_features_finetune_saliency_and_invariance(dense, tmp_path):
     from medtransfer.features import extract
-    from medtransfer.finetune import evaluate_finetune
-    from medtransfer.invariance import evaluate_invariance
-    from medtransfer.saliency import evaluate_saliency
+    from medtransfer.protocols.finetune import evaluate_finetune
+    from medtransfer.protocols.invariance import evaluate_invariance
+    from medtransfer.protocols.saliency import evaluate_saliency
 
     torch.set_num_threads(1)
     fs = extract(weights=dense / "w.pt", cache=dense / "cache.npy", index=dense / "index.csv",

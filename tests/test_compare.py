@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from medtransfer.compare import compare_models, holm
+from medtransfer.reporting.compare import compare_models, holm
 from medtransfer.results import Predictions, details, make_row, read_rows, write_rows
 
 N = 200

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from medtransfer.correlate import correlate, plot_correlations, points
+from medtransfer.reporting.correlate import correlate, plot_correlations, points
 from medtransfer.results import details, make_row, read_rows, write_rows
 
 MODELS = ["a", "b", "c", "d", "e"]

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from medtransfer import cost, resources
+from medtransfer import resources
+from medtransfer.reporting import cost
 from medtransfer.config import resolve
 
 REPO = Path(__file__).resolve().parents[1]

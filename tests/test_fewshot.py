@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medtransfer.features import FeatureSet, save_features
-from medtransfer.fewshot import evaluate_fewshot, prototype_accuracy, sample_episodes
+from medtransfer.protocols.fewshot import evaluate_fewshot, prototype_accuracy, sample_episodes
 from medtransfer.metrics import episode_ci
 from medtransfer.results import details, read_rows
 
@@ -70,7 +70,7 @@ def test_short_classes_fail_with_dataset_class_count_and_setting(tmp_path, caplo
         sample_episodes(index=index, out=tmp_path / "x.npz", n_way=3, n_support=5, n_query=15, pool="test",
                         dataset="toy")
     assert not (tmp_path / "x.npz").exists()
-    with caplog.at_level(logging.WARNING, logger="medtransfer.fewshot"):
+    with caplog.at_level(logging.WARNING, logger="medtransfer.protocols.fewshot"):
         _, ep = _episodes(tmp_path, index, n_way=3, n_support=5, n_query=15, episodes=20, drop_short_classes=True)
     assert 2 not in set(np.unique(ep["classes"])) and "class2" in caplog.text
     assert list(ep["dropped_classes"]) == ["class2"]
@@ -188,7 +188,7 @@ def test_mismatched_features_are_refused(tmp_path):
                                                        (300, 20_000, 35, 50_000), (7, 3000, 1, 3000)])
 def test_episode_images_are_the_full_sort_draw_in_chunks(rows, m, need, key_values, monkeypatch):
     """The partial selection over chunks of keys picks what a full argsort of all keys at once did."""
-    import medtransfer.fewshot as fewshot
+    import medtransfer.protocols.fewshot as fewshot
 
     monkeypatch.setattr(fewshot, "_KEY_VALUES", key_values)
     full = np.argsort(np.random.default_rng(5).random((rows, m)), axis=1)[:, :need]

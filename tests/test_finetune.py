@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from medtransfer.finetune import (
+from medtransfer.protocols.finetune import (
     EarlyStopping, TrainConfig, augment, crop_params, evaluate_finetune, make_optimizer, search_grid,
 )
-from medtransfer.models import WeightsMeta, build_backbone, save_weights
+from medtransfer.weights.backbones import WeightsMeta, build_backbone, save_weights
 from medtransfer.results import details, read_rows
 
 

@@ -8,8 +8,8 @@ from PIL import Image
 
 from medtransfer.data.cache import build_cache, build_full_cache
 from medtransfer.data.index import write_index
-from medtransfer.finetune import evaluate_finetune
-from medtransfer.models import WeightsMeta, build_backbone, save_weights
+from medtransfer.protocols.finetune import evaluate_finetune
+from medtransfer.weights.backbones import WeightsMeta, build_backbone, save_weights
 from medtransfer.results import details, read_rows
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from medtransfer.data.adapters import build_index
-from medtransfer.invariance import (
+from medtransfer.protocols.invariance import (
     Whitener, check_transforms, clean_crop, evaluate_invariance, evaluate_multiview, ledoit_wolf,
     multiview_pairs, transform_features, transformed_crops,
 )
@@ -65,7 +65,7 @@ def test_invariance_is_one_for_an_ignored_transform_and_below_one_otherwise():
 def test_ledoit_wolf_agrees_with_scikit_learn(n, p, monkeypatch):
     from sklearn.covariance import LedoitWolf
 
-    import medtransfer.invariance as invariance
+    import medtransfer.protocols.invariance as invariance
 
     monkeypatch.setattr(invariance, "_ROWS", 1024)  # 5,000 rows: five chunks, the last one short
     rng = np.random.default_rng(n)
@@ -102,7 +102,7 @@ def test_covariance_on_a_seeded_subsample():
 _FIT_50K = """
 import sys
 import numpy as np
-from medtransfer.invariance import Whitener
+from medtransfer.protocols.invariance import Whitener
 n, p = 50_000, 2_048
 x = np.empty((n, p), np.float32)
 rng = np.random.default_rng(0)
@@ -177,7 +177,7 @@ def study(tmp_path_factory):
     """A random resnet18, a whole-image cache of 6 training images and features of all 10."""
     from medtransfer.data.cache import build_full_cache
     from medtransfer.features import FeatureSet, save_features
-    from medtransfer.models import WeightsMeta, build_backbone, save_weights
+    from medtransfer.weights.backbones import WeightsMeta, build_backbone, save_weights
     from PIL import Image
 
     root = tmp_path_factory.mktemp("inv")

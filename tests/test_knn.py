@@ -8,7 +8,7 @@ import torch
 from sklearn.datasets import make_classification
 
 from medtransfer.features import FeatureSet, save_features
-from medtransfer.knn import evaluate_knn, knn_probs
+from medtransfer.protocols.knn import evaluate_knn, knn_probs
 from medtransfer.results import Predictions, details, read_rows
 
 META = {"model": "m", "dataset": "d", "weights_sha256": "ab" * 32, "weights_demo": True, "split": "given",
@@ -66,7 +66,7 @@ def _full_sort(train, labels, test, *, n_classes, k, temperature):
 def test_top_k_selection_equals_the_full_sort_exactly_on_20000_by_20000(monkeypatch):
     """Pooled-feature-like data with exact ties: duplicated training images, test images that
     are training images, and a corner of coarse grid features whose ties straddle the k-th place."""
-    import medtransfer.knn as knn
+    import medtransfer.protocols.knn as knn
 
     monkeypatch.setattr(knn, "_BLOCK_VALUES", 20_000 * 700)  # test chunks of 700 rows: the last one short
     rng = np.random.default_rng(0)

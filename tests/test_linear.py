@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 
 from medtransfer.features import FeatureSet, save_features
 from medtransfer.data.index import stratified_split
-from medtransfer.linear import (
+from medtransfer.protocols.linear import (
     LogisticObjective, c_grid, evaluate_linear, fit_path, linear_probe, select_c, standardiser,
 )
 from medtransfer.results import details, read_rows
@@ -112,7 +112,7 @@ def test_refit_starts_cold_and_selection_is_recorded(tmp_path):
 
 def test_non_convergence_is_recorded_and_logged(tmp_path, caplog):
     x, y = make_classification(n_samples=300, n_features=12, n_classes=3, n_informative=5, random_state=4)
-    with caplog.at_level(logging.WARNING, logger="medtransfer.linear"):
+    with caplog.at_level(logging.WARNING, logger="medtransfer.protocols.linear"):
         rows, _ = _run(tmp_path, _feature_file(tmp_path, x, y, n_test=100), c_values=[1.0, 10.0], max_iter=2)
     info = details(read_rows([rows]).iloc[0])
     assert info["converged"] is False and info["stop"] == "max_iter" and info["sweep_unconverged"] == 2
@@ -160,7 +160,7 @@ def test_sequential_warm_path_does_not_depend_on_grid_order():
 def test_standardising_in_place_changes_nothing_but_the_inputs(monkeypatch):
     """copy=False (what the stage uses, to hold CheXpert's features once) gives the same probe;
     the default leaves the caller's arrays alone; the chunked standardiser equals numpy's."""
-    import medtransfer.linear as linear
+    import medtransfer.protocols.linear as linear
 
     monkeypatch.setattr(linear, "_ROWS", 64)  # 400 rows: several chunks, the last one short
     x, y = make_classification(n_samples=500, n_features=20, n_informative=6, n_classes=3, random_state=0)

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medtransfer.models import (
+from medtransfer.weights.backbones import (
     SameConv2d, SameMaxPool2d, WeightsMeta, _same_pads, backbone_keys, build_backbone,
     check_state_dict, load_weights, normalise, save_weights,
 )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medtransfer.models import CXR_MEAN, CXR_STD, WeightsMeta, equalise_histogram, normalise
+from medtransfer.weights.backbones import CXR_MEAN, CXR_STD, WeightsMeta, equalise_histogram, normalise
 
 # Largest difference to the numpy reference, in [0, 255] units, measured on these images.
 TOLERANCE = 1e-9
@@ -81,7 +81,7 @@ def test_normalise_applies_each_models_own_normalisation():
 
 def test_converted_files_carry_their_normalisation(tmp_path):
     from medtransfer.features import run_meta
-    from medtransfer.models import load_weights
+    from medtransfer.weights.backbones import load_weights
     from medtransfer.weights.convert import convert_file
     from medtransfer.weights.demo import write_demo_weights
     import pandas as pd

@@ -136,7 +136,7 @@ def _published_size_trees(data):
 def test_paper_fewshot_runs_at_published_sizes_on_the_small_datasets(tmp_path):
     """20-shot + 15 queries per class cannot come from these test splits; the train pool holds them."""
     from medtransfer.features import FeatureSet, save_features
-    from medtransfer.fewshot import evaluate_fewshot
+    from medtransfer.protocols.fewshot import evaluate_fewshot
 
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     assert paper["protocols"]["fewshot"]["pool"] == "train" and paper["protocols"]["fewshot"]["n_support"] == [20]

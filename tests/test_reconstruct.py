@@ -11,16 +11,16 @@ import pytest
 import torch
 import torchvision
 
-from medtransfer.models import WeightsMeta, build_backbone, normalise, save_weights
-from medtransfer.reconstruct import (
+from medtransfer.weights.backbones import WeightsMeta, build_backbone, normalise, save_weights
+from medtransfer.protocols.reconstruct import (
     LPIPS_BACKBONES, LPIPS_NETS, METRICS, TARGET_LAYERS, invert, load_lpips, load_reconstructions,
     plot_grid, plot_lpips, score, target_layer, write_demo_lpips_weights,
 )
-from medtransfer.reconstruct.generator import (
+from medtransfer.protocols.reconstruct.generator import (
     SkipConfig, SkipGenerator, build_generators, make_noise, member_slice, noise_size, output_crop,
 )
-from medtransfer.reconstruct.invert import FeatureTap, draw_positions, image_seeds, invert_batch
-from medtransfer.reconstruct.perceptual import demo_lpips_bytes, read_features
+from medtransfer.protocols.reconstruct.invert import FeatureTap, draw_positions, image_seeds, invert_batch
+from medtransfer.protocols.reconstruct.perceptual import demo_lpips_bytes, read_features
 from medtransfer.results import read_rows
 
 # A small generator (3 scales) for fast tests; the published one is tested for shape.

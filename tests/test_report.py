@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medtransfer.report import plot_protocol, write_table
+from medtransfer.reporting.figures import plot_protocol
+from medtransfer.reporting.table import write_table
 from medtransfer.results import RESULT_COLUMNS, make_row, write_rows
 
 META = {"weights_sha256": "a" * 64, "weights_demo": True, "split": "given", "precision": "fp32",
@@ -51,8 +52,8 @@ def _not_blank(png):
 def test_bars_and_radar_from_the_summary_cells(tmp_path):
     from test_summary import HEADLINE, _table
 
-    from medtransfer.report import plot_bars, plot_radar
-    from medtransfer.summary import write_summary
+    from medtransfer.reporting.figures import plot_bars, plot_radar
+    from medtransfer.reporting.summary import write_summary
 
     write_summary(table=_table(tmp_path), markdown=tmp_path / "s.md", latex=tmp_path / "s.tex",
                   cells_csv=tmp_path / "cells.csv", headline=HEADLINE)

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from medtransfer.models import WeightsMeta, build_backbone, save_weights
+from medtransfer.weights.backbones import WeightsMeta, build_backbone, save_weights
 from medtransfer.results import Predictions, details, read_rows
-from medtransfer.saliency import (
+from medtransfer.protocols.saliency import (
     attentive_diffusion, centre_crop, check_settings, evaluate_saliency, load_maps, occlusion_map,
     plot_saliency_figures, window_starts,
 )

@@ -5,10 +5,10 @@ import inspect
 
 import pytest
 
-from medtransfer import stages
+from medtransfer import protocols as registry
 from medtransfer.config import load_schema, resolve
 from medtransfer.data.adapters import DATASET_KINDS
-from medtransfer.finetune import PRECISIONS
+from medtransfer.protocols.finetune import PRECISIONS
 from medtransfer.metrics import SELECTION_METRICS
 from medtransfer.weights.formats import ARCHITECTURES, FORMATS, NORMALISATIONS
 
@@ -29,7 +29,7 @@ def _walk(node, path=""):
 
 
 def _entry(protocol):
-    module, name = stages.get(protocol).entry.split(":")
+    module, name = registry.get(protocol).entry.split(":")
     return getattr(importlib.import_module(module), name)
 
 
@@ -45,13 +45,13 @@ def test_every_setting_is_described():
     (DATASET["kind"]["enum"], DATASET_KINDS),
     (DATASET["metric"]["enum"], SELECTION_METRICS),
     (PROPS["precision"]["enum"], PRECISIONS),
-    (list(PROPS["protocols"]["properties"]), stages.PROTOCOLS),
+    (list(PROPS["protocols"]["properties"]), registry.PROTOCOLS),
 ], ids=["formats", "archs", "normalisations", "dataset kinds", "metrics", "precisions", "protocols"])
 def test_enums_equal_the_code_registries(schema_values, code_values):
     assert set(schema_values) == set(code_values)
 
 
-@pytest.mark.parametrize("protocol", sorted(stages.PROTOCOLS))
+@pytest.mark.parametrize("protocol", sorted(registry.PROTOCOLS))
 def test_protocol_defaults_equal_the_entry_points(protocol):
     """Every schema default of a protocol equals the keyword default of the function it is passed to."""
     params = inspect.signature(_entry(protocol)).parameters

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from medtransfer.results import make_row, write_rows
-from medtransfer.summary import TIED, published, summary_cells, with_published, write_summary
+from medtransfer.reporting.summary import TIED, published, summary_cells, with_published, write_summary
 
 META = {"weights_sha256": "a" * 64, "weights_demo": False, "split": "given", "precision": "fp32",
         "preprocessing": "p"}

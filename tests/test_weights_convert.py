@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision
 
-from medtransfer.models import load_weights
+from medtransfer.weights.backbones import load_weights
 from medtransfer.weights.convert import convert_file
 from medtransfer.weights.demo import random_resnet50, write_demo_weights
 

@@ -19,8 +19,8 @@ import torchvision
 import yaml
 
 from conftest import REPO
-from medtransfer import models
-from medtransfer.models import load_weights
+from medtransfer.weights import backbones as models
+from medtransfer.weights.backbones import load_weights
 from medtransfer.weights import convert, tfbundle
 from medtransfer.weights.convert import convert_file
 from medtransfer.weights.demo import random_resnet50

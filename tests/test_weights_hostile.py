@@ -26,8 +26,8 @@ import pytest
 import torch
 
 from conftest import REPO
-from medtransfer.models import load_weights
-from medtransfer.reconstruct.perceptual import read_features
+from medtransfer.weights.backbones import load_weights
+from medtransfer.protocols.reconstruct.perceptual import read_features
 from medtransfer.weights.__main__ import main
 from medtransfer.weights.convert import convert_file
 from medtransfer.weights.formats import FORMATS

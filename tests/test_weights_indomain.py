@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medtransfer.models import backbone_keys, load_weights
+from medtransfer.weights.backbones import backbone_keys, load_weights
 from medtransfer.weights.convert import convert_file
 from medtransfer.weights.demo import random_model, write_demo_weights
 from medtransfer.weights.formats import FORMATS

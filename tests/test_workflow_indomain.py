@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from medtransfer.models import load_weights
+from medtransfer.weights.backbones import load_weights
 from medtransfer.results import RESULT_COLUMNS, details
 from workflow_helpers import REPO, make_workdir, snakemake, tiny_config
 

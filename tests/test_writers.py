@@ -14,7 +14,6 @@ from medtransfer import writers
 
 # Direct writes allowed outside writers.py, each for a reason.
 ALLOWED = {
-    "common.py": "atomic_path and write_text_atomic: the primitives writers build on",
     "weights/download.py": "the download goes to <out>.part (resumable across runs), renamed when verified",
     "weights/tfbundle.py": "data and index written inside atomic_path blocks, the index renamed last",
     "weights/simclr.py": "extracts zip members into a temporary folder, never to a result path",

@@ -119,7 +119,7 @@ def run_meta(
 ) -> dict[str, Any]:
     """Provenance shared by every protocol: what went into a (model, dataset) result.
 
-    ``weights_meta`` is a :class:`medtransfer.models.WeightsMeta`; ``index`` the dataset
+    ``weights_meta`` is a :class:`medtransfer.weights.backbones.WeightsMeta`; ``index`` the dataset
     index frame. The weights hash is the *source* file's sha256 (the published file).
     """
     from medtransfer.data.cache import preprocessing_name
@@ -143,7 +143,7 @@ def to_model_input(batch_uint8: Any, weights_meta: Any, channels_last: bool):
     """uint8 NHWC tensor (already on its device) -> normalised float NCHW on the same device."""
     import torch
 
-    from medtransfer.models import normalise
+    from medtransfer.weights.backbones import normalise
 
     x = normalise(batch_uint8.permute(0, 3, 1, 2).float().div_(255.0), weights_meta)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -174,7 +174,7 @@ def extract(
     Reproducibility: on a CPU the features are bit-identical for the same config, seed,
     thread count and machine. On a GPU they are only with ``deterministic=True``
     (deterministic kernels, no cuDNN autotuning; slower, see
-    :func:`medtransfer.common.seed_everything`); otherwise cuDNN autotuning is on and the
+    :func:`medtransfer.runtime.seed_everything`); otherwise cuDNN autotuning is on and the
     last bits may differ between runs. ``deterministic`` is recorded in ``meta``. Either
     way, ``fp32`` on a recent NVIDIA GPU runs convolutions in TF32 (torch's default,
     ``torch.backends.cudnn.allow_tf32``), so GPU and CPU features agree to TF32 precision
@@ -186,10 +186,10 @@ def extract(
     """
     import torch
 
-    from medtransfer.common import resolve_device, seed_everything
+    from medtransfer.runtime import resolve_device, seed_everything
     from medtransfer.data.cache import load_cache
     from medtransfer.data.index import read_index
-    from medtransfer.models import load_weights
+    from medtransfer.weights.backbones import load_weights
 
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"unknown precision {precision!r}; expected 'fp32' or 'bf16'")

@@ -138,7 +138,7 @@ def _scale(image_size: int) -> float:
 
 
 # ---------------------------------------------------------------- work at a rate (seconds)
-# Shared with medtransfer.cost, which prices the same work at measured GPU rates.
+# Shared with medtransfer.reporting.cost, which prices the same work at measured GPU rates.
 
 
 def cache_seconds(n_images: int, *, threads: int = 1, rates: dict = RATES) -> float:

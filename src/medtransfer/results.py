@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medtransfer.common import git_revision, package_version
+from medtransfer.runtime import git_revision, package_version
 from medtransfer.writers import save_npz, write_csv
 
 KEY_COLUMNS = ["model", "dataset", "protocol", "setting", "metric"]

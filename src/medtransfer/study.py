@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from medtransfer import stages
+from medtransfer import protocols as registry
 from medtransfer.config import resolve
 from medtransfer.data.adapters import get_adapter
 from medtransfer.data.demo import DEMO_KINDS
@@ -53,14 +53,14 @@ class Study:
             name: resolve_model(name, spec or {}) for name, spec in config["models"].items()
         }
         self.datasets: dict[str, dict[str, Any]] = dict(config["datasets"])
-        self.protocols = [p for p in stages.PROTOCOLS if p in config["protocols"]]
+        self.protocols = [p for p in registry.PROTOCOLS if p in config["protocols"]]
         if not self.protocols:
-            raise ValueError(f"config: `protocols` names none of {sorted(stages.PROTOCOLS)}; add at least one")
+            raise ValueError(f"config: `protocols` names none of {sorted(registry.PROTOCOLS)}; add at least one")
         for name, spec in self.datasets.items():
             self._check_dataset(name, spec)
         self._check_paths()
         if "saliency" in self.protocols:
-            from medtransfer.saliency import check_settings  # torch-free: fails at DAG build, not in a job
+            from medtransfer.protocols.saliency import check_settings  # torch-free: fails at DAG build, not in a job
 
             settings = self.settings("saliency")
             check_settings(**{k: settings[k] for k in ("input_size", "crop_size", "window", "stride", "n_images",
@@ -201,7 +201,7 @@ class Study:
     # -- targets -----------------------------------------------------------------
     def setting_names(self, protocol: str, dataset: str | None = None) -> list[str]:
         """The protocol's settings; with ``dataset``, plus those only that dataset has (multiview)."""
-        spec = stages.get(protocol)
+        spec = registry.get(protocol)
         names = spec.settings(self.config["protocols"][protocol])
         return names + spec.dataset_settings(self.datasets[dataset]) if dataset is not None else names
 
@@ -210,7 +210,7 @@ class Study:
 
     def transforms(self) -> list[str]:
         """The invariance protocol's synthetic transforms (all known ones when it does not run)."""
-        return self.setting_names("invariance") if "invariance" in self.protocols else list(stages.TRANSFORMS)
+        return self.setting_names("invariance") if "invariance" in self.protocols else list(registry.TRANSFORMS)
 
     def multiview_datasets(self) -> list[str]:
         return [d for d, spec in self.datasets.items() if spec.get("multiview")] if "invariance" in self.protocols else []
@@ -228,17 +228,17 @@ class Study:
         """Names of the explanatory measures (one scatter figure each)."""
         names = ["imagenet_top1"]
         for protocol in self.protocols:
-            spec = stages.get(protocol)
+            spec = registry.get(protocol)
             if spec.measure:
                 settings = dict.fromkeys(s for d in self.datasets for s in self.setting_names(protocol, d))
                 names += list(dict.fromkeys(spec.measure[1].format(setting=s) for s in settings))
         return names
 
     def rows(self, unit: Unit) -> list[str]:
-        return [stages.rows_path(unit.protocol, m, unit.dataset, unit.setting) for m in self.models]
+        return [registry.rows_path(unit.protocol, m, unit.dataset, unit.setting) for m in self.models]
 
     def predictions(self, unit: Unit) -> list[str]:
-        return [stages.predictions_path(unit.protocol, m, unit.dataset, unit.setting) for m in self.models]
+        return [registry.predictions_path(unit.protocol, m, unit.dataset, unit.setting) for m in self.models]
 
     def compare_inputs(self, unit: Unit) -> dict[str, list[str]]:
         """Named inputs of one comparison: every model's predictions and rows files."""
@@ -248,5 +248,5 @@ class Study:
         """Every row file of the study (each model's, then the paired comparisons)."""
         units = [u for u in self.units() if protocol in (None, u.protocol)]
         files = [f for u in units for f in self.rows(u)]
-        files += [stages.compare_path(u.protocol, u.dataset, u.setting) for u in units]
-        return files + ([stages.CORRELATION] if self.correlates and protocol is None else [])
+        files += [registry.compare_path(u.protocol, u.dataset, u.setting) for u in units]
+        return files + ([registry.CORRELATION] if self.correlates and protocol is None else [])

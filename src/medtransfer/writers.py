@@ -1,7 +1,7 @@
 """Every file the package writes goes through here: atomic and byte-reproducible.
 
 Atomic: the bytes go to a temporary file in the target's folder, which is renamed into
-place only when it is complete (``common.atomic_path``), so a crash, a full disk or a
+place only when it is complete (``atomic_path``), so a crash, a full disk or a
 killed job never leaves a truncated file under the final name.
 
 Reproducible: the same content gives the same bytes on every run and machine (same
@@ -21,14 +21,50 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
+import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medtransfer.common import atomic_path
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; move it into place only on success.
+
+    A crash or exception leaves ``target`` untouched (and no partial file that looks
+    finished), because the rename is the last step and is atomic on one filesystem.
+    The temporary name keeps the target's suffix so libraries that pick a format by
+    extension (numpy, torch, PIL) behave.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.stem}.", suffix=f".partial{''.join(target.suffixes)}", dir=target.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; finished files get normal modes
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text_atomic(target: str | os.PathLike, text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(target: str | os.PathLike, obj: Any) -> None:
+    write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold
 

@@ -6,9 +6,9 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from medtransfer import resources as sizing
-from medtransfer import stages
+from medtransfer import protocols as registry
 from medtransfer import study as paths
-from medtransfer import summary
+from medtransfer.reporting import summary
 from medtransfer.study import Study
 
 
@@ -28,14 +28,14 @@ def _alternatives(names):
 def _setting_pattern():
     """Every protocol's setting names: manyshot, <k>shot, dip, occlusion, the invariance transforms, multiview."""
     fixed = ["manyshot", r"\d+shot", "dip", "occlusion"]
-    return "|".join(fixed + [re.escape(n) for n in (*stages.TRANSFORMS, stages.MULTIVIEW)])
+    return "|".join(fixed + [re.escape(n) for n in (*registry.TRANSFORMS, registry.MULTIVIEW)])
 
 
 wildcard_constraints:
     model=_alternatives(STUDY.models),
     net="alex|vgg|squeeze",
     dataset=_alternatives(STUDY.datasets),
-    protocol=_alternatives(stages.PROTOCOLS),
+    protocol=_alternatives(registry.PROTOCOLS),
     setting=_setting_pattern(),
 
 
@@ -208,7 +208,7 @@ def reconstruction_inputs(wildcards):
 
 
 def figure_metric(wildcards):
-    return stages.get(wildcards.protocol).metrics[0]
+    return registry.get(wildcards.protocol).metrics[0]
 
 
 def published_numbers():
@@ -220,7 +220,7 @@ def study_figures():
     """Every protocol's heatmap, the transfer protocols' bar charts, each model's radar chart,
     the reconstruction and saliency figures, the correlation scatters."""
     figures = expand(rules.figure.output.figure, protocol=PROTOCOLS)
-    transfer = [p for p in stages.transfer_protocols() if p in PROTOCOLS]
+    transfer = [p for p in registry.transfer_protocols() if p in PROTOCOLS]
     figures += expand(rules.bars.output.png, protocol=transfer)
     if transfer:
         figures += expand(rules.radar.output.png, model=STUDY.models)
@@ -244,7 +244,7 @@ def saliency_figure_paths(kind):
 
 def invariance_outputs(kind):
     """One rows (or predictions) file per synthetic transform, for the invariance rule's outputs."""
-    make = stages.rows_path if kind == "rows" else stages.predictions_path
+    make = registry.rows_path if kind == "rows" else registry.predictions_path
     return [make("invariance", setting=t) for t in STUDY.transforms()]
 
 
@@ -266,7 +266,7 @@ def table_inputs(wildcards):
 
 def comparison_metric(wildcards):
     """The dataset's headline metric where the protocol reports it, else its first metric."""
-    metrics = stages.get(wildcards.protocol).metrics
+    metrics = registry.get(wildcards.protocol).metrics
     own = STUDY.metric(wildcards.dataset)
     return own if own in metrics else metrics[0]
 

@@ -7,7 +7,7 @@ rule correlate:
     input:
         rows=correlation_inputs,
     output:
-        rows=stages.CORRELATION,
+        rows=registry.CORRELATION,
     params:
         top1=STUDY.top1(),
         headline=STUDY.headline_metrics(),

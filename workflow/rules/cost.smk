@@ -1,5 +1,5 @@
 # Cost: where the study's time went. Sums every job's benchmark file (wall time, CPU time, peak
-# memory) per stage and per model into reports/cost.csv and a chart (src/medtransfer/cost.py).
+# memory) per stage and per model into reports/cost.csv and a chart (src/medtransfer/reporting/cost.py).
 # It runs last: its inputs are the study's final outputs, so every other job has finished.
 
 

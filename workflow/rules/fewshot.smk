@@ -32,8 +32,8 @@ rule fewshot:
         features=rules.extract_features.output.features,
         episodes=rules.sample_episodes.output.episodes,
     output:
-        rows=stages.rows_path("fewshot"),
-        predictions=stages.predictions_path("fewshot"),
+        rows=registry.rows_path("fewshot"),
+        predictions=registry.predictions_path("fewshot"),
     params:
         seed=CONFIG["seed"],
     log:

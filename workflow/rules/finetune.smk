@@ -8,8 +8,8 @@ rule finetune:
         cache=rules.cache_images.output.cache,
         index=rules.index_dataset.output.index,
     output:
-        rows=stages.rows_path("finetune", setting=stages.MANYSHOT),
-        predictions=stages.predictions_path("finetune", setting=stages.MANYSHOT),
+        rows=registry.rows_path("finetune", setting=registry.MANYSHOT),
+        predictions=registry.predictions_path("finetune", setting=registry.MANYSHOT),
     params:
         settings=finetune_settings(),
         metric=dataset_metric,

@@ -40,8 +40,8 @@ rule multiview_invariance:
         features=rules.extract_features.output.features,
         index=rules.index_dataset.output.index,
     output:
-        rows=stages.rows_path("invariance", setting="multiview"),
-        predictions=stages.predictions_path("invariance", setting="multiview"),
+        rows=registry.rows_path("invariance", setting="multiview"),
+        predictions=registry.predictions_path("invariance", setting="multiview"),
     params:
         settings=protocol_settings("invariance"),
         seed=CONFIG["seed"],

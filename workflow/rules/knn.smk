@@ -6,8 +6,8 @@ rule knn:
     input:
         features=rules.extract_features.output.features,
     output:
-        rows=stages.rows_path("knn", setting=stages.MANYSHOT),
-        predictions=stages.predictions_path("knn", setting=stages.MANYSHOT),
+        rows=registry.rows_path("knn", setting=registry.MANYSHOT),
+        predictions=registry.predictions_path("knn", setting=registry.MANYSHOT),
     params:
         settings=protocol_settings("knn"),
         device=CONFIG["device"],

@@ -6,8 +6,8 @@ rule linear_probe:
     input:
         features=rules.extract_features.output.features,
     output:
-        rows=stages.rows_path("linear", setting=stages.MANYSHOT),
-        predictions=stages.predictions_path("linear", setting=stages.MANYSHOT),
+        rows=registry.rows_path("linear", setting=registry.MANYSHOT),
+        predictions=registry.predictions_path("linear", setting=registry.MANYSHOT),
     params:
         settings=protocol_settings("linear"),
         metric=dataset_metric,

@@ -56,8 +56,8 @@ rule score_reconstruction:
         unpack(lpips_weights),
         images=rules.reconstruct.output.images,
     output:
-        rows=stages.rows_path("reconstruction", setting="dip"),
-        predictions=stages.predictions_path("reconstruction", setting="dip"),
+        rows=registry.rows_path("reconstruction", setting="dip"),
+        predictions=registry.predictions_path("reconstruction", setting="dip"),
     params:
         settings=protocol_settings("reconstruction"),
         device=CONFIG["device"],

@@ -7,7 +7,7 @@ rule compare_models:
     input:
         unpack(compare_inputs),
     output:
-        rows=stages.compare_path(),
+        rows=registry.compare_path(),
     params:
         metric=comparison_metric,
         n_bootstrap=comparison_n_bootstrap,

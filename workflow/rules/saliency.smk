@@ -10,8 +10,8 @@ rule saliency:
         index=rules.index_dataset.output.index,
         features=rules.extract_features.output.features,
     output:
-        rows=stages.rows_path("saliency", setting="occlusion"),
-        predictions=stages.predictions_path("saliency", setting="occlusion"),
+        rows=registry.rows_path("saliency", setting="occlusion"),
+        predictions=registry.predictions_path("saliency", setting="occlusion"),
         maps=paths.SALIENCY_MAPS,
     params:
         settings=protocol_settings("saliency"),

@@ -1,6 +1,6 @@
 """Decode the training images of a dataset once more, whole, for finetuning's crops."""
 
-from medtransfer.common import log_to_file
+from medtransfer.runtime import log_to_file
 from medtransfer.data.cache import build_full_cache
 
 log_to_file(snakemake.log[0])

@@ -1,6 +1,6 @@
 """Decode, make RGB and resize every image of a dataset once, into a uint8 cache."""
 
-from medtransfer.common import log_to_file
+from medtransfer.runtime import log_to_file
 from medtransfer.data.cache import build_cache
 
 log_to_file(snakemake.log[0])

@@ -1,6 +1,6 @@
 """Convert one model's source file to the canonical torchvision-layout weights file."""
 
-from medtransfer.common import log_to_file
+from medtransfer.runtime import log_to_file
 from medtransfer.weights.convert import convert_file
 
 log_to_file(snakemake.log[0])

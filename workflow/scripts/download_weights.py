@@ -1,6 +1,6 @@
 """Download one model's source file: resumed, retried, sha256-checked, atomic."""
 
-from medtransfer.common import log_to_file
+from medtransfer.runtime import log_to_file
 from medtransfer.weights.download import fetch
 
 log_to_file(snakemake.log[0])

@@ -1,6 +1,6 @@
 """Pooled features of one dataset through one frozen backbone."""
 
-from medtransfer.common import log_to_file, set_threads
+from medtransfer.runtime import log_to_file, set_threads
 from medtransfer.features import extract
 
 log_to_file(snakemake.log[0])

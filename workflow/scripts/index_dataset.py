@@ -1,6 +1,6 @@
 """Turn a dataset download (or users' CSV / ImageFolder data) into the index with its split."""
 
-from medtransfer.common import log_to_file
+from medtransfer.runtime import log_to_file
 from medtransfer.data.adapters import index_dataset
 
 log_to_file(snakemake.log[0])

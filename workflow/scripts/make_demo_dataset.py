@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from medtransfer.common import log_to_file
+from medtransfer.runtime import log_to_file
 from medtransfer.data.demo import generate
 
 log_to_file(snakemake.log[0])

@@ -1,6 +1,6 @@
 """Write a random demo stand-in for one model in its published file format."""
 
-from medtransfer.common import log_to_file
+from medtransfer.runtime import log_to_file
 from medtransfer.weights.demo import write_demo_weights
 
 log_to_file(snakemake.log[0])

@@ -1,7 +1,7 @@
 """One dataset's reconstruction grid (originals, then one column per model) and LPIPS plot."""
 
-from medtransfer.common import log_to_file
-from medtransfer.reconstruct import plot_grid, plot_lpips
+from medtransfer.runtime import log_to_file
+from medtransfer.protocols.reconstruct import plot_grid, plot_lpips
 from medtransfer.results import Predictions
 
 log_to_file(snakemake.log[0])

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medtransfer.models import backbone_keys, check_state_dict
+from medtransfer.weights.backbones import backbone_keys, check_state_dict
 from medtransfer.weights.base import Converted, Probe, UnsafePickleError, sample_keys
 from medtransfer.writers import write_bytes
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medtransfer.models import (
+from medtransfer.weights.backbones import (
     CXR_MEAN, CXR_STD, IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, check_state_dict, save_weights,
 )
 from medtransfer.weights.base import Converted

@@ -29,7 +29,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from medtransfer.common import sha256_file, write_json_atomic
+from medtransfer.runtime import sha256_file
+from medtransfer.writers import write_json_atomic
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20

@@ -53,7 +53,7 @@ class ArchRecord:
 
 
 # Backbones a converted file can be built as: one line per architecture (kept torch-free here;
-# medtransfer.models builds them). DenseNet-121: features -> ReLU -> global average pool, and the
+# medtransfer.weights.backbones builds them). DenseNet-121: features -> ReLU -> global average pool, and the
 # reconstruction target is denseblock4's output, before the final norm (as published).
 BACKBONES: dict[str, ArchRecord] = {
     record.name: record for record in [
@@ -74,7 +74,7 @@ NORMALISATIONS: dict[str, str] = {
     "histeq": "per-image histogram equalisation of the grey image (256-bin CDF) to [0, 255], no mean/std "
               "(CovidPrognosis' MIMIC-CheXpert models)",
 }
-# Framework paddings a converted backbone can emulate (medtransfer.models.PADDINGS).
+# Framework paddings a converted backbone can emulate (medtransfer.weights.backbones.PADDINGS).
 PADDINGS: tuple[str, ...] = ("torch", "tf_same", "tf_same_maxpool")
 
 

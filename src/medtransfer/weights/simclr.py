@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from medtransfer.writers import write_zip
-from medtransfer.models import backbone_keys, check_state_dict
+from medtransfer.weights.backbones import backbone_keys, check_state_dict
 from medtransfer.weights import tfbundle
 from medtransfer.weights.base import Converted, Probe, sample_keys
 

@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from medtransfer.common import sha256_file
+from medtransfer.runtime import sha256_file
 from medtransfer.weights.tfbundle import checkpoint_prefix
 
 

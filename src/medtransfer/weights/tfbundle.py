@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medtransfer.common import atomic_path
+from medtransfer.writers import atomic_path
 
 _MAGIC = 0xDB4775248B80FB57
 _FOOTER_SIZE = 48  # two block handles padded to 40 bytes, then the 8-byte magic

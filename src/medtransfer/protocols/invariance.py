@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from medtransfer.data.cache import read_rows
-from medtransfer.stages import MULTIVIEW, TRANSFORMS
+from medtransfer.protocols import MULTIVIEW, TRANSFORMS
 
 log = logging.getLogger(__name__)
 
@@ -277,12 +277,12 @@ def evaluate_invariance(
     ``transforms`` (name -> grid of values). ``size``: the model's input (the study's
     image_size). Returns transform -> per-image whitened cosine.
     """
-    from medtransfer.common import resolve_device
+    from medtransfer.runtime import resolve_device
     from medtransfer.data.augment import full_batch
     from medtransfer.data.cache import load_full_cache
     from medtransfer.data.index import read_index
     from medtransfer.features import load_features
-    from medtransfer.models import load_weights, normalise
+    from medtransfer.weights.backbones import load_weights, normalise
 
     check_transforms(transforms)
     missing = sorted(set(transforms) - set(out_rows) | set(transforms) - set(out_predictions))
@@ -329,7 +329,7 @@ def _meta(feature_meta: Mapping[str, Any], **settings: Any) -> dict[str, Any]:
 def write_measure(out_rows, out_predictions, *, meta, setting, positions, labels, cosine, mahalanobis,
                   n_bootstrap, seed, extra) -> None:
     """The two rows (mean over images with bootstrap CIs) and the per-image values of one setting."""
-    from medtransfer.reconstruct.score import mean_with_ci
+    from medtransfer.protocols.reconstruct.score import mean_with_ci
     from medtransfer.results import Predictions, make_row, write_rows
 
     details = {"covariance": meta["covariance"], "ridge": meta["ridge"], "shrinkage": round(meta["shrinkage"], 6),

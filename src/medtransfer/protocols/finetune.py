@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medtransfer.progress import Progress
-from medtransfer.common import resolve_device, seed_everything
+from medtransfer.runtime import resolve_device, seed_everything
 from medtransfer.data.augment import augment, crop_params, full_batch, full_batch_array, random_resized_crop_full  # noqa: F401
 from medtransfer.data.cache import read_rows
 from medtransfer.data.index import stratified_split
@@ -152,7 +152,7 @@ class Classifier(nn.Module):
 
 def build_model(weights: str | os.PathLike, num_classes: int, cfg: TrainConfig, device: str):
     """Fresh backbone from ``weights`` + head seeded by ``cfg.seed``; returns (model, weights meta)."""
-    from medtransfer.models import load_weights
+    from medtransfer.weights.backbones import load_weights
 
     backbone, wmeta = load_weights(weights)
     seed_everything(cfg.seed, deterministic=cfg.deterministic)
@@ -198,7 +198,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig):
 
 def _train_step(model, opt, sched, data: Data, pos: np.ndarray, batch: torch.Tensor, rng, wmeta,
                 device, cfg) -> torch.Tensor:
-    from medtransfer.models import normalise
+    from medtransfer.weights.backbones import normalise
 
     x = normalise(_train_batch(data, pos, batch, rng), wmeta)
     if cfg.precision == "bf16":
@@ -389,7 +389,7 @@ def _details(cfg: TrainConfig, result: RunResult, final: Data, scores: list[floa
 
 def _write(rows, predictions, probs, final: Data, classes, meta, cfg, result, scores, n_bootstrap) -> None:
     from medtransfer.results import write_classification
-    from medtransfer.stages import MANYSHOT
+    from medtransfer.protocols import MANYSHOT
 
     write_classification(
         rows=rows, predictions=predictions, protocol="finetune", setting=MANYSHOT, probs=probs,

@@ -42,14 +42,14 @@ Public API (what the workflow calls)
 ``check_settings`` (validate the protocol's settings before any work).
 """
 
-from medtransfer.reconstruct.invert import (
+from medtransfer.protocols.reconstruct.invert import (
     TARGET_LAYERS, check_settings, draw_positions, invert, load_reconstructions, target_layer,
 )
-from medtransfer.reconstruct.perceptual import (
+from medtransfer.protocols.reconstruct.perceptual import (
     LPIPS_BACKBONES, LPIPS_NETS, load_lpips, write_demo_lpips_weights,
 )
-from medtransfer.reconstruct.plots import plot_grid, plot_lpips
-from medtransfer.reconstruct.score import METRICS, score
+from medtransfer.protocols.reconstruct.plots import plot_grid, plot_lpips
+from medtransfer.protocols.reconstruct.score import METRICS, score
 
 __all__ = [
     "LPIPS_BACKBONES", "LPIPS_NETS", "METRICS", "TARGET_LAYERS", "check_settings", "draw_positions",

@@ -11,7 +11,7 @@ The best model is picked on the same test set it is then compared on, so "best" 
 itself a noisy choice; the p-values of the m - 1 comparisons against it are corrected
 for multiple comparisons with Holm's step-down method (``p_holm``), and ``differs``
 uses the corrected value. What is paired over comes from the protocol's registration
-(``stages.py``); the inputs are the protocol's rows and :class:`Predictions` files,
+(``registry.py``); the inputs are the protocol's rows and :class:`Predictions` files,
 which name their own model, so nothing is matched by position.
 """
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medtransfer import stages
+from medtransfer import protocols as registry
 from medtransfer.metrics import concat, metric_from_counts, percentile_ci, resample_counts
 from medtransfer.results import Predictions
 
@@ -177,7 +177,7 @@ def compare_models(
     """
     from medtransfer.results import make_row, write_rows
 
-    spec = stages.get(protocol)
+    spec = registry.get(protocol)
     if metric not in spec.metrics:
         raise ValueError(f"metric {metric!r} cannot be compared for {protocol}; expected one of {spec.metrics}")
     preds = _predictions(predictions, protocol, dataset)

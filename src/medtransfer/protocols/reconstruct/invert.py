@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from medtransfer.progress import Progress
-from medtransfer.reconstruct.generator import (
+from medtransfer.protocols.reconstruct.generator import (
     SkipConfig, build_generators, check_size, make_noise, noise_size, output_crop,
 )
 from medtransfer.weights.formats import BACKBONES
@@ -157,7 +157,7 @@ def invert_batch(
 
 
 def _load(weights: str | os.PathLike, device: str, precision: str):
-    from medtransfer.models import load_weights, normalise
+    from medtransfer.weights.backbones import load_weights, normalise
 
     net, meta = load_weights(weights)
     layer = target_layer(meta.arch)
@@ -183,7 +183,7 @@ def invert(
     once (default 16); it changes results only by float rounding (see the package
     docstring). ``generator``: the generator's shape (default: the published one).
     """
-    from medtransfer.common import resolve_device
+    from medtransfer.runtime import resolve_device
     from medtransfer.data.cache import load_cache
     from medtransfer.data.index import read_index
     from medtransfer.features import run_meta
@@ -240,6 +240,6 @@ def load_reconstructions(path: str | os.PathLike) -> dict[str, Any]:
         out = {k: data[k] for k in data.files}
     if "reconstructions" not in out or "originals" not in out:
         raise ValueError(f"{path} is not a reconstruction file (no originals/reconstructions); "
-                         "produce it with medtransfer.reconstruct.invert")
+                         "produce it with medtransfer.protocols.reconstruct.invert")
     out["meta"] = json.loads(str(out["meta"]))
     return out

@@ -1,57 +1,18 @@
-"""Helpers every stage shares: atomic writes, hashing, provenance, seeding."""
+"""What a job sets up before its work and records after it: seeds, threads, devices, logging,
+and the provenance of its rows (file hashes, package version, git revision)."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import json
 import os
 import random
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from medtransfer import __version__
-
-
-@contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; move it into place only on success.
-
-    A crash or exception leaves ``target`` untouched (and no partial file that looks
-    finished), because the rename is the last step and is atomic on one filesystem.
-    The temporary name keeps the target's suffix so libraries that pick a format by
-    extension (numpy, torch, PIL) behave.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=f".partial{''.join(target.suffixes)}", dir=target.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; finished files get normal modes
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
-def write_text_atomic(target: str | os.PathLike, text: str) -> None:
-    with atomic_path(target) as tmp:
-        tmp.write_text(text)
-
-
-def write_json_atomic(target: str | os.PathLike, obj: Any) -> None:
-    write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

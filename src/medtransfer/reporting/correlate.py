@@ -1,6 +1,6 @@
 """Correlate: what goes with transfer? Correlations across models between transfer and explanatory measures.
 
-For every transfer protocol (``stages.transfer_protocols()``: linear, fewshot, finetune,
+For every transfer protocol (``registry.transfer_protocols()``: linear, fewshot, finetune,
 knn) and setting, the transfer score of each model on a dataset (the dataset's headline
 metric where the protocol reports it, else its first metric, as in the paired
 comparisons) is set against each explanatory measure of the same model:
@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from medtransfer import stages
+from medtransfer import protocols as registry
 
 PROTOCOL = "correlation"
 METHODS = ("spearman", "pearson")
@@ -43,8 +43,8 @@ def _main_rows(table: pd.DataFrame) -> pd.DataFrame:
 def transfer_scores(table: pd.DataFrame, headline: Mapping[str, str]) -> pd.DataFrame:
     """(transfer, dataset, model, y, metric): each transfer protocol's score per model and dataset."""
     main, parts = _main_rows(table), []
-    for name in stages.transfer_protocols():
-        spec = stages.get(name)
+    for name in registry.transfer_protocols():
+        spec = registry.get(name)
         for dataset, metric in headline.items():
             metric = metric if metric in spec.metrics else spec.metrics[0]
             rows = main[(main["protocol"] == name) & (main["dataset"] == dataset) & (main["metric"] == metric)]
@@ -60,7 +60,7 @@ def measures(table: pd.DataFrame, top1: Mapping[str, float | None]) -> pd.DataFr
     known = {m: v for m, v in top1.items() if v is not None}
     parts = [pd.DataFrame({"measure": TOP1, "dataset": d, "model": list(known), "x": list(known.values())})
              for d in datasets]
-    for name, spec in stages.PROTOCOLS.items():
+    for name, spec in registry.PROTOCOLS.items():
         if not spec.measure:
             continue
         metric, template = spec.measure

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medtransfer import stages
+from medtransfer import protocols as registry
 from medtransfer.results import details
 from medtransfer.writers import write_bytes, write_csv
 
@@ -34,7 +34,7 @@ SECOND_METRIC = "auroc"
 def headline_metric(protocol: str, dataset_metric: str) -> str:
     """The dataset's headline metric where the protocol reports it, else the protocol's first
     (the metric ``compare_models`` compares, so the marks exist for it)."""
-    metrics = stages.get(protocol).metrics
+    metrics = registry.get(protocol).metrics
     return dataset_metric if dataset_metric in metrics else metrics[0]
 
 
@@ -52,8 +52,8 @@ def summary_cells(table: pd.DataFrame, headline: Mapping[str, str], second: bool
     ``rank`` (1 = best within the column, ties averaged).
     """
     parts = []
-    for protocol in [p for p in stages.transfer_protocols() if p in set(table["protocol"])]:
-        spec = stages.get(protocol)
+    for protocol in [p for p in registry.transfer_protocols() if p in set(table["protocol"])]:
+        spec = registry.get(protocol)
         for dataset in sorted(set(table.loc[table["protocol"] == protocol, "dataset"])):
             metric = SECOND_METRIC if second else headline_metric(protocol, headline.get(dataset, "accuracy"))
             if metric not in spec.metrics:
@@ -176,7 +176,7 @@ def _sections(cells: pd.DataFrame, second: pd.DataFrame):
     """(title, cells, protocol, legend) of every table, headline tables first."""
     for frame, what, legend in ((cells, "headline metric", LEGEND), (second, "AUROC", SECOND_LEGEND)):
         for protocol in dict.fromkeys(frame["protocol"]):
-            yield f"{stages.get(protocol).title}: {what}", frame, protocol, legend
+            yield f"{registry.get(protocol).title}: {what}", frame, protocol, legend
 
 
 def _markdown(cells, second, comparison, study, demo) -> str:
@@ -195,7 +195,7 @@ def _markdown(cells, second, comparison, study, demo) -> str:
 
 
 def _latex(cells, second, comparison, study, demo) -> str:
-    out = [f"% Summary of the {_tex(study or 'study')} study, written by medtransfer.summary", ""]
+    out = [f"% Summary of the {_tex(study or 'study')} study, written by medtransfer.reporting.summary", ""]
     if demo:
         out += [f"\\paragraph{{}} {DEMO}", ""]
     for title, frame, protocol, legend in _sections(cells, second):

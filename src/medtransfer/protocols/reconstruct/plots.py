@@ -27,7 +27,7 @@ def _save(fig, out_png: str | os.PathLike, out_pdf: str | os.PathLike) -> None:
 def plot_grid(npz_by_model: Mapping[str, str | os.PathLike], out_png: str | os.PathLike,
               out_pdf: str | os.PathLike, title: str = "") -> None:
     """One dataset: a row per inverted image, originals first, then one column per model."""
-    from medtransfer.reconstruct.invert import load_reconstructions
+    from medtransfer.protocols.reconstruct.invert import load_reconstructions
 
     if not npz_by_model:
         raise ValueError("plot_grid needs at least one model's reconstruction file")
@@ -61,7 +61,7 @@ def plot_grid(npz_by_model: Mapping[str, str | os.PathLike], out_png: str | os.P
 def plot_lpips(predictions_by_model: Mapping[str, str | os.PathLike], out_png: str | os.PathLike,
                out_pdf: str | os.PathLike, metric: str = "lpips_mean", title: str = "") -> None:
     """Per-image ``metric`` of each model (one dataset): box plot with the images as dots."""
-    from medtransfer.reconstruct.score import METRICS
+    from medtransfer.protocols.reconstruct.score import METRICS
 
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {list(METRICS)}")
@@ -71,7 +71,7 @@ def plot_lpips(predictions_by_model: Mapping[str, str | os.PathLike], out_png: s
     for model, path in predictions_by_model.items():
         with np.load(path, allow_pickle=False) as data:
             if metric not in data.files:
-                raise ValueError(f"{path} has no per-image {metric!r}; produce it with medtransfer.reconstruct.score")
+                raise ValueError(f"{path} has no per-image {metric!r}; produce it with medtransfer.protocols.reconstruct.score")
             values[model] = np.asarray(data[metric], dtype=np.float64)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(values), 3.2))

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from medtransfer.reconstruct.perceptual import LPIPS_NETS, load_lpips
+from medtransfer.protocols.reconstruct.perceptual import LPIPS_NETS, load_lpips
 
 METRICS = ("lpips_alex", "lpips_vgg", "lpips_squeeze", "lpips_mean", "psnr", "ssim")
 PROTOCOL = "reconstruction"
@@ -82,8 +82,8 @@ def score(
 
     ``lpips_weights``: net (``alex``, ``vgg``, ``squeeze``) -> torchvision weights file.
     """
-    from medtransfer.common import resolve_device
-    from medtransfer.reconstruct.invert import load_reconstructions
+    from medtransfer.runtime import resolve_device
+    from medtransfer.protocols.reconstruct.invert import load_reconstructions
     from medtransfer.results import Predictions, make_row, write_rows
 
     data = load_reconstructions(reconstructions_npz)

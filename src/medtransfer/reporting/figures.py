@@ -1,4 +1,4 @@
-"""The study's outputs: the tidy table (rows concatenated, nothing recomputed) and figures."""
+"""The study's figures: a heatmap per protocol, bar charts per transfer protocol, a radar chart per model."""
 
 from __future__ import annotations
 
@@ -9,16 +9,9 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from medtransfer import stages
+from medtransfer import protocols as registry
 from medtransfer.results import KEY_COLUMNS, read_rows
 from medtransfer.writers import save_figure, write_csv
-
-def write_table(*, rows: Iterable[str | os.PathLike], out: str | os.PathLike) -> pd.DataFrame:
-    """Concatenate row files into ``out``, sorted by the key columns (deterministic)."""
-    table = read_rows(rows).sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
-    write_csv(out, table)
-    return table
-
 
 def plot_protocol(*, table: str | os.PathLike, out: str | os.PathLike, protocol: str,
                   metric: str = "accuracy", pdf: str | os.PathLike | None = None) -> None:
@@ -34,7 +27,7 @@ def plot_protocol(*, table: str | os.PathLike, out: str | os.PathLike, protocol:
     import matplotlib.pyplot as plt
 
     frame = pd.read_csv(table)
-    spec = stages.get(protocol)
+    spec = registry.get(protocol)
     name = spec.title
     percent = metric in ("accuracy", "balanced_accuracy", "auroc")
     frame = frame[(frame["protocol"] == protocol) & (frame["metric"] == metric)].copy()
@@ -103,7 +96,7 @@ def _colours(models: list[str]) -> dict[str, str]:
 def plot_bars(*, cells: str | os.PathLike, png: str | os.PathLike, pdf: str | os.PathLike, protocol: str) -> None:
     """Bar chart of the headline metric per model with its 95% CI, one panel per (dataset, setting).
 
-    ``cells``: the summary's tidy cells (``medtransfer.summary``); bold-edged bars are the best.
+    ``cells``: the summary's tidy cells (``medtransfer.reporting.summary``); bold-edged bars are the best.
     """
     plt = _pyplot()
     frame = pd.read_csv(cells)
@@ -124,7 +117,7 @@ def plot_bars(*, cells: str | os.PathLike, png: str | os.PathLike, pdf: str | os
         ax.set_title(f"{dataset} ({setting})\n{part['metric'].iloc[0]} (%)", fontsize=9)
         ax.set_ylim(0, 105)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{stages.get(protocol).title}: headline metric with 95% CI (black edge: best)", fontsize=10)
+    fig.suptitle(f"{registry.get(protocol).title}: headline metric with 95% CI (black edge: best)", fontsize=10)
     fig.tight_layout()
     _save_both(fig, png, pdf)
     plt.close(fig)
@@ -138,7 +131,7 @@ def plot_radar(*, cells: str | os.PathLike, png: str | os.PathLike, pdf: str | o
     if model not in set(frame["model"]):
         raise ValueError(f"{cells} has no cells for model {model!r}; models: {sorted(set(frame['model']))}")
     frame["axis"] = frame["protocol"] + "\n" + frame["dataset"] + np.where(
-        frame["setting"] == stages.MANYSHOT, "", " " + frame["setting"])
+        frame["setting"] == registry.MANYSHOT, "", " " + frame["setting"])
     grid = frame.pivot_table(index="axis", columns="model", values="value") * 100.0
     angles = np.linspace(0, 2 * np.pi, len(grid), endpoint=False)
     closed = np.append(angles, angles[0])

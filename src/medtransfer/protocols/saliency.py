@@ -145,7 +145,7 @@ def model_inputs(images_uint8: np.ndarray, input_size: int, wmeta: Any, device: 
     import torch
     import torch.nn.functional as F
 
-    from medtransfer.models import normalise
+    from medtransfer.weights.backbones import normalise
 
     x = torch.from_numpy(np.array(images_uint8)).to(device).permute(0, 3, 1, 2).float().div(255.0)
     if x.shape[-1] != input_size:
@@ -185,11 +185,11 @@ def evaluate_saliency(
     clean-image vectors are reused when ``input_size`` is the cache's size. Returns the
     per-image attentive diffusion.
     """
-    from medtransfer.common import resolve_device
+    from medtransfer.runtime import resolve_device
     from medtransfer.data.cache import load_cache
     from medtransfer.data.index import read_index
     from medtransfer.features import run_meta
-    from medtransfer.models import load_weights
+    from medtransfer.weights.backbones import load_weights
 
     check_settings(input_size=input_size, crop_size=crop_size, window=window, stride=stride,
                    n_images=n_images, batch_size=batch_size)
@@ -238,7 +238,7 @@ class _Identity:
 
 def _write(out_rows, out_predictions, out_maps, *, meta, positions, frame, maps, inputs, diffusion,
            n_bootstrap, seed) -> None:
-    from medtransfer.reconstruct.score import mean_with_ci
+    from medtransfer.protocols.reconstruct.score import mean_with_ci
     from medtransfer.writers import save_npz
     from medtransfer.results import Predictions, make_row, write_rows
 
@@ -269,7 +269,7 @@ def load_maps(path: str | os.PathLike) -> dict[str, Any]:
 def plot_saliency(*, maps: str | os.PathLike, out_heatmap: str | os.PathLike, out_overlay: str | os.PathLike,
                   n_show: int = 4) -> None:
     """One (model, dataset): the first ``n_show`` maps as heatmaps, and over their images."""
-    from medtransfer.reconstruct.plots import _pyplot
+    from medtransfer.protocols.reconstruct.plots import _pyplot
 
     data = load_maps(maps)
     meta, n = data["meta"], min(n_show, len(data["maps"]))

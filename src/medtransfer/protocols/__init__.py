@@ -1,9 +1,12 @@
-"""The registry of evaluation protocols: one record per protocol, one place to add one.
+"""Evaluation protocols: the registry (one record per protocol, one place to add one) and,
+beside it, one module per protocol (``linear``, ``fewshot``, ``finetune``, ``knn``,
+``saliency``, ``invariance``, ``reconstruct/``) and ``shared`` for what several use.
 
-``study.py`` (targets), ``compare.py`` (paired comparisons) and ``report.py`` (figures)
+``study`` (targets), ``reporting.compare`` (paired comparisons) and ``reporting.figures``
 learn about a protocol from its record here; a protocol's own rule file, script and
-module do the work. Adding a protocol is one :func:`register` call plus its rule,
-script, module, test and schema entry (see docs/protocols.md).
+module do the work. This module imports nothing heavy: the DAG is built from it.
+Adding a protocol is one :func:`register` call plus its rule, script, module, test and
+schema entry (see docs/architecture.md).
 
 Vocabulary, used alike in paths, result rows, config keys and code:
 - ``protocol``: ``linear``, ``fewshot``, ``finetune``, ``knn``, ...
@@ -146,17 +149,17 @@ def compare_path(protocol: str = "{protocol}", dataset: str = "{dataset}", setti
 
 _CLASSIFICATION = ("accuracy", "balanced_accuracy", "auroc")
 
-register(Protocol("linear", "Linear probe", "medtransfer.linear:evaluate_linear", "images", _CLASSIFICATION))
-register(Protocol("fewshot", "Few-shot (prototypical)", "medtransfer.fewshot:sample_episodes", "episodes",
+register(Protocol("linear", "Linear probe", "medtransfer.protocols.linear:evaluate_linear", "images", _CLASSIFICATION))
+register(Protocol("fewshot", "Few-shot (prototypical)", "medtransfer.protocols.fewshot:sample_episodes", "episodes",
                   ("accuracy",), _shots))
-register(Protocol("finetune", "Finetune", "medtransfer.finetune:evaluate_finetune", "images", _CLASSIFICATION))
-register(Protocol("knn", "Weighted kNN", "medtransfer.knn:evaluate_knn", "images", _CLASSIFICATION))
+register(Protocol("finetune", "Finetune", "medtransfer.protocols.finetune:evaluate_finetune", "images", _CLASSIFICATION))
+register(Protocol("knn", "Weighted kNN", "medtransfer.protocols.knn:evaluate_knn", "images", _CLASSIFICATION))
 _LPIPS = ("lpips_mean", "lpips_alex", "lpips_vgg", "lpips_squeeze")
-register(Protocol("reconstruction", "Reconstruction (DIP feature inversion)", "medtransfer.reconstruct:invert",
+register(Protocol("reconstruction", "Reconstruction (DIP feature inversion)", "medtransfer.protocols.reconstruct:invert",
                   "values", _LPIPS + ("psnr", "ssim"), _dip, lower_is_better=_LPIPS, stage="reconstruct",
                   measure=("lpips_mean", "lpips_mean")))
-register(Protocol("saliency", "Saliency (occlusion): attentive diffusion", "medtransfer.saliency:evaluate_saliency",
+register(Protocol("saliency", "Saliency (occlusion): attentive diffusion", "medtransfer.protocols.saliency:evaluate_saliency",
                   "values", ("attentive_diffusion",), _occlusion, measure=("attentive_diffusion", "attentive_diffusion")))
-register(Protocol("invariance", "Invariance (whitened cosine similarity)", "medtransfer.invariance:evaluate_invariance",
+register(Protocol("invariance", "Invariance (whitened cosine similarity)", "medtransfer.protocols.invariance:evaluate_invariance",
                   "values", ("cosine", "mahalanobis"), _transforms, lower_is_better=("mahalanobis",),
                   dataset_settings=_multiview, measure=("cosine", "invariance_{setting}")))
