@@ -3,8 +3,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from medtransfer.paths import full_hw
 from medtransfer.data.cache import (
-    build_cache, build_full_cache, full_hw_path, full_preprocessing_name, full_sides, load_cache, load_full_cache,
+    build_cache, build_full_cache, full_preprocessing_name, full_sides, load_cache, load_full_cache,
     load_full_image, load_image,
 )
 from medtransfer.data.index import write_index
@@ -128,7 +129,7 @@ def test_full_cache_errors_name_the_file_and_what_to_do(tmp_path):
     (tmp_path / "full.hw.npy").unlink()
     with pytest.raises(FileNotFoundError, match=r"full\.hw\.npy \(the image sizes of .*full\.npy\) does not exist"):
         load_full_cache(tmp_path / "full.npy")
-    assert full_hw_path(tmp_path / "full.npy") == tmp_path / "full.hw.npy"
+    assert full_hw(tmp_path / "full.npy") == tmp_path / "full.hw.npy"
 
 
 def test_decoding_threads_write_the_same_bytes_in_index_order(tmp_path):
@@ -145,7 +146,7 @@ def test_decoding_threads_write_the_same_bytes_in_index_order(tmp_path):
     build_full_cache(index, tmp_path / "full1.npy", size=16, split=None)
     build_full_cache(index, tmp_path / "full4.npy", size=16, split=None, workers=4)
     assert (tmp_path / "full1.npy").read_bytes() == (tmp_path / "full4.npy").read_bytes()
-    assert np.array_equal(np.load(full_hw_path(tmp_path / "full1.npy")), np.load(full_hw_path(tmp_path / "full4.npy")))
+    assert np.array_equal(np.load(full_hw(tmp_path / "full1.npy")), np.load(full_hw(tmp_path / "full4.npy")))
 
 
 def test_a_bad_image_among_threads_names_the_file_and_leaves_no_cache(tmp_path):

@@ -54,15 +54,18 @@ def _run(toy, tmp_path, name="a", **kw):
 
 
 def test_learns_the_signal_and_is_deterministic(toy, tmp_path):
-    rows_a, preds_a = _run(toy, tmp_path, "a", early_stopping=False, steps=15)
-    rows_b, _ = _run(toy, tmp_path, "b", early_stopping=False, steps=15)
+    # lr 0.005: a random resnet18 trained from scratch on batches of 8 at lr 0.05 learnt the
+    # training set but its BatchNorm running statistics, 15 steps old, put every test image in one
+    # class on an AVX2-only EPYC (accuracy 0.5); at 0.005 the result is the same on every CPU tried.
+    rows_a, preds_a = _run(toy, tmp_path, "a", early_stopping=False, steps=15, lr=0.005)
+    rows_b, _ = _run(toy, tmp_path, "b", early_stopping=False, steps=15, lr=0.005)
     assert rows_a.read_bytes() == rows_b.read_bytes()
     frame = read_rows([rows_a]).set_index("metric")
     assert list(frame.index) == ["accuracy", "balanced_accuracy", "auroc"]
     assert (frame["protocol"] == "finetune").all() and (frame["setting"] == "manyshot").all()
     assert (frame["n"] == 10).all() and (frame["precision"] == "fp32").all()
     info = details(frame.iloc[0])
-    assert (info["lr"], info["weight_decay"], info["best_step"], info["stopped_early"]) == (0.05, 1e-8, 15, False)
+    assert (info["lr"], info["weight_decay"], info["best_step"], info["stopped_early"]) == (0.005, 1e-8, 15, False)
     assert info["train_images"] == 30
     with np.load(preds_a) as p:
         losses = p["losses"]

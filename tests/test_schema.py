@@ -2,6 +2,7 @@
 
 import importlib
 import inspect
+import re
 
 import pytest
 
@@ -94,3 +95,21 @@ def test_resolve_fills_every_default_and_names_bad_keys():
         resolve({"models": {"m": {}}, "datasets": {"d": {"kind": "demo_cxr"}}, "protocols": {"knn": {"kk": 1}}})
     with pytest.raises(ValueError, match=r"config key datasets.d.metric: 'f1' is not one of"):
         resolve({"models": {"m": {}}, "datasets": {"d": {"kind": "demo_cxr", "metric": "f1"}}, "protocols": {}})
+
+
+def test_the_setting_wildcard_matches_every_setting_a_protocol_can_name():
+    pattern = re.compile(f"^(?:{registry.setting_pattern()})$")
+    settings = {"n_support": [1, 5, 20], "transforms": {t: [1] for t in registry.TRANSFORMS}}
+    for protocol in registry.PROTOCOLS.values():
+        names = protocol.settings(settings) + protocol.dataset_settings({"multiview": True})
+        assert names and all(pattern.match(n) for n in names), protocol.name
+    assert not pattern.match("shot") and not pattern.match("5shots")
+    assert registry.support_size("20shot") == 20
+    with pytest.raises(ValueError, match=r"few-shot setting 'manyshot' is not <k>shot"):
+        registry.support_size("manyshot")
+
+
+def test_a_protocol_compares_the_datasets_headline_metric_when_it_reports_it():
+    assert registry.get("linear").compared_metric("balanced_accuracy") == "balanced_accuracy"
+    assert registry.get("fewshot").compared_metric("balanced_accuracy") == "accuracy"
+    assert registry.get("saliency").compared_metric("auroc") == "attentive_diffusion"

@@ -115,3 +115,22 @@ def test_bad_why_settings_fail_before_any_work():
     config["protocols"]["saliency"] = {"input_size": 64, "window": 8, "stride": 5, "crop_size": 56}
     with pytest.raises(ValueError, match=r"stride \(5\) must be at most window \(8\) and divide input_size - window"):
         Study(config)
+
+
+def test_the_report_figures_follow_the_protocols_models_and_measures():
+    study = Study(_why_config())
+    figures = study.figures()
+    assert "reports/figures/saliency/cx/byol_overlay.png" in figures
+    assert "reports/figures/correlation/invariance_multiview.png" in figures
+    assert "reports/figures/bars/saliency.png" not in figures  # bars only for transfer protocols
+    assert {"reports/figures/radar/supervised.png", "reports/figures/radar/byol.png"} <= set(figures)
+    demo = Study(_config())
+    assert demo.figures() == ["reports/figures/linear.png", "reports/figures/fewshot.png",
+                              "reports/figures/bars/linear.png", "reports/figures/bars/fewshot.png",
+                              "reports/figures/radar/supervised.png"]
+
+
+def test_settings_of_a_protocol_not_run_are_the_schemas():
+    study = Study(_config())
+    assert study.settings_or_defaults("knn") == study.default_settings("knn")
+    assert study.settings_or_defaults("linear") == study.settings("linear")

@@ -14,6 +14,12 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from medtransfer import paths
+
+if TYPE_CHECKING:  # the type only: study imports the config and the adapters, not needed here
+    from medtransfer.study import Study
 
 #: Conservative throughputs (items per second on one GPU, decoding per CPU core). docs/performance.md
 RATES = {
@@ -217,3 +223,36 @@ def invariance(n_images: int, *, image_size: int, settings: dict, attempt: int =
     seconds = invariance_seconds(image_size=image_size, settings=settings)
     seconds += measured_seconds("multiview_invariance", n_images)
     return Request(_minutes(seconds, attempt), memory_mb("invariance", n_images, attempt=attempt))
+
+
+def dataset_images(study: Study, dataset: str) -> int:
+    """Images in ``dataset``'s index; before it is built, the documented size of its kind."""
+    n_images = count_images(paths.INDEX.format(dataset=dataset))
+    return n_images or TYPICAL_IMAGES.get(study.datasets[dataset]["kind"], 0)
+
+
+def estimate(rule: str, study: Study, dataset: str | None = None, *, threads: int = 1, attempt: int = 1) -> Request:
+    """The request of one job of ``rule`` (on ``dataset`` for the image-sized rules), from the
+    study's settings; the workflow re-evaluates it once the job's inputs (the index) exist."""
+    size = study.config["image_size"]
+    if rule == "saliency":
+        return saliency(settings=study.settings("saliency"), attempt=attempt)
+    if rule == "reconstruct":
+        return reconstruct(image_size=size, settings=study.settings("reconstruction"), attempt=attempt)
+    if rule == "score_reconstruction":
+        return score(settings=study.settings("reconstruction"), attempt=attempt)
+    if dataset is None:
+        raise ValueError(f"rule {rule!r} is sized by its dataset's images: pass dataset=")
+    n_images = dataset_images(study, dataset)
+    if rule == "invariance":
+        return invariance(n_images, image_size=size, settings=study.settings("invariance"), attempt=attempt)
+    if rule in ("cache_images", "cache_full_images"):
+        return cache(n_images, threads=threads, attempt=attempt, rule=rule)
+    if rule == "extract_features":
+        return extract(n_images, image_size=size, attempt=attempt)
+    if rule == "finetune":
+        return finetune(n_images, image_size=size, settings=study.settings("finetune"), attempt=attempt)
+    if rule == "linear_probe":
+        work = study.settings_or_defaults("linear")["max_iter"] / BENCH_LINEAR_ITERATIONS
+        return measured(rule, n_images, attempt=attempt, work=work)
+    return measured(rule, n_images, attempt=attempt)

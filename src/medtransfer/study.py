@@ -1,7 +1,7 @@
 """A study config resolved into what the workflow needs: models, datasets, targets.
 
 The Snakemake rule files stay declarative; their input functions call this class,
-which is plain Python and unit-tested. Path templates live here once.
+which is plain Python and unit-tested. Path templates live in ``paths``.
 """
 
 from __future__ import annotations
@@ -12,24 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from medtransfer import paths
 from medtransfer import protocols as registry
-from medtransfer.config import resolve
+from medtransfer.config import default, load_schema, resolve
 from medtransfer.data.adapters import get_adapter
 from medtransfer.data.demo import DEMO_KINDS
 from medtransfer.weights.registry import AuxiliaryFile, ModelSpec, resolve_auxiliary, resolve_model
 
-DEMO_WEIGHTS = "resources/demo/weights/{model}/{filename}"
-DOWNLOAD = "resources/weights/download/{model}/{filename}"
-WEIGHTS = "resources/weights/{model}.pt"
-DEMO_DATA = "resources/demo/data/{dataset}"
-DEMO_LABELS = "resources/demo/data/{dataset}/labels.csv"
-INDEX = "results/data/{dataset}/index.csv"
-CACHE = "results/cache/{dataset}/images.npy"
-FEATURES = "results/features/{model}/{dataset}.npz"
-EPISODES = "results/fewshot/episodes/{dataset}/{setting}.npz"
-SALIENCY_MAPS = "results/saliency/{model}/{dataset}/maps.npz"
-SALIENCY_FIGURE = "reports/figures/saliency/{dataset}/{model}_{kind}.png"
-CORRELATION_FIGURE = "reports/figures/correlation/{measure}.png"
 # Kinds whose index carries view_group and view (the invariance protocol's multi-view pairs).
 MULTIVIEW_KINDS = ("chexpert", "diabetic_retinopathy")
 
@@ -126,7 +115,7 @@ class Study:
             # (the converter reads and hashes every file of the checkpoint).
             index = spec.path + ".index"
             return index if not Path(spec.path).exists() and Path(index).exists() else spec.path
-        return DOWNLOAD.format(model=model, filename=self.source_filename(model))
+        return paths.DOWNLOAD.format(model=model, filename=self.source_filename(model))
 
     def download_inputs(self, model: str) -> list[str]:
         """A ``file:`` URL's file is an input, so a rule that makes it (demo weights) runs first."""
@@ -150,7 +139,7 @@ class Study:
     def dataset_root(self, dataset: str) -> str:
         spec = self.datasets[dataset]
         if self.is_demo(dataset):
-            return DEMO_DATA.format(dataset=dataset)
+            return paths.DEMO_DATA.format(dataset=dataset)
         root = spec.get("root", "")
         if not root:
             return ""
@@ -159,7 +148,7 @@ class Study:
     def dataset_csv(self, dataset: str) -> str:
         spec = self.datasets[dataset]
         if self.is_demo(dataset):
-            return DEMO_LABELS.format(dataset=dataset)
+            return paths.DEMO_LABELS.format(dataset=dataset)
         if spec.get("csv"):
             return str(Path(self.config.get("data_root", ".")) / spec["csv"])
         return ""
@@ -186,10 +175,12 @@ class Study:
 
     def default_settings(self, protocol: str) -> dict[str, Any]:
         """The schema's defaults of a protocol the study does not run (a shared cache may need them)."""
-        from medtransfer.config import default, load_schema
-
         section = load_schema()["properties"]["protocols"]["properties"][protocol]["properties"]
         return {key: default("protocols", protocol, key) for key, sub in section.items() if "default" in sub}
+
+    def settings_or_defaults(self, protocol: str) -> dict[str, Any]:
+        """The protocol's settings; the schema's defaults when the study does not run it (shared caches)."""
+        return self.settings(protocol) if protocol in self.protocols else self.default_settings(protocol)
 
     def top1(self) -> dict[str, float | None]:
         """Model -> published ImageNet top-1 (registry or config; None where unknown)."""
@@ -234,11 +225,31 @@ class Study:
                 names += list(dict.fromkeys(spec.measure[1].format(setting=s) for s in settings))
         return names
 
+    def figures(self) -> list[str]:
+        """Every figure of the report: each protocol's heatmap, the transfer protocols' bar charts,
+        each model's radar chart, the reconstruction and saliency figures, the correlation scatters."""
+        figures = [paths.PROTOCOL_FIGURE.format(protocol=p) for p in self.protocols]
+        transfer = [p for p in registry.transfer_protocols() if p in self.protocols]
+        figures += [paths.BARS.format(protocol=p) for p in transfer]
+        if transfer:
+            figures += [paths.RADAR.format(model=m) for m in self.models]
+        if "reconstruction" in self.protocols:
+            figures += [paths.RECONSTRUCTION_GRID.format(dataset=d) for d in self.datasets]
+        if "saliency" in self.protocols:
+            figures += [paths.SALIENCY_FIGURE.format(dataset=d, model=m, kind="overlay")
+                        for d in self.datasets for m in self.models]
+        if self.correlates:
+            figures += self.correlation_figures()
+        return figures
+
+    def correlation_figures(self) -> list[str]:
+        return [paths.CORRELATION_FIGURE.format(measure=m) for m in self.correlation_measures()]
+
     def rows(self, unit: Unit) -> list[str]:
-        return [registry.rows_path(unit.protocol, m, unit.dataset, unit.setting) for m in self.models]
+        return [paths.rows(unit.protocol, m, unit.dataset, unit.setting) for m in self.models]
 
     def predictions(self, unit: Unit) -> list[str]:
-        return [registry.predictions_path(unit.protocol, m, unit.dataset, unit.setting) for m in self.models]
+        return [paths.predictions(unit.protocol, m, unit.dataset, unit.setting) for m in self.models]
 
     def compare_inputs(self, unit: Unit) -> dict[str, list[str]]:
         """Named inputs of one comparison: every model's predictions and rows files."""
@@ -248,5 +259,5 @@ class Study:
         """Every row file of the study (each model's, then the paired comparisons)."""
         units = [u for u in self.units() if protocol in (None, u.protocol)]
         files = [f for u in units for f in self.rows(u)]
-        files += [registry.compare_path(u.protocol, u.dataset, u.setting) for u in units]
-        return files + ([registry.CORRELATION] if self.correlates and protocol is None else [])
+        files += [paths.compare(u.protocol, u.dataset, u.setting) for u in units]
+        return files + ([paths.CORRELATION] if self.correlates and protocol is None else [])

@@ -5,17 +5,18 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from medtransfer import resources as sizing
+from medtransfer import paths
 from medtransfer import protocols as registry
-from medtransfer import study as paths
+from medtransfer import resources as sizing
+from medtransfer.config import SCHEMA
 from medtransfer.reporting import summary
-from medtransfer.study import Study
+from medtransfer.study import Study, Unit
 
 
 # Study first: its errors name the key and the allowed values (and check what a schema
 # cannot: roots exist, n_way fits the classes), before any job runs.
 STUDY = Study(config)
-validate(config, schema="../../config/schema.yaml")
+validate(config, schema=str(SCHEMA))
 # The resolved config: every default filled from the schema (its one home).
 CONFIG = STUDY.config
 PROTOCOLS = STUDY.protocols
@@ -25,18 +26,12 @@ def _alternatives(names):
     return "|".join(re.escape(n) for n in names)
 
 
-def _setting_pattern():
-    """Every protocol's setting names: manyshot, <k>shot, dip, occlusion, the invariance transforms, multiview."""
-    fixed = ["manyshot", r"\d+shot", "dip", "occlusion"]
-    return "|".join(fixed + [re.escape(n) for n in (*registry.TRANSFORMS, registry.MULTIVIEW)])
-
-
 wildcard_constraints:
     model=_alternatives(STUDY.models),
     net="alex|vgg|squeeze",
     dataset=_alternatives(STUDY.datasets),
     protocol=_alternatives(registry.PROTOCOLS),
-    setting=_setting_pattern(),
+    setting=registry.setting_pattern(),
 
 
 def weights_source(wildcards):
@@ -112,7 +107,7 @@ def fewshot_pool(wildcards):
 
 
 def n_support(wildcards):
-    return int(wildcards.setting.removesuffix("shot"))
+    return registry.support_size(wildcards.setting)
 
 
 def finetune_full_cache(wildcards):
@@ -129,8 +124,7 @@ def finetune_settings():
 
 
 def protocol_settings(protocol):
-    """The protocol's settings; the schema's defaults when the study does not run it (shared caches)."""
-    return STUDY.settings(protocol) if protocol in PROTOCOLS else STUDY.default_settings(protocol)
+    return STUDY.settings_or_defaults(protocol)
 
 
 def comparison_n_bootstrap(wildcards):
@@ -142,48 +136,19 @@ def gpus(wildcards):
     return 0 if CONFIG["device"] == "cpu" else 1
 
 
-def _images(wildcards):
-    """Images in the job's dataset index; before it is built, the documented size of its kind."""
-    n_images = sizing.count_images(paths.INDEX.format(dataset=wildcards.dataset))
-    return n_images or sizing.TYPICAL_IMAGES.get(STUDY.datasets[wildcards.dataset]["kind"], 0)
-
-
-def _estimate(name, wildcards, threads, attempt):
-    """medtransfer.resources' request for one job of rule ``name`` (re-evaluated once its inputs exist)."""
-    size = CONFIG["image_size"]
-    if name == "saliency":
-        return sizing.saliency(settings=STUDY.settings("saliency"), attempt=attempt)
-    if name == "reconstruct":
-        return sizing.reconstruct(image_size=size, settings=STUDY.settings("reconstruction"), attempt=attempt)
-    if name == "score_reconstruction":
-        return sizing.score(settings=STUDY.settings("reconstruction"), attempt=attempt)
-    n_images = _images(wildcards)
-    if name == "invariance":
-        return sizing.invariance(n_images, image_size=size, settings=STUDY.settings("invariance"), attempt=attempt)
-    if name in ("cache_images", "cache_full_images"):
-        return sizing.cache(n_images, threads=threads, attempt=attempt, rule=name)
-    if name == "extract_features":
-        return sizing.extract(n_images, image_size=size, attempt=attempt)
-    if name == "finetune":
-        return sizing.finetune(n_images, image_size=size, settings=STUDY.settings("finetune"), attempt=attempt)
-    if name == "linear_probe":
-        work = protocol_settings("linear")["max_iter"] / sizing.BENCH_LINEAR_ITERATIONS
-        return sizing.measured(name, n_images, attempt=attempt, work=work)
-    return sizing.measured(name, n_images, attempt=attempt)
-
-
 def sized(name, field):
     """A resource callable: ``field`` (runtime or mem_mb) of the estimate for a job of rule ``name``,
     sized from its dataset and settings and doubled on each retry (src/medtransfer/resources.py)."""
 
     def resource(wildcards, threads, attempt):
-        return getattr(_estimate(name, wildcards, threads, attempt), field)
+        request = sizing.estimate(name, STUDY, wildcards.get("dataset"), threads=threads, attempt=attempt)
+        return getattr(request, field)
 
     return resource
 
 
 def _unit(wildcards):
-    return paths.Unit(wildcards.protocol, wildcards.dataset, wildcards.setting)
+    return Unit(wildcards.protocol, wildcards.dataset, wildcards.setting)
 
 
 def compare_inputs(wildcards):
@@ -217,20 +182,7 @@ def published_numbers():
 
 
 def study_figures():
-    """Every protocol's heatmap, the transfer protocols' bar charts, each model's radar chart,
-    the reconstruction and saliency figures, the correlation scatters."""
-    figures = expand(rules.figure.output.figure, protocol=PROTOCOLS)
-    transfer = [p for p in registry.transfer_protocols() if p in PROTOCOLS]
-    figures += expand(rules.bars.output.png, protocol=transfer)
-    if transfer:
-        figures += expand(rules.radar.output.png, model=STUDY.models)
-    if "reconstruction" in PROTOCOLS:
-        figures += expand(rules.reconstruction_figures.output.grid, dataset=STUDY.datasets)
-    if "saliency" in PROTOCOLS:
-        figures += expand(paths.SALIENCY_FIGURE, dataset=STUDY.datasets, model=STUDY.models, kind="overlay")
-    if STUDY.correlates:
-        figures += rules.correlation_figures.output.figures
-    return figures
+    return STUDY.figures()
 
 
 def saliency_maps(wildcards):
@@ -244,7 +196,7 @@ def saliency_figure_paths(kind):
 
 def invariance_outputs(kind):
     """One rows (or predictions) file per synthetic transform, for the invariance rule's outputs."""
-    make = registry.rows_path if kind == "rows" else registry.predictions_path
+    make = paths.rows if kind == "rows" else paths.predictions
     return [make("invariance", setting=t) for t in STUDY.transforms()]
 
 
@@ -257,7 +209,7 @@ def correlation_settings():
 
 
 def correlation_figure_paths():
-    return expand(paths.CORRELATION_FIGURE, measure=STUDY.correlation_measures())
+    return STUDY.correlation_figures()
 
 
 def table_inputs(wildcards):
@@ -266,9 +218,7 @@ def table_inputs(wildcards):
 
 def comparison_metric(wildcards):
     """The dataset's headline metric where the protocol reports it, else its first metric."""
-    metrics = registry.get(wildcards.protocol).metrics
-    own = STUDY.metric(wildcards.dataset)
-    return own if own in metrics else metrics[0]
+    return registry.get(wildcards.protocol).compared_metric(STUDY.metric(wildcards.dataset))
 
 
 def rule_stages():

@@ -7,16 +7,16 @@ rule correlate:
     input:
         rows=correlation_inputs,
     output:
-        rows=registry.CORRELATION,
+        rows=paths.CORRELATION,
     params:
         top1=STUDY.top1(),
         headline=STUDY.headline_metrics(),
         settings=correlation_settings(),
         seed=CONFIG["seed"],
     log:
-        "logs/correlate.log",
+        paths.log("correlate"),
     benchmark:
-        "benchmarks/correlate.tsv"
+        paths.benchmark("correlate")
     threads: 1
     resources:
         mem_mb=2000,
@@ -41,9 +41,9 @@ rule correlation_figures:
         top1=STUDY.top1(),
         headline=STUDY.headline_metrics(),
     log:
-        "logs/correlation_figures.log",
+        paths.log("correlation_figures"),
     benchmark:
-        "benchmarks/correlation_figures.tsv"
+        paths.benchmark("correlation_figures")
     threads: 1
     resources:
         mem_mb=2000,

@@ -9,16 +9,16 @@ rule cost:
         summary=rules.summary.output.markdown,
         figures=study_figures(),
     output:
-        cost=report("reports/cost.csv", caption="../report/cost.rst", category="cost"),
-        figure=report("reports/figures/cost.png", caption="../report/cost.rst", category="cost"),
+        cost=report(paths.COST, caption="../report/cost.rst", category="cost"),
+        figure=report(paths.COST_FIGURE, caption="../report/cost.rst", category="cost"),
     params:
-        benchmarks="benchmarks",
+        benchmarks=paths.BENCHMARKS,
         stages=lambda wildcards: rule_stages(),
         models=list(STUDY.models),
         datasets=list(STUDY.datasets),
         study=CONFIG["study"],
     log:
-        "logs/cost.log",
+        paths.log("cost"),
     threads: 1
     resources:
         mem_mb=2000,

@@ -9,9 +9,9 @@ rule make_demo_dataset:
         settings=demo_settings,
         seed=CONFIG["seed"],
     log:
-        "logs/make_demo_dataset/{dataset}.log",
+        paths.log("make_demo_dataset", "{dataset}"),
     benchmark:
-        "benchmarks/make_demo_dataset/{dataset}.tsv",
+        paths.benchmark("make_demo_dataset", "{dataset}"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -33,9 +33,9 @@ rule index_dataset:
         csv=dataset_csv,
         seed=CONFIG["seed"],
     log:
-        "logs/index_dataset/{dataset}.log",
+        paths.log("index_dataset", "{dataset}"),
     benchmark:
-        "benchmarks/index_dataset/{dataset}.tsv",
+        paths.benchmark("index_dataset", "{dataset}"),
     threads: 1
     resources:
         mem_mb=sized("index_dataset", "mem_mb"),
@@ -56,9 +56,9 @@ rule cache_images:
         size=CONFIG["image_size"],
         kind=dataset_kind,
     log:
-        "logs/cache_images/{dataset}.log",
+        paths.log("cache_images", "{dataset}"),
     benchmark:
-        "benchmarks/cache_images/{dataset}.tsv"
+        paths.benchmark("cache_images", "{dataset}")
     threads: 4
     resources:
         mem_mb=sized("cache_images", "mem_mb"),
@@ -73,16 +73,16 @@ rule cache_full_images:
     input:
         index=rules.index_dataset.output.index,
     output:
-        full="results/cache/{dataset}/full.npy",
-        hw="results/cache/{dataset}/full.hw.npy",
+        full=paths.FULL_CACHE,
+        hw=paths.FULL_HW,
     params:
         size=CONFIG["image_size"],
         settings=protocol_settings("finetune"),
         kind=dataset_kind,
     log:
-        "logs/cache_full_images/{dataset}.log",
+        paths.log("cache_full_images", "{dataset}"),
     benchmark:
-        "benchmarks/cache_full_images/{dataset}.tsv"
+        paths.benchmark("cache_full_images", "{dataset}")
     threads: 4
     resources:
         mem_mb=sized("cache_full_images", "mem_mb"),

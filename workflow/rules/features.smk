@@ -16,9 +16,9 @@ rule extract_features:
         compile=CONFIG["compile"],
         seed=CONFIG["seed"],
     log:
-        "logs/extract_features/{model}/{dataset}.log",
+        paths.log("extract_features", "{model}/{dataset}"),
     benchmark:
-        "benchmarks/extract_features/{model}/{dataset}.tsv"
+        paths.benchmark("extract_features", "{model}/{dataset}")
     threads: 8
     resources:
         gpu=gpus,

@@ -14,9 +14,9 @@ rule sample_episodes:
         settings=protocol_settings("fewshot"),
         seed=CONFIG["seed"],
     log:
-        "logs/sample_episodes/{dataset}/{setting}.log",
+        paths.log("sample_episodes", "{dataset}/{setting}"),
     benchmark:
-        "benchmarks/sample_episodes/{dataset}/{setting}.tsv",
+        paths.benchmark("sample_episodes", "{dataset}/{setting}"),
     threads: 1
     resources:
         mem_mb=sized("sample_episodes", "mem_mb"),
@@ -32,14 +32,14 @@ rule fewshot:
         features=rules.extract_features.output.features,
         episodes=rules.sample_episodes.output.episodes,
     output:
-        rows=registry.rows_path("fewshot"),
-        predictions=registry.predictions_path("fewshot"),
+        rows=paths.rows("fewshot"),
+        predictions=paths.predictions("fewshot"),
     params:
         seed=CONFIG["seed"],
     log:
-        "logs/fewshot/{model}/{dataset}/{setting}.log",
+        paths.log("fewshot", "{model}/{dataset}/{setting}"),
     benchmark:
-        "benchmarks/fewshot/{model}/{dataset}/{setting}.tsv",
+        paths.benchmark("fewshot", "{model}/{dataset}/{setting}"),
     threads: 1
     resources:
         mem_mb=sized("fewshot", "mem_mb"),

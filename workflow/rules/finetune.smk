@@ -8,8 +8,8 @@ rule finetune:
         cache=rules.cache_images.output.cache,
         index=rules.index_dataset.output.index,
     output:
-        rows=registry.rows_path("finetune", setting=registry.MANYSHOT),
-        predictions=registry.predictions_path("finetune", setting=registry.MANYSHOT),
+        rows=paths.rows("finetune", setting=registry.MANYSHOT),
+        predictions=paths.predictions("finetune", setting=registry.MANYSHOT),
     params:
         settings=finetune_settings(),
         metric=dataset_metric,
@@ -18,9 +18,9 @@ rule finetune:
         deterministic=CONFIG["deterministic"],
         seed=CONFIG["seed"],
     log:
-        "logs/finetune/{model}/{dataset}.log",
+        paths.log("finetune", "{model}/{dataset}"),
     benchmark:
-        "benchmarks/finetune/{model}/{dataset}.tsv"
+        paths.benchmark("finetune", "{model}/{dataset}")
     threads: 8
     resources:
         gpu=gpus,

@@ -21,9 +21,9 @@ rule invariance:
         device=CONFIG["device"],
         seed=CONFIG["seed"],
     log:
-        "logs/invariance/{model}/{dataset}.log",
+        paths.log("invariance", "{model}/{dataset}"),
     benchmark:
-        "benchmarks/invariance/{model}/{dataset}.tsv"
+        paths.benchmark("invariance", "{model}/{dataset}")
     threads: 1
     resources:
         gpu=gpus,
@@ -40,15 +40,15 @@ rule multiview_invariance:
         features=rules.extract_features.output.features,
         index=rules.index_dataset.output.index,
     output:
-        rows=registry.rows_path("invariance", setting="multiview"),
-        predictions=registry.predictions_path("invariance", setting="multiview"),
+        rows=paths.rows("invariance", setting="multiview"),
+        predictions=paths.predictions("invariance", setting="multiview"),
     params:
         settings=protocol_settings("invariance"),
         seed=CONFIG["seed"],
     log:
-        "logs/multiview_invariance/{model}/{dataset}.log",
+        paths.log("multiview_invariance", "{model}/{dataset}"),
     benchmark:
-        "benchmarks/multiview_invariance/{model}/{dataset}.tsv"
+        paths.benchmark("multiview_invariance", "{model}/{dataset}")
     threads: 1
     resources:
         mem_mb=sized("multiview_invariance", "mem_mb"),

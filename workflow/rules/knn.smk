@@ -6,16 +6,16 @@ rule knn:
     input:
         features=rules.extract_features.output.features,
     output:
-        rows=registry.rows_path("knn", setting=registry.MANYSHOT),
-        predictions=registry.predictions_path("knn", setting=registry.MANYSHOT),
+        rows=paths.rows("knn", setting=registry.MANYSHOT),
+        predictions=paths.predictions("knn", setting=registry.MANYSHOT),
     params:
         settings=protocol_settings("knn"),
         device=CONFIG["device"],
         seed=CONFIG["seed"],
     log:
-        "logs/knn/{model}/{dataset}.log",
+        paths.log("knn", "{model}/{dataset}"),
     benchmark:
-        "benchmarks/knn/{model}/{dataset}.tsv"
+        paths.benchmark("knn", "{model}/{dataset}")
     threads: 2
     resources:
         mem_mb=sized("knn", "mem_mb"),

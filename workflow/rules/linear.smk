@@ -6,17 +6,17 @@ rule linear_probe:
     input:
         features=rules.extract_features.output.features,
     output:
-        rows=registry.rows_path("linear", setting=registry.MANYSHOT),
-        predictions=registry.predictions_path("linear", setting=registry.MANYSHOT),
+        rows=paths.rows("linear", setting=registry.MANYSHOT),
+        predictions=paths.predictions("linear", setting=registry.MANYSHOT),
     params:
         settings=protocol_settings("linear"),
         metric=dataset_metric,
         device=CONFIG["device"],
         seed=CONFIG["seed"],
     log:
-        "logs/linear_probe/{model}/{dataset}.log",
+        paths.log("linear_probe", "{model}/{dataset}"),
     benchmark:
-        "benchmarks/linear_probe/{model}/{dataset}.tsv"
+        paths.benchmark("linear_probe", "{model}/{dataset}")
     threads: 2
     resources:
         mem_mb=sized("linear_probe", "mem_mb"),

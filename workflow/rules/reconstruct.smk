@@ -7,14 +7,14 @@
 
 rule make_demo_lpips_weights:
     output:
-        weights="resources/demo/weights/lpips-{net}/{filename}",
+        weights=paths.DEMO_LPIPS,
     params:
         net=lpips_net,
         seed=CONFIG["seed"],
     log:
-        "logs/make_demo_lpips_weights/{net}/{filename}.log",
+        paths.log("make_demo_lpips_weights", "{net}/{filename}"),
     benchmark:
-        "benchmarks/make_demo_lpips_weights/{net}/{filename}.tsv",
+        paths.benchmark("make_demo_lpips_weights", "{net}/{filename}"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -31,15 +31,15 @@ rule reconstruct:
         cache=rules.cache_images.output.cache,
         index=rules.index_dataset.output.index,
     output:
-        images="results/reconstruction/{model}/{dataset}/images.npz",
+        images=paths.RECONSTRUCTIONS,
     params:
         settings=protocol_settings("reconstruction"),
         device=CONFIG["device"],
         seed=CONFIG["seed"],
     log:
-        "logs/reconstruct/{model}/{dataset}.log",
+        paths.log("reconstruct", "{model}/{dataset}"),
     benchmark:
-        "benchmarks/reconstruct/{model}/{dataset}.tsv"
+        paths.benchmark("reconstruct", "{model}/{dataset}")
     threads: 1
     resources:
         gpu=gpus,
@@ -56,16 +56,16 @@ rule score_reconstruction:
         unpack(lpips_weights),
         images=rules.reconstruct.output.images,
     output:
-        rows=registry.rows_path("reconstruction", setting="dip"),
-        predictions=registry.predictions_path("reconstruction", setting="dip"),
+        rows=paths.rows("reconstruction", setting="dip"),
+        predictions=paths.predictions("reconstruction", setting="dip"),
     params:
         settings=protocol_settings("reconstruction"),
         device=CONFIG["device"],
         seed=CONFIG["seed"],
     log:
-        "logs/score_reconstruction/{model}/{dataset}.log",
+        paths.log("score_reconstruction", "{model}/{dataset}"),
     benchmark:
-        "benchmarks/score_reconstruction/{model}/{dataset}.tsv"
+        paths.benchmark("score_reconstruction", "{model}/{dataset}")
     threads: 1
     resources:
         gpu=gpus,
@@ -82,23 +82,23 @@ rule reconstruction_figures:
         unpack(reconstruction_inputs),
     output:
         grid=report(
-            "reports/figures/reconstruction/{dataset}_grid.png",
+            paths.RECONSTRUCTION_GRID,
             caption="../report/reconstruction_grid.rst",
             category="reconstruction",
             subcategory="{dataset}",
         ),
-        grid_pdf="reports/figures/reconstruction/{dataset}_grid.pdf",
+        grid_pdf=paths.RECONSTRUCTION_GRID_PDF,
         lpips=report(
-            "reports/figures/reconstruction/{dataset}_lpips.png",
+            paths.RECONSTRUCTION_LPIPS,
             caption="../report/reconstruction_lpips.rst",
             category="reconstruction",
             subcategory="{dataset}",
         ),
-        lpips_pdf="reports/figures/reconstruction/{dataset}_lpips.pdf",
+        lpips_pdf=paths.RECONSTRUCTION_LPIPS_PDF,
     log:
-        "logs/reconstruction_figures/{dataset}.log",
+        paths.log("reconstruction_figures", "{dataset}"),
     benchmark:
-        "benchmarks/reconstruction_figures/{dataset}.tsv",
+        paths.benchmark("reconstruction_figures", "{dataset}"),
     threads: 1
     resources:
         mem_mb=2000,

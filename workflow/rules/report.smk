@@ -7,15 +7,15 @@ rule compare_models:
     input:
         unpack(compare_inputs),
     output:
-        rows=registry.compare_path(),
+        rows=paths.compare(),
     params:
         metric=comparison_metric,
         n_bootstrap=comparison_n_bootstrap,
         seed=CONFIG["seed"],
     log:
-        "logs/compare_models/{protocol}/{dataset}/{setting}.log",
+        paths.log("compare_models", "{protocol}/{dataset}/{setting}"),
     benchmark:
-        "benchmarks/compare_models/{protocol}/{dataset}/{setting}.tsv",
+        paths.benchmark("compare_models", "{protocol}/{dataset}/{setting}"),
     threads: 1
     resources:
         mem_mb=sized("compare_models", "mem_mb"),
@@ -30,11 +30,11 @@ rule table:
     input:
         rows=table_inputs,
     output:
-        table=report("reports/table.csv", caption="../report/table.rst", category="summary"),
+        table=report(paths.TABLE, caption="../report/table.rst", category="summary"),
     log:
-        "logs/table.log",
+        paths.log("table"),
     benchmark:
-        "benchmarks/table.tsv",
+        paths.benchmark("table"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -50,17 +50,17 @@ rule summary:
         table=rules.table.output.table,
         published=published_numbers(),
     output:
-        markdown=report("reports/summary.md", caption="../report/summary.rst", category="summary"),
-        latex=report("reports/summary.tex", caption="../report/summary.rst", category="summary"),
-        html=report("reports/summary.html", caption="../report/summary.rst", category="summary"),
-        cells="reports/summary.csv",
+        markdown=report(paths.SUMMARY_MD, caption="../report/summary.rst", category="summary"),
+        latex=report(paths.SUMMARY_TEX, caption="../report/summary.rst", category="summary"),
+        html=report(paths.SUMMARY_HTML, caption="../report/summary.rst", category="summary"),
+        cells=paths.SUMMARY_CELLS,
     params:
         headline=STUDY.headline_metrics(),
         study=CONFIG["study"],
     log:
-        "logs/summary.log",
+        paths.log("summary"),
     benchmark:
-        "benchmarks/summary.tsv",
+        paths.benchmark("summary"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -76,18 +76,18 @@ rule figure:
         table=rules.table.output.table,
     output:
         figure=report(
-            "reports/figures/{protocol}.png",
+            paths.PROTOCOL_FIGURE,
             caption="../report/heatmap.rst",
             category="{protocol}",
             subcategory="heatmap",
         ),
-        pdf="reports/figures/{protocol}.pdf",
+        pdf=paths.PROTOCOL_FIGURE_PDF,
     params:
         metric=figure_metric,
     log:
-        "logs/figure/{protocol}.log",
+        paths.log("figure", "{protocol}"),
     benchmark:
-        "benchmarks/figure/{protocol}.tsv",
+        paths.benchmark("figure", "{protocol}"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -103,16 +103,16 @@ rule bars:
         cells=rules.summary.output.cells,
     output:
         png=report(
-            "reports/figures/bars/{protocol}.png",
+            paths.BARS,
             caption="../report/bars.rst",
             category="{protocol}",
             subcategory="bar chart",
         ),
-        pdf="reports/figures/bars/{protocol}.pdf",
+        pdf=paths.BARS_PDF,
     log:
-        "logs/bars/{protocol}.log",
+        paths.log("bars", "{protocol}"),
     benchmark:
-        "benchmarks/bars/{protocol}.tsv",
+        paths.benchmark("bars", "{protocol}"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -128,16 +128,16 @@ rule radar:
         cells=rules.summary.output.cells,
     output:
         png=report(
-            "reports/figures/radar/{model}.png",
+            paths.RADAR,
             caption="../report/radar.rst",
             category="models",
             subcategory="radar chart",
         ),
-        pdf="reports/figures/radar/{model}.pdf",
+        pdf=paths.RADAR_PDF,
     log:
-        "logs/radar/{model}.log",
+        paths.log("radar", "{model}"),
     benchmark:
-        "benchmarks/radar/{model}.tsv",
+        paths.benchmark("radar", "{model}"),
     threads: 1
     resources:
         mem_mb=2000,

@@ -10,17 +10,17 @@ rule saliency:
         index=rules.index_dataset.output.index,
         features=rules.extract_features.output.features,
     output:
-        rows=registry.rows_path("saliency", setting="occlusion"),
-        predictions=registry.predictions_path("saliency", setting="occlusion"),
+        rows=paths.rows("saliency", setting="occlusion"),
+        predictions=paths.predictions("saliency", setting="occlusion"),
         maps=paths.SALIENCY_MAPS,
     params:
         settings=protocol_settings("saliency"),
         device=CONFIG["device"],
         seed=CONFIG["seed"],
     log:
-        "logs/saliency/{model}/{dataset}.log",
+        paths.log("saliency", "{model}/{dataset}"),
     benchmark:
-        "benchmarks/saliency/{model}/{dataset}.tsv"
+        paths.benchmark("saliency", "{model}/{dataset}")
     threads: 1
     resources:
         gpu=gpus,
@@ -44,9 +44,9 @@ rule saliency_figures:
             subcategory="{dataset}",
         ),
     log:
-        "logs/saliency_figures/{dataset}.log",
+        paths.log("saliency_figures", "{dataset}"),
     benchmark:
-        "benchmarks/saliency_figures/{dataset}.tsv"
+        paths.benchmark("saliency_figures", "{dataset}")
     threads: 1
     resources:
         mem_mb=2000,

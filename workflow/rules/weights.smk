@@ -10,9 +10,9 @@ rule make_demo_weights:
         random=model_is_random,
         seed=CONFIG["seed"],
     log:
-        "logs/make_demo_weights/{model}/{filename}.log",
+        paths.log("make_demo_weights", "{model}/{filename}"),
     benchmark:
-        "benchmarks/make_demo_weights/{model}/{filename}.tsv",
+        paths.benchmark("make_demo_weights", "{model}/{filename}"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -35,9 +35,9 @@ rule download_weights:
         sha256=model_sha256,
         lock=CONFIG["weights_lock"],
     log:
-        "logs/download_weights/{model}/{filename}.log",
+        paths.log("download_weights", "{model}/{filename}"),
     benchmark:
-        "benchmarks/download_weights/{model}/{filename}.tsv"
+        paths.benchmark("download_weights", "{model}/{filename}")
     retries: 1
     threads: 1
     resources:
@@ -61,9 +61,9 @@ rule convert_weights:
         demo=model_is_demo,
         random=model_is_random,
     log:
-        "logs/convert_weights/{model}.log",
+        paths.log("convert_weights", "{model}"),
     benchmark:
-        "benchmarks/convert_weights/{model}.tsv"
+        paths.benchmark("convert_weights", "{model}")
     threads: 1
     resources:
         mem_mb=4000,

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from medtransfer import paths
 from medtransfer.writers import npy_memmap, save_npy
 from medtransfer.data.index import read_index
 from medtransfer.data.sources import CIFAR_MEMBER, cifar_image, ct_middle_slice
@@ -194,12 +195,6 @@ FULL_SCALE = 256 / 224  # short side 256 for 224 crops, the usual resize-256-cro
 FULL_MAX_ASPECT = 2.0  # longer sides are centre-cropped to twice the short one
 
 
-def full_hw_path(path: str | os.PathLike) -> Path:
-    """The sidecar with each image's real (h, w): ``full.npy`` -> ``full.hw.npy``."""
-    path = Path(path)
-    return path.with_name(f"{path.name.removesuffix('.npy')}.hw.npy")
-
-
 def full_sides(size: int, scale: float = FULL_SCALE, max_aspect: float = FULL_MAX_ASPECT) -> tuple[int, int]:
     """(short side, longest long side) of the full cache for crops of ``size``."""
     if not (scale >= 1.0 and max_aspect >= 1.0 and size >= 1):
@@ -237,7 +232,7 @@ def _full_hw(path: str, short: int, longest: int) -> tuple[int, int]:
 def build_full_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: int, scale: float = FULL_SCALE,
                      max_aspect: float = FULL_MAX_ASPECT, split: str | None = "train",
                      kind: str | None = None, workers: int = 1) -> None:
-    """Decode the images of ``index`` whole into ``out`` (.npy) and their sizes into ``full_hw_path(out)``.
+    """Decode the images of ``index`` whole into ``out`` (.npy) and their sizes into ``paths.full_hw(out)``.
 
     ``out``: uint8 (N, H, W, 3) in index order, image ``i`` in ``[i, :h_i, :w_i]``, zeros
     beyond, transposed when ``h_i > w_i`` (so it lies in ``[i, :w_i, :h_i]``); the
@@ -260,7 +255,7 @@ def build_full_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: 
             images = decoded(lambda i: load_full_image(frame["path"].iat[i], short, longest), rows, workers)
             for i, img in zip(rows, images):
                 cache[i, :lying[i, 0], :lying[i, 1]] = img.transpose(1, 0, 2) if hw[i, 0] > hw[i, 1] else img
-            save_npy(full_hw_path(out), hw)
+            save_npy(paths.full_hw(out), hw)
 
 
 def load_full_cache(path: str | os.PathLike, *, frame: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -271,7 +266,7 @@ def load_full_cache(path: str | os.PathLike, *, frame: pd.DataFrame | None = Non
     image.
     """
     images = np.load(Path(path), mmap_mode="r")
-    sidecar = full_hw_path(path)
+    sidecar = paths.full_hw(path)
     if not sidecar.is_file():
         raise FileNotFoundError(f"{sidecar} (the image sizes of {path}) does not exist; rebuild the full cache")
     hw = np.load(sidecar)

@@ -21,17 +21,13 @@ Vocabulary, used alike in paths, result rows, config keys and code:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 MANYSHOT = "manyshot"
 PAIRINGS = ("images", "episodes", "values")
-
-# Path templates of every protocol's outputs; rules fill them with :func:`rows_path`.
-ROWS = "results/{protocol}/{model}/{dataset}/{setting}.csv"
-PREDICTIONS = "results/{protocol}/{model}/{dataset}/{setting}.predictions.npz"
-COMPARE = "results/compare/{protocol}/{dataset}/{setting}.csv"
 
 
 def _manyshot(settings: Mapping[str, Any]) -> list[str]:
@@ -40,6 +36,13 @@ def _manyshot(settings: Mapping[str, Any]) -> list[str]:
 
 def _shots(settings: Mapping[str, Any]) -> list[str]:
     return [f"{k}shot" for k in settings["n_support"]]
+
+
+def support_size(setting: str) -> int:
+    """The support images per class of a few-shot setting: ``10shot`` -> 10 (inverse of its name)."""
+    if not re.fullmatch(r"\d+shot", setting):
+        raise ValueError(f"few-shot setting {setting!r} is not <k>shot (e.g. 10shot)")
+    return int(setting.removesuffix("shot"))
 
 
 def _dip(settings: Mapping[str, Any]) -> list[str]:
@@ -82,7 +85,9 @@ class Protocol:
     settings that only some datasets have (invariance's multi-view pairs). ``measure``
     marks a protocol that explains transfer rather than measuring it: (its metric the
     correlation stage uses, the measure's name, ``{setting}`` filled in); protocols without
-    one are transfer protocols, whose scores are explained.
+    one are transfer protocols, whose scores are explained. ``patterns`` are regular
+    expressions matching every setting name ``settings`` and ``dataset_settings`` can give
+    (the workflow's ``setting`` wildcard is built from them).
     """
 
     name: str
@@ -95,10 +100,16 @@ class Protocol:
     stage: str = ""
     dataset_settings: Callable[[Mapping[str, Any]], list[str]] = field(default=_no_dataset_settings)
     measure: tuple[str, str] = ()
+    patterns: tuple[str, ...] = (MANYSHOT,)
 
     @property
     def rule_file(self) -> str:
         return f"workflow/rules/{self.stage or self.name}.smk"
+
+    def compared_metric(self, dataset_metric: str) -> str:
+        """The metric compared and ranked: the dataset's headline metric where this protocol
+        reports it, else the protocol's first."""
+        return dataset_metric if dataset_metric in self.metrics else self.metrics[0]
 
     def better(self, metric: str) -> int:
         """+1 where a larger value of ``metric`` is better, -1 where a smaller one is."""
@@ -125,17 +136,9 @@ def get(name: str) -> Protocol:
     return PROTOCOLS[name]
 
 
-def rows_path(protocol: str, model: str = "{model}", dataset: str = "{dataset}", setting: str = "{setting}") -> str:
-    """A protocol's rows CSV (a template while any argument is left as a wildcard)."""
-    return ROWS.format(protocol=protocol, model=model, dataset=dataset, setting=setting)
-
-
-def predictions_path(protocol: str, model: str = "{model}", dataset: str = "{dataset}",
-                     setting: str = "{setting}") -> str:
-    return PREDICTIONS.format(protocol=protocol, model=model, dataset=dataset, setting=setting)
-
-
-CORRELATION = "results/correlation/correlation.csv"
+def setting_pattern() -> str:
+    """A regular expression matching every registered protocol's setting names."""
+    return "|".join(dict.fromkeys(pattern for p in PROTOCOLS.values() for pattern in p.patterns))
 
 
 def transfer_protocols() -> list[str]:
@@ -143,23 +146,21 @@ def transfer_protocols() -> list[str]:
     return [name for name, p in PROTOCOLS.items() if not p.measure]
 
 
-def compare_path(protocol: str = "{protocol}", dataset: str = "{dataset}", setting: str = "{setting}") -> str:
-    return COMPARE.format(protocol=protocol, dataset=dataset, setting=setting)
-
-
 _CLASSIFICATION = ("accuracy", "balanced_accuracy", "auroc")
 
 register(Protocol("linear", "Linear probe", "medtransfer.protocols.linear:evaluate_linear", "images", _CLASSIFICATION))
 register(Protocol("fewshot", "Few-shot (prototypical)", "medtransfer.protocols.fewshot:sample_episodes", "episodes",
-                  ("accuracy",), _shots))
+                  ("accuracy",), _shots, patterns=(r"\d+shot",)))
 register(Protocol("finetune", "Finetune", "medtransfer.protocols.finetune:evaluate_finetune", "images", _CLASSIFICATION))
 register(Protocol("knn", "Weighted kNN", "medtransfer.protocols.knn:evaluate_knn", "images", _CLASSIFICATION))
 _LPIPS = ("lpips_mean", "lpips_alex", "lpips_vgg", "lpips_squeeze")
 register(Protocol("reconstruction", "Reconstruction (DIP feature inversion)", "medtransfer.protocols.reconstruct:invert",
                   "values", _LPIPS + ("psnr", "ssim"), _dip, lower_is_better=_LPIPS, stage="reconstruct",
-                  measure=("lpips_mean", "lpips_mean")))
+                  measure=("lpips_mean", "lpips_mean"), patterns=("dip",)))
 register(Protocol("saliency", "Saliency (occlusion): attentive diffusion", "medtransfer.protocols.saliency:evaluate_saliency",
-                  "values", ("attentive_diffusion",), _occlusion, measure=("attentive_diffusion", "attentive_diffusion")))
+                  "values", ("attentive_diffusion",), _occlusion, measure=("attentive_diffusion", "attentive_diffusion"),
+                  patterns=("occlusion",)))
 register(Protocol("invariance", "Invariance (whitened cosine similarity)", "medtransfer.protocols.invariance:evaluate_invariance",
                   "values", ("cosine", "mahalanobis"), _transforms, lower_is_better=("mahalanobis",),
-                  dataset_settings=_multiview, measure=("cosine", "invariance_{setting}")))
+                  dataset_settings=_multiview, measure=("cosine", "invariance_{setting}"),
+                  patterns=tuple(re.escape(n) for n in (*TRANSFORMS, MULTIVIEW))))

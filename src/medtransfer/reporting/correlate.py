@@ -46,7 +46,7 @@ def transfer_scores(table: pd.DataFrame, headline: Mapping[str, str]) -> pd.Data
     for name in registry.transfer_protocols():
         spec = registry.get(name)
         for dataset, metric in headline.items():
-            metric = metric if metric in spec.metrics else spec.metrics[0]
+            metric = spec.compared_metric(metric)
             rows = main[(main["protocol"] == name) & (main["dataset"] == dataset) & (main["metric"] == metric)]
             parts.append(pd.DataFrame({"transfer": name + "_" + rows["setting"].astype(str), "dataset": dataset,
                                        "model": rows["model"], "y": rows["value"], "metric": metric}))

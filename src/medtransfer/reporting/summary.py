@@ -31,13 +31,6 @@ TIED = "\u2020"  # the dagger: not significantly different from the best
 SECOND_METRIC = "auroc"
 
 
-def headline_metric(protocol: str, dataset_metric: str) -> str:
-    """The dataset's headline metric where the protocol reports it, else the protocol's first
-    (the metric ``compare_models`` compares, so the marks exist for it)."""
-    metrics = registry.get(protocol).metrics
-    return dataset_metric if dataset_metric in metrics else metrics[0]
-
-
 def published() -> pd.DataFrame:
     """The published numbers with ``value`` and ``ci95`` as fractions, like the table's."""
     frame = pd.read_csv(PUBLISHED)
@@ -55,7 +48,7 @@ def summary_cells(table: pd.DataFrame, headline: Mapping[str, str], second: bool
     for protocol in [p for p in registry.transfer_protocols() if p in set(table["protocol"])]:
         spec = registry.get(protocol)
         for dataset in sorted(set(table.loc[table["protocol"] == protocol, "dataset"])):
-            metric = SECOND_METRIC if second else headline_metric(protocol, headline.get(dataset, "accuracy"))
+            metric = SECOND_METRIC if second else spec.compared_metric(headline.get(dataset, "accuracy"))
             if metric not in spec.metrics:
                 continue
             rows = table[(table["protocol"] == protocol) & (table["dataset"] == dataset)]
