@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from medtransfer.data.adapters import (
-    ADAPTERS, CHEXPERT_ROWS, CHEXPERT_TRAIN_ROWS, DATASET_KINDS, build_index, describe, index_dataset,
-)
-from medtransfer.data.demo import generate
+from medtransfer.data.adapters import ADAPTERS, DATASET_KINDS, MULTIVIEW_KINDS, build_index, describe, index_dataset
+from medtransfer.data.adapters.chest import CHEXPERT_ROWS, CHEXPERT_TRAIN_ROWS
+from medtransfer.data.demo import DEMO_KINDS, generate
 from medtransfer.data.index import INDEX_COLUMNS, first_of_shuffle, published_split, read_index
+from medtransfer.resources import TYPICAL_IMAGES
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
 
@@ -546,6 +546,33 @@ def test_registry_and_describe() -> None:
 
 
 PUBLISHED_KINDS = [k for k in DATASET_KINDS if k != "imagefolder" and not ADAPTERS[k].from_csv]
+
+# Fake downloads of the kinds whose index may carry views (stoic, cifar10: test_data_stoic_cifar.py).
+FAKES = {"bach": make_bach, "chestx": make_chestx, "chexpert": make_chexpert, "diabetic_retinopathy": make_dr,
+         "ichallenge_amd": make_amd, "ichallenge_pm": make_pm, "imagefolder": make_imagefolder,
+         **{kind: lambda root, kind=kind: make_tb(root, kind) for kind in TB_SETS}}
+
+
+@pytest.mark.parametrize("kind", sorted(FAKES))
+def test_multiview_kinds_are_those_whose_index_carries_views(tmp_path: Path, kind: str) -> None:
+    FAKES[kind](tmp_path)
+    frame = build_index(kind, tmp_path)
+    has_views = {"view_group", "view"} <= set(frame.columns) and frame["view_group"].notna().any()
+    assert ADAPTERS[kind].multiview == has_views
+    assert (kind in MULTIVIEW_KINDS) == has_views
+
+
+def test_every_published_kind_has_a_documented_size_and_users_kinds_none() -> None:
+    assert all(ADAPTERS[k].typical_images > 0 for k in PUBLISHED_KINDS)
+    assert all(ADAPTERS[k].typical_images == 0 for k in DATASET_KINDS if k not in PUBLISHED_KINDS)
+    assert set(TYPICAL_IMAGES) == set(PUBLISHED_KINDS)  # what the cluster requests and the cost plan read
+
+
+@pytest.mark.parametrize("kind", sorted(DEMO_KINDS))
+def test_demo_kinds_colour_matches_the_generated_images(tmp_path: Path, kind: str) -> None:
+    labels = generate(kind, tmp_path, n_images=4, size=16, seed=0)
+    with Image.open(tmp_path / labels["path"][0]) as img:
+        assert ADAPTERS[kind].colour == (img.mode == "RGB"), img.mode
 
 
 @pytest.mark.parametrize("kind", PUBLISHED_KINDS)

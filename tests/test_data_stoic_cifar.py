@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medtransfer.data.adapters import build_index
+from medtransfer.data.adapters import ADAPTERS, build_index
 from medtransfer.data.cache import build_cache, decode
 from medtransfer.data.index import read_index
 from medtransfer.data.sources import read_cifar_batch, window_hu
@@ -51,6 +51,8 @@ def test_stoic_index_and_middle_slices(tmp_path):
     expected = window_hu(volumes[frame["patient"].iloc[3]][2])  # depth 5: the middle slice is z = 2
     assert image.shape == (12, 10, 3) and np.array_equal(image[..., 0], expected)
     assert np.array_equal(image[..., 0], image[..., 2])
+    assert not ADAPTERS["stoic"].colour  # one grey slice, replicated to RGB
+    assert not ADAPTERS["stoic"].multiview and "view" not in frame.columns
     build_cache_path = tmp_path / "cache.npy"
     index = tmp_path / "index.csv"
     frame.to_csv(index, index=False)
@@ -109,6 +111,7 @@ def test_cifar_index_official_split_and_pixels(tmp_path):
     assert row["path"].endswith("data_batch_3#3")
     image = np.asarray(decode(row["path"]))
     assert np.array_equal(image, data["data_batch_3"][3].reshape(3, 32, 32).transpose(1, 2, 0))
+    assert ADAPTERS["cifar10"].colour and not ADAPTERS["cifar10"].multiview and "view" not in frame.columns
     assert build_index("cifar10", tmp_path, split="given")["split"].tolist() == frame["split"].tolist()
 
 

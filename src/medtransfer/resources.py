@@ -21,6 +21,8 @@ from medtransfer import paths
 if TYPE_CHECKING:  # the type only: study imports the config and the adapters, not needed here
     from medtransfer.study import Study
 
+from medtransfer.data.adapters import ADAPTERS
+
 #: Conservative throughputs (items per second on one GPU, decoding per CPU core). docs/performance.md
 RATES = {
     "decode": 50.0,  # image files decoded and resized per second per core (JPEG/PNG/DICOM)
@@ -88,14 +90,10 @@ class Curve:
 REFERENCE_IMAGES = 223_414  # CheXpert, the published study's largest dataset
 BENCH_LINEAR_ITERATIONS = 20  # bench/scale.py's L-BFGS iterations: a probe's time is per iteration
 
-#: Documented images per dataset kind (docs/datasets.md; ChestX-ray14: the rows kept after the
-#: label filter): the size of a job whose index is not built yet, and the cost estimate's
-#: for studies whose data is not on this machine.
-TYPICAL_IMAGES = {
-    "bach": 400, "chestx": 25_800, "chexpert": 223_414, "diabetic_retinopathy": 88_702,
-    "ichallenge_amd": 400, "ichallenge_pm": 400, "montgomerycxr": 138, "shenzhencxr": 662,
-    "stoic": 2_000, "cifar10": 60_000,
-}
+#: Documented images per dataset kind, from each adapter's ``typical_images`` (kinds without
+#: one left out): the size of a job whose index is not built yet, and the cost estimate's for
+#: studies whose data is not on this machine.
+TYPICAL_IMAGES = {kind: a.typical_images for kind, a in ADAPTERS.items() if a.typical_images}
 MEMORY_HEADROOM = 1.5
 MIN_MB = 1000
 

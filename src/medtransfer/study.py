@@ -15,12 +15,9 @@ from typing import Any
 from medtransfer import paths
 from medtransfer import protocols as registry
 from medtransfer.config import default, load_schema, resolve
-from medtransfer.data.adapters import get_adapter
+from medtransfer.data.adapters import MULTIVIEW_KINDS, get_adapter
 from medtransfer.data.demo import DEMO_KINDS
 from medtransfer.weights.registry import AuxiliaryFile, ModelSpec, resolve_auxiliary, resolve_model
-
-# Kinds whose index carries view_group and view (the invariance protocol's multi-view pairs).
-MULTIVIEW_KINDS = ("chexpert", "diabetic_retinopathy")
 
 
 @dataclass(frozen=True)
@@ -64,12 +61,12 @@ class Study:
         kind = spec["kind"]
         if kind == "csv" and not spec.get("csv"):
             raise ValueError(f"dataset {name!r}: kind csv needs `csv: <file with path,label columns>`")
-        if kind not in DEMO_KINDS and kind != "csv" and not spec.get("root"):
+        adapter = get_adapter(kind)
+        if not adapter.from_csv and not spec.get("root"):
             raise ValueError(f"dataset {name!r}: kind {kind} needs `root:` (the folder holding the download)")
-        if spec.get("multiview") and kind not in MULTIVIEW_KINDS:
+        if spec.get("multiview") and not adapter.multiview:
             raise ValueError(f"dataset {name!r}: multiview: true, but kind {kind!r} has no multi-view pairs; "
                              f"kinds with pairs: {list(MULTIVIEW_KINDS)}. Remove multiview from this dataset")
-        adapter = get_adapter(kind)
         try:
             options = adapter.resolve_options(spec.get("options"))
         except ValueError as err:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medtransfer.data.adapters import MULTIVIEW_KINDS
 from medtransfer.data.cache import read_rows
 from medtransfer.protocols import MULTIVIEW, TRANSFORMS
 
@@ -356,7 +357,7 @@ def multiview_pairs(frame, source: str = "the dataset") -> np.ndarray:
     """
     if "view_group" not in frame.columns or "view" not in frame.columns or frame["view_group"].isna().all():
         raise ValueError(f"{source} carries no views (index columns view_group, view); multi-view pairs exist for "
-                         "the kinds chexpert and diabetic_retinopathy: remove `multiview` from this dataset")
+                         f"the kinds {' and '.join(MULTIVIEW_KINDS)}: remove `multiview` from this dataset")
     test = frame[(frame["split"] == "test") & frame["view_group"].notna()].reset_index().sort_values("index")
     pairs = []
     for _, group in test.groupby("view_group", sort=True):
