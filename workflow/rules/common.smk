@@ -8,6 +8,7 @@ from snakemake.utils import validate
 from medtransfer import resources as sizing
 from medtransfer import protocols as registry
 from medtransfer import study as paths
+from medtransfer.config import SCHEMA
 from medtransfer.reporting import summary
 from medtransfer.study import Study
 
@@ -15,7 +16,8 @@ from medtransfer.study import Study
 # Study first: its errors name the key and the allowed values (and check what a schema
 # cannot: roots exist, n_way fits the classes), before any job runs.
 STUDY = Study(config)
-validate(config, schema="../../config/schema.yaml")
+# The package's schema, so a workflow copied away from the checkout still finds it.
+validate(config, schema=str(SCHEMA))
 # The resolved config: every default filled from the schema (its one home).
 CONFIG = STUDY.config
 PROTOCOLS = STUDY.protocols
