@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-import yaml
 
 from conftest import REPO
+from medtransfer.config import load_schema
 from medtransfer.weights import backbones as models
 from medtransfer.weights.backbones import load_weights
 from medtransfer.weights import convert, tfbundle
@@ -44,7 +44,7 @@ def test_every_record_names_a_module_with_the_three_functions() -> None:
 def test_registry_values_match_the_models_and_the_config_schema() -> None:
     assert ARCHITECTURES == models.ARCHS and PADDINGS == models.PADDINGS
     assert set(NORMALISATIONS) == set(convert.NORMALISATIONS)
-    props = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())["properties"]
+    props = load_schema()["properties"]
     model = props["models"]["additionalProperties"]["properties"]
     assert model["format"]["enum"] == list(FORMATS)
     assert set(model["arch"]["enum"]) == set(ARCHITECTURES)

@@ -1,24 +1,32 @@
-"""The study config: validated against ``config/schema.yaml``, every default filled from it.
+"""The study config: validated against the package's ``schema.yaml``, every default filled from it.
 
 The schema is the one home of every setting's default and description; code takes what
 this module resolved (a test checks that functions' keyword defaults equal the schema's).
+It ships inside the package (``config/schema.yaml`` in a checkout is a link to it), so a
+wheel installed anywhere finds it.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import importlib.resources
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+import jsonschema
+import yaml
+
+#: The schema, found through the package: the same file from a checkout, an editable install
+#: and a wheel. A ``Path`` because Snakemake's ``validate`` takes a file name, and pip
+#: unpacks wheels, so package data is always a real file.
+SCHEMA = Path(importlib.resources.files("medtransfer") / "schema.yaml")
 
 
 @functools.lru_cache(maxsize=4)
 def load_schema(path: str | Path = SCHEMA) -> dict[str, Any]:
-    import yaml
-
+    """The parsed schema at ``path`` (cached: every config and default reads it)."""
     with open(path) as handle:
         return yaml.safe_load(handle)
 
@@ -43,8 +51,6 @@ def resolve(config: Mapping[str, Any], schema: str | Path = SCHEMA) -> dict[str,
 
     Raises ``ValueError`` naming the offending key and the allowed values.
     """
-    import jsonschema
-
     spec = load_schema(str(schema))
     resolved = copy.deepcopy(dict(config))
     errors = sorted(jsonschema.Draft202012Validator(spec).iter_errors(resolved),

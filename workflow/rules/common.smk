@@ -16,6 +16,7 @@ from medtransfer.study import Study, Unit
 # Study first: its errors name the key and the allowed values (and check what a schema
 # cannot: roots exist, n_way fits the classes), before any job runs.
 STUDY = Study(config)
+# The package's schema, so a workflow copied away from the checkout still finds it.
 validate(config, schema=str(SCHEMA))
 # The resolved config: every default filled from the schema (its one home).
 CONFIG = STUDY.config

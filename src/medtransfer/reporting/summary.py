@@ -13,6 +13,7 @@ Published values (``published/anton2022.csv``, see its README) are joined on
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +25,8 @@ from medtransfer import protocols as registry
 from medtransfer.results import details
 from medtransfer.writers import write_bytes, write_csv
 
-PUBLISHED = Path(__file__).parent / "published" / "anton2022.csv"
+# Package data, found like the schema (medtransfer.config.SCHEMA): checkout, editable install, wheel.
+PUBLISHED = Path(importlib.resources.files("medtransfer.reporting") / "published" / "anton2022.csv")
 PUBLISHED_SOURCE = "Anton et al., J. Imaging 2022 (results tables; code release results/full_data.csv)"
 JOIN = ["model", "dataset", "protocol", "setting", "metric"]
 TIED = "\u2020"  # the dagger: not significantly different from the best
