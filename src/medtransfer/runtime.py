@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import random
 import subprocess
@@ -72,7 +73,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     ``cudnn.benchmark`` to the caller: GPU results may then differ run to run in the
     last bits. Nothing here makes results equal across machines or library versions.
     """
-    import torch
+    import torch  # torch-free jobs (the report, the DAG) import runtime for provenance
 
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -82,7 +83,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 def set_deterministic(deterministic: bool) -> None:
     """Turn torch's deterministic-algorithms mode (and cuDNN's) on or off, process-wide."""
-    import torch
+    import torch  # torch-free jobs (the report, the DAG) import runtime for provenance
 
     if deterministic:
         # cuBLAS needs a fixed workspace to be deterministic; torch raises without it
@@ -94,7 +95,7 @@ def set_deterministic(deterministic: bool) -> None:
 
 def resolve_device(device: str = "auto") -> str:
     """``auto`` picks CUDA when present; an explicit ``cuda`` without a GPU is an error."""
-    import torch
+    import torch  # torch-free jobs (the report, the DAG) import runtime for provenance
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -110,8 +111,6 @@ def resolve_device(device: str = "auto") -> str:
 
 def log_to_file(path: str | os.PathLike) -> None:
     """Send this process's logging and warnings to ``path`` (a rule's ``log:`` file)."""
-    import logging
-
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         filename=path, level=logging.INFO, force=True,
@@ -122,6 +121,6 @@ def log_to_file(path: str | os.PathLike) -> None:
 
 def set_threads(threads: int) -> None:
     """Let torch use the rule's threads, never more than this machine's cores."""
-    import torch
+    import torch  # torch-free jobs (the report, the DAG) import runtime for provenance
 
     torch.set_num_threads(max(1, min(int(threads), os.cpu_count() or 1)))

@@ -33,6 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from medtransfer import paths
 from medtransfer.writers import npy_memmap, save_npy
+from medtransfer.data.adapters import describe
 from medtransfer.data.index import read_index
 from medtransfer.data.sources import CIFAR_MEMBER, cifar_image, ct_middle_slice
 
@@ -153,8 +154,6 @@ def _with_source(kind: str | None) -> Iterator[None]:
 
 
 def _describe(kind: str | None) -> str:
-    from medtransfer.data.adapters import describe
-
     return describe(kind)
 
 

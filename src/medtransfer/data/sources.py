@@ -41,14 +41,14 @@ class _ArraysOnly(pickle.Unpickler):
         if (module, name) not in _ALLOWED:
             raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR-10 batch")
         if module == "_codecs":
-            import codecs
+            import codecs  # only a pickle that names it needs it
 
             return codecs.encode
         if name == "_reconstruct":
             try:
-                from numpy._core.multiarray import _reconstruct
+                from numpy._core.multiarray import _reconstruct  # numpy 2's home of a pickle's global
             except ImportError:  # numpy 1.x
-                from numpy.core.multiarray import _reconstruct
+                from numpy.core.multiarray import _reconstruct  # numpy 1's home of it
             return _reconstruct
         return getattr(np, name)
 
@@ -92,7 +92,7 @@ def cifar_image(batch: str | os.PathLike, row: int) -> np.ndarray:
 
 def ct_middle_slice(path: str | os.PathLike) -> np.ndarray:
     """The middle axial slice of a CT volume, HU window [-1000, 250] -> uint8 (H, W)."""
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # only STOIC's volumes need it (a large library)
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"CT volume {path} not found")

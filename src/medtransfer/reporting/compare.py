@@ -25,7 +25,7 @@ import numpy as np
 
 from medtransfer import protocols as registry
 from medtransfer.metrics import concat, metric_from_counts, percentile_ci, resample_counts
-from medtransfer.results import Predictions
+from medtransfer.results import Predictions, make_row, read_rows, write_rows
 
 PROVENANCE_KEYS = ("weights_sha256", "weights_demo", "weights_random", "split", "precision", "preprocessing")
 ALPHA = 0.05
@@ -44,8 +44,6 @@ class Diff:
 
 def _row_sources(paths: list[str | os.PathLike], protocol: str, dataset: str) -> dict[str, tuple[str, dict]]:
     """model -> (setting, provenance meta) from the models' rows files of this protocol and dataset."""
-    from medtransfer.results import read_rows
-
     out: dict[str, tuple[str, dict]] = {}
     for path in paths:
         frame = read_rows([path])
@@ -175,8 +173,6 @@ def compare_models(
     ``p_holm`` and ``differs`` (``p_holm < 0.05``). ``n_bootstrap=0`` gives NaN intervals
     and p for image-paired protocols.
     """
-    from medtransfer.results import make_row, write_rows
-
     spec = registry.get(protocol)
     if metric not in spec.metrics:
         raise ValueError(f"metric {metric!r} cannot be compared for {protocol}; expected one of {spec.metrics}")

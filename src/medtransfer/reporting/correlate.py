@@ -26,8 +26,12 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+from scipy import stats
+from scipy.stats import rankdata
 
 from medtransfer import protocols as registry
+from medtransfer.results import RESULT_COLUMNS, make_row, read_rows, write_rows
+from medtransfer.writers import save_figure, write_csv
 
 PROTOCOL = "correlation"
 METHODS = ("spearman", "pearson")
@@ -80,8 +84,6 @@ def points(table: pd.DataFrame, top1: Mapping[str, float | None], headline: Mapp
 
 def correlation(x: np.ndarray, y: np.ndarray, method: str) -> tuple[float, float]:
     """(r, two-sided p) of scipy's Spearman or Pearson; NaN when fewer than 3 points or a constant side."""
-    from scipy import stats
-
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if len(x) < MIN_MODELS or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan"), float("nan")
@@ -91,8 +93,6 @@ def correlation(x: np.ndarray, y: np.ndarray, method: str) -> tuple[float, float
 
 def _rowwise_r(x: np.ndarray, y: np.ndarray, method: str) -> np.ndarray:
     """r of every row pair of (B, n) ``x`` and ``y`` (Spearman: Pearson of average ranks); NaN if constant."""
-    from scipy.stats import rankdata
-
     if method == "spearman":
         x, y = rankdata(x, axis=1), rankdata(y, axis=1)
     x = x - x.mean(1, keepdims=True)
@@ -144,8 +144,6 @@ def _provenance(table: pd.DataFrame, models: Iterable[str]) -> dict[str, object]
 def correlation_rows(table: pd.DataFrame, top1: Mapping[str, float | None], headline: Mapping[str, str],
                      n_bootstrap: int = 1000, seed: int = 0) -> list[dict]:
     """Every correlation row of a table (see the module docstring)."""
-    from medtransfer.results import make_row
-
     pts, out = points(table, top1, headline), []
     for (transfer, measure), part in pts.groupby(["transfer", "measure"], sort=True):
         groups = {d: g for d, g in part.groupby("dataset", sort=True)}
@@ -180,13 +178,9 @@ def correlate(*, rows: Iterable[str | os.PathLike], out: str | os.PathLike, top1
     ``top1``: model -> published ImageNet top-1 (None: unknown, left out);
     ``headline``: dataset -> its headline metric.
     """
-    from medtransfer.results import RESULT_COLUMNS, read_rows, write_rows
-
     table = read_rows(rows)
     found = correlation_rows(table, top1, headline, n_bootstrap, seed)
     if not found:
-        from medtransfer.writers import write_csv
-
         write_csv(out, pd.DataFrame(columns=RESULT_COLUMNS))
         return pd.DataFrame(columns=RESULT_COLUMNS)
     return write_rows(found, out)
@@ -216,8 +210,6 @@ def plot_correlations(*, table: str | os.PathLike, out: str | os.PathLike, measu
     fig.suptitle(f"transfer vs {measure}" + (" (DEMO: random weights; values mean nothing)" if demo else ""),
                  fontsize=9)
     fig.tight_layout()
-    from medtransfer.writers import save_figure
-
     save_figure(fig, out, "png", dpi=110)
     plt.close(fig)
 

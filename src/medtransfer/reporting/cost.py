@@ -24,9 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from medtransfer import resources
+from medtransfer.config import resolve
 from medtransfer.resources import TYPICAL_IMAGES
+from medtransfer.runtime import git_revision, package_version
 from medtransfer.writers import save_figure, write_csv
 
 ALL = "all"
@@ -99,8 +102,6 @@ def write_cost(*, benchmarks: str | os.PathLike, out: str | os.PathLike, figure:
                stages: Mapping[str, str], models: Sequence[str], datasets: Sequence[str],
                study: str) -> pd.DataFrame:
     """``reports/cost.csv`` and its chart from the run's benchmark files."""
-    from medtransfer.runtime import git_revision, package_version
-
     jobs = read_benchmarks(benchmarks, stages=stages, models=models, datasets=datasets)
     if jobs.empty:
         raise ValueError(f"no benchmark files under {benchmarks}: the cost report sums the jobs' "
@@ -198,10 +199,6 @@ def _parse_images(values: Sequence[str]) -> dict[str, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import yaml
-
-    from medtransfer.config import resolve
-
     parser = argparse.ArgumentParser(prog="python -m medtransfer.cost", description=(
         "Estimate a study's GPU-hours per stage from the throughputs measured on an H200 "
         "(docs/performance.md), to plan cluster use."))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+from html import escape
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -217,8 +218,6 @@ STYLE = ("body{font-family:sans-serif;margin:1.5em;color:#222} table{border-coll
 
 
 def _html(cells, second, comparison, study, demo) -> str:
-    from html import escape
-
     title = f"Summary of the {escape(study or 'study')} study"
     out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
            f"<style>{STYLE}</style></head><body><h1>{title}</h1>"]

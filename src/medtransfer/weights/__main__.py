@@ -36,17 +36,17 @@ def _run(args: argparse.Namespace) -> None:
             print(f"{record.name:12} normalisation {record.normalisation:9} padding {record.padding:16} "
                   f"{record.summary}")
     elif args.command == "inspect":
-        from medtransfer.weights.inspect import describe
+        from medtransfer.weights.inspect import describe  # each command loads only its own readers
 
         print(json.dumps(describe(args.file), indent=2, default=str))
     elif args.command == "convert":
-        from medtransfer.weights.convert import convert_file
+        from medtransfer.weights.convert import convert_file  # each command loads only its own readers
 
         meta = convert_file(args.input, args.output, fmt=args.format, model=args.model,
                             normalisation=args.normalisation, arch=args.arch)
         print(f"wrote {args.output}: {meta.arch}, padding {meta.padding}, dropped {len(meta.dropped)} keys")
     else:
-        from medtransfer.weights.download import fetch
+        from medtransfer.weights.download import fetch  # each command loads only its own readers
 
         print(fetch(args.url, args.output, sha256=args.sha256))
 

@@ -134,7 +134,7 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
             raise DownloadError(f"{url}: local file {local} does not exist")
         shutil.copyfile(local, part)
     elif drive is not None:
-        import gdown
+        import gdown  # only Google Drive sources need it
 
         if gdown.download(id=drive, output=str(part), quiet=True, resume=True) is None:
             raise ConnectionError(f"gdown could not fetch Google Drive id {drive}")
