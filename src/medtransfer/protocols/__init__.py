@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from medtransfer.protocols.checks import check_reconstruction, check_saliency, no_check
+
 MANYSHOT = "manyshot"
 PAIRINGS = ("images", "episodes", "values")
 
@@ -82,7 +84,9 @@ class Protocol:
     settings that only some datasets have (invariance's multi-view pairs). ``measure``
     marks a protocol that explains transfer rather than measuring it: (its metric the
     correlation stage uses, the measure's name, ``{setting}`` filled in); protocols without
-    one are transfer protocols, whose scores are explained.
+    one are transfer protocols, whose scores are explained. ``check`` raises on settings the
+    schema cannot check; it is torch-free (``protocols.checks``), called with the protocol's
+    config section as keywords when the study is built, so a bad setting fails at DAG build.
     """
 
     name: str
@@ -95,6 +99,7 @@ class Protocol:
     stage: str = ""
     dataset_settings: Callable[[Mapping[str, Any]], list[str]] = field(default=_no_dataset_settings)
     measure: tuple[str, str] = ()
+    check: Callable[..., None] = field(default=no_check)
 
     @property
     def rule_file(self) -> str:
@@ -157,9 +162,10 @@ register(Protocol("knn", "Weighted kNN", "medtransfer.protocols.knn:evaluate_knn
 _LPIPS = ("lpips_mean", "lpips_alex", "lpips_vgg", "lpips_squeeze")
 register(Protocol("reconstruction", "Reconstruction (DIP feature inversion)", "medtransfer.protocols.reconstruct:invert",
                   "values", _LPIPS + ("psnr", "ssim"), _dip, lower_is_better=_LPIPS, stage="reconstruct",
-                  measure=("lpips_mean", "lpips_mean")))
+                  measure=("lpips_mean", "lpips_mean"), check=check_reconstruction))
 register(Protocol("saliency", "Saliency (occlusion): attentive diffusion", "medtransfer.protocols.saliency:evaluate_saliency",
-                  "values", ("attentive_diffusion",), _occlusion, measure=("attentive_diffusion", "attentive_diffusion")))
+                  "values", ("attentive_diffusion",), _occlusion, measure=("attentive_diffusion", "attentive_diffusion"),
+                  check=check_saliency))
 register(Protocol("invariance", "Invariance (whitened cosine similarity)", "medtransfer.protocols.invariance:evaluate_invariance",
                   "values", ("cosine", "mahalanobis"), _transforms, lower_is_better=("mahalanobis",),
                   dataset_settings=_multiview, measure=("cosine", "invariance_{setting}")))

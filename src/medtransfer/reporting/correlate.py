@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from medtransfer import protocols as registry
+from medtransfer.writers import pyplot, save_figure
 
 PROTOCOL = "correlation"
 METHODS = ("spearman", "pearson")
@@ -195,11 +196,7 @@ def correlate(*, rows: Iterable[str | os.PathLike], out: str | os.PathLike, top1
 def plot_correlations(*, table: str | os.PathLike, out: str | os.PathLike, measure: str,
                       top1: Mapping[str, float | None], headline: Mapping[str, str]) -> None:
     """Scatter of transfer against one measure: a panel per (dataset, transfer), a point per model, the fitted line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     frame = pd.read_csv(table)
     pts = points(frame, top1, headline)
     pts = pts[pts["measure"] == measure]
@@ -216,8 +213,6 @@ def plot_correlations(*, table: str | os.PathLike, out: str | os.PathLike, measu
     fig.suptitle(f"transfer vs {measure}" + (" (DEMO: random weights; values mean nothing)" if demo else ""),
                  fontsize=9)
     fig.tight_layout()
-    from medtransfer.writers import save_figure
-
     save_figure(fig, out, "png", dpi=110)
     plt.close(fig)
 
