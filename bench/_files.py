@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from medtransfer.data.index import write_index
-from medtransfer.weights.backbones import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, build_backbone, save_weights
+from medtransfer.weights.backbones import WeightsMeta, build_backbone, save_weights
+from medtransfer.weights.formats import IMAGENET_MEAN, IMAGENET_STD
 
 
 def write_images(folder: Path, n: int, seed: int = 0) -> Path:

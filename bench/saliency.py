@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from medtransfer.runtime import autocast
 from medtransfer.weights.backbones import build_backbone
 
 
@@ -64,7 +65,7 @@ def bench(device: str, size: int, window: int, stride: int, batch: int, single: 
     net = build_backbone("resnet50").eval().to(device, memory_format=fmt)
     x = torch.randn(3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
     n = ((size - window) // stride + 1) ** 2
-    with torch.autocast(device.split(":")[0], torch.bfloat16, enabled=precision == "bf16"), torch.inference_mode():
+    with autocast(device, precision), torch.inference_mode():
         one = _rate(net, x, window, stride, 1, device, single)
         many = _rate(net, x, window, stride, batch, device, max(single, 8 * batch))
     print(f"device={device} size={size} window={window} stride={stride} ({n} windows per image) "

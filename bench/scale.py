@@ -787,10 +787,9 @@ def markdown(frame: pd.DataFrame) -> str:
 
 
 def plot(frame: pd.DataFrame, path: Path) -> None:
-    import matplotlib
+    from medtransfer.writers import pyplot  # here: the parent process never imports the package it measures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ok = frame[(frame["status"] == "ok") & ~frame["stage"].map(lambda s: bool(STAGES[s].fixed))]
     fig, axes = plt.subplots(1, 2, figsize=(13, 6))

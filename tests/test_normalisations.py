@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from medtransfer.weights.backbones import CXR_MEAN, CXR_STD, WeightsMeta, equalise_histogram, normalise
+from medtransfer.weights.backbones import WeightsMeta, equalise_histogram, normalise
+from medtransfer.weights.formats import CXR_MEAN, CXR_STD
 
 # Largest difference to the numpy reference, in [0, 255] units, measured on these images.
 TOLERANCE = 1e-9

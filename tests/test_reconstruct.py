@@ -19,8 +19,9 @@ from medtransfer.protocols.reconstruct import (
 from medtransfer.protocols.reconstruct.generator import (
     SkipConfig, SkipGenerator, build_generators, make_noise, member_slice, noise_size, output_crop,
 )
-from medtransfer.protocols.reconstruct.invert import FeatureTap, draw_positions, image_seeds, invert_batch
+from medtransfer.protocols.reconstruct.invert import FeatureTap, image_seeds, invert_batch
 from medtransfer.protocols.reconstruct.perceptual import demo_lpips_bytes, read_features
+from medtransfer.protocols.shared import draw_test_positions
 from medtransfer.results import read_rows
 
 # A small generator (3 scales) for fast tests; the published one is tested for shape.
@@ -167,9 +168,9 @@ def test_invert_output_and_same_seed_same_bytes(data, tmp_path):
 
 def test_positions_are_seeded_and_shared_by_models():
     split = np.array(["train", "test"] * 10)
-    a, b = draw_positions(split, 5, seed=3), draw_positions(split, 5, seed=3)
+    a, b = (draw_test_positions(split, 5, 3, "protocols.reconstruction") for _ in range(2))
     assert np.array_equal(a, b) and np.all(split[a] == "test") and np.all(np.diff(a) > 0)
-    assert not np.array_equal(a, draw_positions(split, 5, seed=4))
+    assert not np.array_equal(a, draw_test_positions(split, 5, 4, "protocols.reconstruction"))
 
 
 def test_settings_are_checked_before_any_work(data, tmp_path):

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from medtransfer.weights.backbones import WeightsMeta, build_backbone, save_weights
+from medtransfer.protocols.checks import check_saliency
 from medtransfer.results import Predictions, details, read_rows
 from medtransfer.protocols.saliency import (
-    attentive_diffusion, centre_crop, check_settings, evaluate_saliency, load_maps, occlusion_map,
+    attentive_diffusion, centre_crop, evaluate_saliency, load_maps, occlusion_map,
     plot_saliency_figures, window_starts,
 )
 
@@ -64,13 +65,13 @@ def test_batched_map_equals_the_per_window_loop():
 
 def test_settings_that_leave_pixels_uncovered_are_refused():
     ok = dict(input_size=64, crop_size=56, window=8, stride=4, n_images=2, batch_size=64)
-    check_settings(**ok)
+    check_saliency(**ok)
     with pytest.raises(ValueError, match=r"stride \(3\).*allowed strides here: \[1, 2, 4, 7, 8\]"):
-        check_settings(**{**ok, "stride": 3})
+        check_saliency(**{**ok, "stride": 3})
     with pytest.raises(ValueError, match=r"crop_size \(80\) must be at most input_size"):
-        check_settings(**{**ok, "crop_size": 80})
+        check_saliency(**{**ok, "crop_size": 80})
     with pytest.raises(ValueError, match=r"protocols.saliency.n_images must be a positive integer"):
-        check_settings(**{**ok, "n_images": 0})
+        check_saliency(**{**ok, "n_images": 0})
 
 
 @pytest.fixture(scope="module")

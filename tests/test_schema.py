@@ -9,8 +9,8 @@ import pytest
 from medtransfer import protocols as registry
 from medtransfer.config import load_schema, resolve
 from medtransfer.data.adapters import DATASET_KINDS
-from medtransfer.protocols.finetune import PRECISIONS
 from medtransfer.metrics import SELECTION_METRICS
+from medtransfer.runtime import PRECISIONS
 from medtransfer.weights.formats import ARCHITECTURES, FORMATS, NORMALISATIONS
 
 SCHEMA = load_schema()

@@ -24,7 +24,7 @@ from medtransfer.weights.backbones import load_weights
 from medtransfer.weights import convert, tfbundle
 from medtransfer.weights.convert import convert_file
 from medtransfer.weights.demo import random_resnet50
-from medtransfer.weights.formats import ARCHITECTURES, FORMATS, NORMALISATIONS, PADDINGS, get_format
+from medtransfer.weights.formats import ARCHITECTURES, BACKBONES, FORMATS, NORMALISATIONS, PADDINGS, get_format
 from medtransfer.weights.inspect import describe, detect
 from medtransfer.weights.sources import source_files, source_sha256
 
@@ -42,8 +42,8 @@ def test_every_record_names_a_module_with_the_three_functions() -> None:
 
 
 def test_registry_values_match_the_models_and_the_config_schema() -> None:
-    assert ARCHITECTURES == models.ARCHS and PADDINGS == models.PADDINGS
-    assert set(NORMALISATIONS) == set(convert.NORMALISATIONS)
+    assert all(set(record.paddings) <= set(PADDINGS) for record in BACKBONES.values())
+    assert all((n.mean is None) == (n.std is None) for n in NORMALISATIONS.values())
     props = load_schema()["properties"]
     model = props["models"]["additionalProperties"]["properties"]
     assert model["format"]["enum"] == list(FORMATS)
@@ -66,7 +66,7 @@ def test_format_defaults_reach_models_and_converted_files(tmp_path: Path) -> Non
         resolve_model("byol", {"arch": "resnet18"})
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
     meta = convert_file(tmp_path / "r18.pth", tmp_path / "out.pt", fmt="torchvision", arch="resnet18")
-    assert meta.padding == "torch" and meta.mean == models.IMAGENET_MEAN
+    assert meta.padding == "torch" and meta.mean == NORMALISATIONS["imagenet"].mean
 
 
 # --- imports --------------------------------------------------------------------------------

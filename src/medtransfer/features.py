@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from medtransfer.progress import Progress
+from medtransfer.runtime import PRECISIONS, autocast
 from medtransfer.writers import save_npz
 
 log = logging.getLogger(__name__)
@@ -186,24 +187,17 @@ def extract(
     """
     import torch
 
+    from medtransfer.data.cache import load_indexed_cache
     from medtransfer.runtime import resolve_device, seed_everything
-    from medtransfer.data.cache import load_cache
-    from medtransfer.data.index import read_index
     from medtransfer.weights.backbones import load_weights
 
-    if precision not in ("fp32", "bf16"):
+    if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected 'fp32' or 'bf16'")
     device = resolve_device(device)
     seed_everything(seed, deterministic=deterministic)
     if device.startswith("cuda") and not deterministic:
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
-    frame, images = read_index(index), load_cache(cache)
-    if len(frame) != len(images):
-        raise ValueError(
-            f"the image cache {cache} holds {len(images)} images but the index {index} lists "
-            f"{len(frame)}; the cache was built from another index. Re-run the cache_images rule "
-            "for this dataset (snakemake --forcerun cache_images) to rebuild it from this index"
-        )
+    frame, images = load_indexed_cache(cache, index)
     net, wmeta = load_weights(weights)
     feats, compile_s = _forward_all(net, images, wmeta, device, precision,
                                     batch_size or (256 if device.startswith("cuda") else 32), compile_model)
@@ -240,12 +234,11 @@ def _forward_all(net: Any, images: np.ndarray, wmeta: Any, device: str, precisio
         net, compile_s = _compiled(net, images, wmeta, device, precision, batch_size)
     width = feature_width(net, images, wmeta, device)
     out = torch.empty((len(images), width), dtype=torch.float32, device=device)
-    autocast = torch.autocast(device.split(":")[0], torch.bfloat16, enabled=channels_last)
     progress = Progress("extract_features", len(images), unit="images")
     starts = range(0, len(images), batch_size)
     batches = DeviceBatches(lambda start: read_rows(images, slice(start, start + batch_size)), starts, device,
                             max_bytes=batch_size * int(np.prod(images.shape[1:])))
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast(device, precision):
         for start, batch in batches:
             out[start:start + len(batch)] = net(to_model_input(batch, wmeta, channels_last)).float()
             progress.update(len(batch))
@@ -274,9 +267,8 @@ def _compiled(net: Any, images: np.ndarray, wmeta: Any, device: str, precision: 
     start = time.perf_counter()
     compiled = torch.compile(net, dynamic=False)
     channels_last = precision == "bf16"
-    autocast = torch.autocast(device.split(":")[0], torch.bfloat16, enabled=channels_last)
     sizes = {min(batch_size, len(images)), len(images) % batch_size or batch_size}
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast(device, precision):
         for size in sorted(sizes):
             compiled(batches_to_model_input(images[:size], wmeta, device, channels_last))
     if device.startswith("cuda"):

@@ -152,6 +152,14 @@ def percentile_ci(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def mean_with_ci(values: np.ndarray, n_bootstrap: int, seed: int) -> tuple[float, float, float]:
+    """Mean of per-image ``values`` and its 95% percentile-bootstrap interval (resampling images)."""
+    values = np.asarray(values, dtype=np.float64)
+    means = [counts @ values / counts.sum(1) for counts in resample_counts(len(values), n_bootstrap, seed)]
+    low, high = percentile_ci(concat(means))
+    return float(values.mean()), low, high
+
+
 def bootstrap_metrics(
     probs: np.ndarray, labels: np.ndarray, *, metrics: tuple[str, ...] = METRICS,
     n_bootstrap: int = 1000, seed: int = 0, class_names: list[str] | None = None,

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medtransfer.metrics import mean_with_ci
 from medtransfer.runtime import git_revision, package_version
 from medtransfer.writers import save_npz, write_csv
 
@@ -176,4 +177,29 @@ def write_classification(
               **(extras or {})}
     Predictions(model=str(meta.get("model", "")), dataset=str(meta.get("dataset", "")), protocol=protocol,
                 setting=setting, pairing="images", arrays=arrays).save(predictions)
+    return write_rows(out, rows)
+
+
+def write_values(
+    *, rows: str | os.PathLike, predictions: str | os.PathLike, protocol: str, setting: str,
+    values: Mapping[str, np.ndarray], positions: np.ndarray, labels: np.ndarray, meta: Mapping[str, Any],
+    seed: int, n_bootstrap: int, details: Mapping[str, Any], extras: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """The rows and predictions of a values-paired protocol (saliency, invariance, reconstruction).
+
+    ``values``: metric -> (n,) per-image values, in row order; each row is their mean with a
+    seeded bootstrap CI over the ``positions`` (index rows of the n images). The predictions
+    hold ``positions``, ``labels``, ``extras`` (e.g. ``paths``), then each metric's values.
+    """
+    details = {**details, "n_bootstrap": n_bootstrap}
+    out = []
+    for metric, per_image in values.items():
+        value, low, high = mean_with_ci(per_image, n_bootstrap, seed)
+        out.append(make_row(model=meta["model"], dataset=meta["dataset"], protocol=protocol, setting=setting,
+                            metric=metric, value=value, ci_low=low, ci_high=high, n=len(positions), seed=seed,
+                            meta=meta, details=details))
+    arrays = {"positions": np.asarray(positions, np.int64), "labels": np.asarray(labels, np.int64),
+              **(extras or {}), **values}
+    Predictions(model=meta["model"], dataset=meta["dataset"], protocol=protocol, setting=setting,
+                pairing="values", arrays=arrays).save(predictions)
     return write_rows(out, rows)

@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -107,6 +108,17 @@ def resolve_device(device: str = "auto") -> str:
     if device != "cpu" and not device.startswith("cuda"):
         raise ValueError(f"unknown device {device!r}; use one of auto, cpu, cuda, cuda:N")
     return device
+
+
+# Precisions a stage can run its backbone in: bf16 is autocast (and channels_last where it pays).
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: str, precision: str) -> Any:
+    """The autocast context of ``precision`` on ``device``'s kind: bf16, or off for fp32."""
+    import torch  # here, not at the top: the DAG build and the report jobs import runtime without torch
+
+    return torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def log_to_file(path: str | os.PathLike) -> None:

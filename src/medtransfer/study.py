@@ -45,12 +45,8 @@ class Study:
         for name, spec in self.datasets.items():
             self._check_dataset(name, spec)
         self._check_paths()
-        if "saliency" in self.protocols:
-            from medtransfer.protocols.saliency import check_settings  # torch-free: fails at DAG build, not in a job
-
-            settings = self.settings("saliency")
-            check_settings(**{k: settings[k] for k in ("input_size", "crop_size", "window", "stride", "n_images",
-                                                        "batch_size")})
+        for protocol in self.protocols:
+            registry.get(protocol).check(**self.settings(protocol))  # fails at DAG build, not in a job
         # Weights files besides the models' (LPIPS backbones), downloaded the same way.
         lpips = config["protocols"].get("reconstruction", {}).get("lpips")
         self.auxiliary: dict[str, AuxiliaryFile] = {} if lpips is None else {
@@ -121,9 +117,6 @@ class Study:
             return []
         path = urllib.parse.urlparse(url).path if url.startswith("file://") else url[len("file:"):]
         return [path]
-
-    def demo_weights_format(self, model: str) -> str:
-        return self.models[model].format
 
     def lpips_weights(self) -> dict[str, str]:
         """LPIPS backbone -> the torchvision file the reconstruction scores read."""
@@ -199,9 +192,6 @@ class Study:
     def transforms(self) -> list[str]:
         """The invariance protocol's synthetic transforms (all known ones when it does not run)."""
         return self.setting_names("invariance") if "invariance" in self.protocols else list(registry.TRANSFORMS)
-
-    def multiview_datasets(self) -> list[str]:
-        return [d for d, spec in self.datasets.items() if spec.get("multiview")] if "invariance" in self.protocols else []
 
     @property
     def correlates(self) -> bool:

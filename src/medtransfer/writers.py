@@ -124,6 +124,7 @@ def torch_bytes(obj: object, **kwargs: Any) -> bytes:
 
 
 def save_torch(target: str | os.PathLike, obj: object) -> None:
+    """``torch.save(obj)`` to ``target`` atomically, the same object giving the same bytes."""
     write_bytes(target, torch_bytes(obj))
 
 
@@ -131,6 +132,16 @@ def write_csv(target: str | os.PathLike, frame: Any) -> None:
     """A pandas frame as CSV, without its index."""
     with atomic_path(target) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def pyplot() -> Any:
+    """matplotlib's ``pyplot`` on the Agg backend: no display needed, the same pixels everywhere."""
+    import matplotlib  # here, not at the top: keeps matplotlib out of the jobs that draw nothing
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_figure(fig: Any, target: str | os.PathLike, fmt: str = "png", dpi: int = 120) -> None:

@@ -188,6 +188,18 @@ def load_cache(path: str | os.PathLike) -> np.ndarray:
     return arr
 
 
+def load_indexed_cache(cache: str | os.PathLike, index: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray]:
+    """The index and its image cache (memory-mapped), checked to hold one image per index row."""
+    frame, images = read_index(index), load_cache(cache)
+    if len(frame) != len(images):
+        raise ValueError(
+            f"the image cache {cache} holds {len(images)} images but the index {index} lists {len(frame)}; "
+            "rebuild the cache: it was built from another index. Re-run the cache_images rule for this "
+            "dataset (snakemake --forcerun cache_images) to rebuild it from this index"
+        )
+    return frame, images
+
+
 # ---------------------------------------------------------------- the finetune cache of whole images
 
 FULL_SCALE = 256 / 224  # short side 256 for 224 crops, the usual resize-256-crop-224 margin

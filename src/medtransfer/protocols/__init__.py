@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from medtransfer.protocols.checks import check_reconstruction, check_saliency, no_check
+
 MANYSHOT = "manyshot"
 PAIRINGS = ("images", "episodes", "values")
 
@@ -85,7 +87,9 @@ class Protocol:
     settings that only some datasets have (invariance's multi-view pairs). ``measure``
     marks a protocol that explains transfer rather than measuring it: (its metric the
     correlation stage uses, the measure's name, ``{setting}`` filled in); protocols without
-    one are transfer protocols, whose scores are explained. ``patterns`` are regular
+    one are transfer protocols, whose scores are explained. ``check`` raises on settings the
+    schema cannot check; it is torch-free (``protocols.checks``), called with the protocol's
+    config section as keywords when the study is built, so a bad setting fails at DAG build. ``patterns`` are regular
     expressions matching every setting name ``settings`` and ``dataset_settings`` can give
     (the workflow's ``setting`` wildcard is built from them).
     """
@@ -101,6 +105,7 @@ class Protocol:
     dataset_settings: Callable[[Mapping[str, Any]], list[str]] = field(default=_no_dataset_settings)
     measure: tuple[str, str] = ()
     patterns: tuple[str, ...] = (MANYSHOT,)
+    check: Callable[..., None] = field(default=no_check)
 
     @property
     def rule_file(self) -> str:
@@ -156,10 +161,10 @@ register(Protocol("knn", "Weighted kNN", "medtransfer.protocols.knn:evaluate_knn
 _LPIPS = ("lpips_mean", "lpips_alex", "lpips_vgg", "lpips_squeeze")
 register(Protocol("reconstruction", "Reconstruction (DIP feature inversion)", "medtransfer.protocols.reconstruct:invert",
                   "values", _LPIPS + ("psnr", "ssim"), _dip, lower_is_better=_LPIPS, stage="reconstruct",
-                  measure=("lpips_mean", "lpips_mean"), patterns=("dip",)))
+                  measure=("lpips_mean", "lpips_mean"), patterns=("dip",), check=check_reconstruction))
 register(Protocol("saliency", "Saliency (occlusion): attentive diffusion", "medtransfer.protocols.saliency:evaluate_saliency",
                   "values", ("attentive_diffusion",), _occlusion, measure=("attentive_diffusion", "attentive_diffusion"),
-                  patterns=("occlusion",)))
+                  patterns=("occlusion",), check=check_saliency))
 register(Protocol("invariance", "Invariance (whitened cosine similarity)", "medtransfer.protocols.invariance:evaluate_invariance",
                   "values", ("cosine", "mahalanobis"), _transforms, lower_is_better=("mahalanobis",),
                   dataset_settings=_multiview, measure=("cosine", "invariance_{setting}"),

@@ -26,14 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from medtransfer.progress import Progress
-from medtransfer.runtime import resolve_device, seed_everything
+from medtransfer.runtime import PRECISIONS, autocast, resolve_device, seed_everything
 from medtransfer.data.augment import augment, crop_params, full_batch, full_batch_array, random_resized_crop_full  # noqa: F401
-from medtransfer.data.cache import read_rows
-from medtransfer.data.index import stratified_split
+from medtransfer.data.cache import load_full_cache, load_indexed_cache, read_rows
+from medtransfer.data.index import class_names, stratified_split
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
 LR_GRID = (1e-1, 1e-2, 1e-3, 1e-4)
 # Search weight decays are these values divided by the lr (docs/protocols.md).
 WD_OVER_LR_GRID = (0.0, 1e-6, 1e-5, 1e-4, 1e-3)
@@ -161,10 +160,6 @@ def build_model(weights: str | os.PathLike, num_classes: int, cfg: TrainConfig, 
     return model.to(device, memory_format=fmt), wmeta
 
 
-def _autocast(device: str, precision: str):
-    return torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
 @torch.no_grad()
 def predict(model: nn.Module, data: Data, positions: np.ndarray, wmeta, device: str,
             precision: str, batch_size: int = 64) -> np.ndarray:
@@ -178,7 +173,7 @@ def predict(model: nn.Module, data: Data, positions: np.ndarray, wmeta, device: 
     chunks = [positions[start:start + batch_size] for start in range(0, len(positions), batch_size)]
     batches = DeviceBatches(lambda pos: read_rows(data.images, pos), chunks, device,
                             max_bytes=batch_size * int(np.prod(data.images.shape[1:])))
-    with _autocast(device, precision):
+    with autocast(device, precision):
         for _, batch in batches:
             x = to_model_input(batch, wmeta, precision == "bf16")
             out.append(torch.softmax(model(x).float(), dim=1))
@@ -204,7 +199,7 @@ def _train_step(model, opt, sched, data: Data, pos: np.ndarray, batch: torch.Ten
     if cfg.precision == "bf16":
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.from_numpy(data.labels[pos]).to(device, non_blocking=True)
-    with _autocast(device, cfg.precision):
+    with autocast(device, cfg.precision):
         logits = model(x)
     loss = F.cross_entropy(logits.float(), y)
     opt.zero_grad(set_to_none=True)
@@ -341,15 +336,11 @@ def evaluate_finetune(
     ``full_cache`` (``data.cache.build_full_cache``): training crops come from the whole
     images; without it, from the centre cache ``cache``.
     """
-    from medtransfer.data.cache import load_cache, load_full_cache
-    from medtransfer.data.index import class_names, read_index
     from medtransfer.features import run_meta
 
     _check_args(precision, steps, batch_size, eval_every)
     device = resolve_device(device)
-    frame, images = read_index(index), load_cache(cache)
-    if len(frame) != len(images):
-        raise ValueError(f"{cache} holds {len(images)} images but {index} lists {len(frame)}; rebuild the cache")
+    frame, images = load_indexed_cache(cache, index)
     classes = class_names(frame)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                       early_stopping=early_stopping, eval_every=eval_every, patience=patience,

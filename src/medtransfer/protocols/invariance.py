@@ -35,8 +35,15 @@ import numpy as np
 import torch
 
 from medtransfer.data.adapters import MULTIVIEW_KINDS
-from medtransfer.data.cache import read_rows
+from medtransfer.data.augment import full_batch
+from medtransfer.data.cache import load_full_cache, read_rows
+from medtransfer.data.index import read_index
+from medtransfer.features import load_features
 from medtransfer.protocols import MULTIVIEW, TRANSFORMS
+from medtransfer.protocols.shared import draw_sorted, frozen_backbone
+from medtransfer.results import write_values
+from medtransfer.runtime import resolve_device
+from medtransfer.weights.backbones import normalise
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +228,7 @@ class Whitener:
         if self.n_images < 2:
             raise ValueError(f"{CONFIG_KEY}.covariance_images={self.n_images}: a covariance needs at least 2 "
                              "images; give at least 2, or null for every image")
-        return features[np.sort(np.random.default_rng(self.seed).choice(n, self.n_images, replace=False))]
+        return features[draw_sorted(n, self.n_images, self.seed)]
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         """Whitened features (n, p): ``L^-1 (f - mean)``."""
@@ -261,7 +268,7 @@ def draw_train_positions(split: np.ndarray, hw: np.ndarray, n_images: int, seed:
     if n_images > len(train):
         raise ValueError(f"{CONFIG_KEY}.n_images={n_images} but {source} has only {len(train)} training images "
                          f"in its whole-image cache; set {CONFIG_KEY}.n_images to at most {len(train)}")
-    return np.sort(np.random.default_rng(seed).choice(train, size=n_images, replace=False))
+    return draw_sorted(train, n_images, seed)
 
 
 def evaluate_invariance(
@@ -278,13 +285,6 @@ def evaluate_invariance(
     ``transforms`` (name -> grid of values). ``size``: the model's input (the study's
     image_size). Returns transform -> per-image whitened cosine.
     """
-    from medtransfer.runtime import resolve_device
-    from medtransfer.data.augment import full_batch
-    from medtransfer.data.cache import load_full_cache
-    from medtransfer.data.index import read_index
-    from medtransfer.features import load_features
-    from medtransfer.weights.backbones import load_weights, normalise
-
     check_transforms(transforms)
     missing = sorted(set(transforms) - set(out_rows) | set(transforms) - set(out_predictions))
     if missing:
@@ -295,8 +295,7 @@ def evaluate_invariance(
     fs = load_features(features)
     whitener = Whitener(covariance, ridge, covariance_images, seed).fit(fs.features)
     device = resolve_device(device)
-    net, wmeta = load_weights(weights)
-    net = net.eval().to(device)
+    net, wmeta = frozen_backbone(weights, device)
     clean, moved = [], {t: [] for t in transforms}
     for pos in positions:
         full = full_batch(images, hw, np.array([pos]), device)[0][0].float().div(255.0)
@@ -330,21 +329,11 @@ def _meta(feature_meta: Mapping[str, Any], **settings: Any) -> dict[str, Any]:
 def write_measure(out_rows, out_predictions, *, meta, setting, positions, labels, cosine, mahalanobis,
                   n_bootstrap, seed, extra) -> None:
     """The two rows (mean over images with bootstrap CIs) and the per-image values of one setting."""
-    from medtransfer.protocols.reconstruct.score import mean_with_ci
-    from medtransfer.results import Predictions, make_row, write_rows
-
     details = {"covariance": meta["covariance"], "ridge": meta["ridge"], "shrinkage": round(meta["shrinkage"], 6),
-               "covariance_images": meta["covariance_images"], "images": len(positions), "n_bootstrap": n_bootstrap, **extra}
-    rows = []
-    for metric, values in (("cosine", cosine), ("mahalanobis", mahalanobis)):
-        value, low, high = mean_with_ci(values, n_bootstrap, seed)
-        rows.append(make_row(model=meta["model"], dataset=meta["dataset"], protocol=PROTOCOL, setting=setting,
-                             metric=metric, value=value, ci_low=low, ci_high=high, n=len(positions), seed=seed,
-                             meta=meta, details=details))
-    write_rows(rows, out_rows)
-    Predictions(model=meta["model"], dataset=meta["dataset"], protocol=PROTOCOL, setting=setting, pairing="values",
-                arrays={"positions": np.asarray(positions, np.int64), "labels": np.asarray(labels, np.int64),
-                        "cosine": cosine, "mahalanobis": mahalanobis}).save(out_predictions)
+               "covariance_images": meta["covariance_images"], "images": len(positions), **extra}
+    write_values(rows=out_rows, predictions=out_predictions, protocol=PROTOCOL, setting=setting,
+                 values={"cosine": cosine, "mahalanobis": mahalanobis}, positions=positions, labels=labels,
+                 meta=meta, seed=seed, n_bootstrap=n_bootstrap, details=details)
 
 
 # ---------------------------------------------------------------- multi-view pairs
@@ -373,16 +362,13 @@ def evaluate_multiview(
     ridge: float = 1e-6, covariance_images: int | None = None, n_bootstrap: int = 1000, seed: int = 0,
 ) -> np.ndarray:
     """Multi-view invariance of one (model, dataset) from the features stage: ``n_images`` seeded pairs."""
-    from medtransfer.data.index import read_index
-    from medtransfer.features import load_features
-
     frame, fs = read_index(index), load_features(features)
     pairs = multiview_pairs(frame, f"dataset {dataset!r} ({index})")
     if n_images > len(pairs):
         raise ValueError(f"{CONFIG_KEY}.n_images={n_images} but dataset {dataset!r} has only {len(pairs)} "
                          f"multi-view test pairs; set {CONFIG_KEY}.n_images to at most {len(pairs)}")
     available = len(pairs)
-    pairs = pairs[np.sort(np.random.default_rng(seed).choice(available, size=n_images, replace=False))]
+    pairs = pairs[draw_sorted(available, n_images, seed)]
     whitener = Whitener(covariance, ridge, covariance_images, seed).fit(fs.features)
     cos, dist = whitener.compare(fs.features[pairs[:, 0]], fs.features[pairs[:, 1]])
     meta = _meta(fs.meta, covariance=covariance, ridge=ridge, shrinkage=whitener.shrinkage_, n_images=n_images,

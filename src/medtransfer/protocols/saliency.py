@@ -24,37 +24,27 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
+from medtransfer.data.cache import load_indexed_cache
+from medtransfer.features import load_features, run_meta
 from medtransfer.progress import Progress
-
-if TYPE_CHECKING:
-    import torch
+from medtransfer.protocols.checks import SALIENCY_KEY, check_saliency
+from medtransfer.protocols.shared import draw_test_positions, frozen_backbone
+from medtransfer.results import write_values
+from medtransfer.runtime import resolve_device
+from medtransfer.weights.backbones import normalise
+from medtransfer.writers import pyplot, save_figure, save_npz
 
 log = logging.getLogger(__name__)
 
-CONFIG_KEY = "protocols.saliency"
 PROTOCOL = "saliency"
 SETTING = "occlusion"
 METRIC = "attentive_diffusion"
-
-
-def check_settings(*, input_size: int, crop_size: int, window: int, stride: int, n_images: int,
-                   batch_size: int) -> None:
-    """Raise, naming the config key and what would be allowed, before any work is done."""
-    for key, value in (("input_size", input_size), ("crop_size", crop_size), ("window", window),
-                       ("stride", stride), ("n_images", n_images), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"{CONFIG_KEY}.{key} must be a positive integer, got {value!r}")
-    if window > input_size or crop_size > input_size:
-        raise ValueError(f"{CONFIG_KEY}: window ({window}) and crop_size ({crop_size}) must be at most "
-                         f"input_size ({input_size})")
-    if stride > window or (input_size - window) % stride:
-        raise ValueError(f"{CONFIG_KEY}: every pixel must be covered by a window: stride ({stride}) must be at "
-                         f"most window ({window}) and divide input_size - window ({input_size - window}); "
-                         f"allowed strides here: {[s for s in range(1, window + 1) if (input_size - window) % s == 0]}")
 
 
 def window_starts(size: int, window: int, stride: int) -> np.ndarray:
@@ -64,8 +54,6 @@ def window_starts(size: int, window: int, stride: int) -> np.ndarray:
 
 def _coverage(size: int, window: int, starts: torch.Tensor) -> torch.Tensor:
     """(len(starts), size) bool: whether window ``k`` covers pixel row (or column) ``p``."""
-    import torch
-
     pixels = torch.arange(size, device=starts.device)
     return (pixels[None] >= starts[:, None]) & (pixels[None] < starts[:, None] + window)
 
@@ -77,8 +65,6 @@ def occlusion_scores(features: Callable[[torch.Tensor], torch.Tensor], x: torch.
     ``x``: one normalised image (3, H, W) with H == W; ``features`` maps a batch to (B, D).
     ``reference``: ``f(x)`` if already known (the features stage's vector), else computed.
     """
-    import torch
-
     size = x.shape[-1]
     starts = torch.as_tensor(window_starts(size, window, stride), device=x.device)
     n = len(starts)
@@ -98,8 +84,6 @@ def occlusion_scores(features: Callable[[torch.Tensor], torch.Tensor], x: torch.
 
 def pixel_map(scores: torch.Tensor, size: int, window: int, stride: int) -> torch.Tensor:
     """(size, size) mean score of the windows covering each pixel, from the window grid."""
-    import torch
-
     starts = torch.as_tensor(window_starts(size, window, stride), device=scores.device)
     cover = _coverage(size, window, starts).to(scores.dtype)  # (n, size), rows and columns alike
     total = cover.T @ scores @ cover
@@ -127,26 +111,12 @@ def attentive_diffusion(saliency: np.ndarray | torch.Tensor) -> float:
     return float(np.mean(values > values.mean()))
 
 
-def draw_test_positions(split: np.ndarray, n_images: int, seed: int, key: str, source: str) -> np.ndarray:
-    """``n_images`` rows drawn by seed from the test split, sorted (the reconstruction's draw)."""
-    test = np.flatnonzero(np.asarray(split) == "test")
-    if n_images > len(test):
-        raise ValueError(f"{key}.n_images={n_images} but {source} has only {len(test)} test images; "
-                         f"set {key}.n_images to at most {len(test)}")
-    return np.sort(np.random.default_rng(seed).choice(test, size=n_images, replace=False))
-
-
 def model_inputs(images_uint8: np.ndarray, input_size: int, wmeta: Any, device: str) -> torch.Tensor:
     """Cached uint8 (N, S, S, 3) images as the model's normalised (N, 3, input, input) input.
 
     At ``input_size`` == S the cached image itself; otherwise resized (bicubic,
     antialiased, clamped to [0, 1]) as the published code resized the image to 242 px.
     """
-    import torch
-    import torch.nn.functional as F
-
-    from medtransfer.weights.backbones import normalise
-
     x = torch.from_numpy(np.array(images_uint8)).to(device).permute(0, 3, 1, 2).float().div(255.0)
     if x.shape[-1] != input_size:
         x = F.interpolate(x, size=(input_size, input_size), mode="bicubic", antialias=True,
@@ -157,12 +127,8 @@ def model_inputs(images_uint8: np.ndarray, input_size: int, wmeta: Any, device: 
 def _references(features: str | os.PathLike | None, positions: np.ndarray, same_input: bool,
                 device: str) -> list[torch.Tensor | None]:
     """Clean features reused from the features stage when they are the same computation."""
-    import torch
-
     if features is None or not same_input:
         return [None] * len(positions)
-    from medtransfer.features import load_features
-
     fs = load_features(features)
     if fs.meta.get("precision") != "fp32":
         return [None] * len(positions)
@@ -185,22 +151,13 @@ def evaluate_saliency(
     clean-image vectors are reused when ``input_size`` is the cache's size. Returns the
     per-image attentive diffusion.
     """
-    from medtransfer.runtime import resolve_device
-    from medtransfer.data.cache import load_cache
-    from medtransfer.data.index import read_index
-    from medtransfer.features import run_meta
-    from medtransfer.weights.backbones import load_weights
-
-    check_settings(input_size=input_size, crop_size=crop_size, window=window, stride=stride,
+    check_saliency(input_size=input_size, crop_size=crop_size, window=window, stride=stride,
                    n_images=n_images, batch_size=batch_size)
-    frame, images = read_index(index), load_cache(cache)
-    if len(frame) != len(images):
-        raise ValueError(f"{cache} holds {len(images)} images but {index} lists {len(frame)}; rebuild the cache")
-    positions = draw_test_positions(frame["split"].to_numpy(str), n_images, seed, CONFIG_KEY,
+    frame, images = load_indexed_cache(cache, index)
+    positions = draw_test_positions(frame["split"].to_numpy(str), n_images, seed, SALIENCY_KEY,
                                     f"dataset {dataset!r} ({index})")
     device = resolve_device(device)
-    net, wmeta = load_weights(weights)
-    net = net.eval().to(device)  # eval: BatchNorm uses its running statistics (the published code did not)
+    net, wmeta = frozen_backbone(weights, device)
     refs = _references(features, positions, input_size == images.shape[1], device)
     start = time.perf_counter()
     maps, inputs = [], []
@@ -238,20 +195,13 @@ class _Identity:
 
 def _write(out_rows, out_predictions, out_maps, *, meta, positions, frame, maps, inputs, diffusion,
            n_bootstrap, seed) -> None:
-    from medtransfer.protocols.reconstruct.score import mean_with_ci
-    from medtransfer.writers import save_npz
-    from medtransfer.results import Predictions, make_row, write_rows
-
-    value, low, high = mean_with_ci(diffusion, n_bootstrap, seed)
     details = {"images": len(positions), "window": meta["window"], "stride": meta["stride"],
                "input_px": meta["input_size"], "crop_px": meta["crop_size"], "occluder": "zeros_normalised",
-               "batchnorm": "eval", "n_bootstrap": n_bootstrap, "per_image": diffusion.round(6).tolist()}
-    write_rows([make_row(model=meta["model"], dataset=meta["dataset"], protocol=PROTOCOL, setting=SETTING,
-                         metric=METRIC, value=value, ci_low=low, ci_high=high, n=len(positions), seed=seed,
-                         meta=meta, details=details)], out_rows)
+               "batchnorm": "eval", "per_image": diffusion.round(6).tolist()}
     labels = frame["label"].to_numpy(np.int64)[positions]
-    Predictions(model=meta["model"], dataset=meta["dataset"], protocol=PROTOCOL, setting=SETTING, pairing="values",
-                arrays={"positions": positions, "labels": labels, METRIC: diffusion}).save(out_predictions)
+    write_values(rows=out_rows, predictions=out_predictions, protocol=PROTOCOL, setting=SETTING,
+                 values={METRIC: diffusion}, positions=positions, labels=labels, meta=meta, seed=seed,
+                 n_bootstrap=n_bootstrap, details=details)
     save_npz(out_maps, maps=maps.astype(np.float32), inputs=inputs.astype(np.uint8), positions=positions,
              labels=labels, meta=np.array(json.dumps(meta, sort_keys=True)))
 
@@ -269,12 +219,10 @@ def load_maps(path: str | os.PathLike) -> dict[str, Any]:
 def plot_saliency(*, maps: str | os.PathLike, out_heatmap: str | os.PathLike, out_overlay: str | os.PathLike,
                   n_show: int = 4) -> None:
     """One (model, dataset): the first ``n_show`` maps as heatmaps, and over their images."""
-    from medtransfer.protocols.reconstruct.plots import _pyplot
-
     data = load_maps(maps)
     meta, n = data["meta"], min(n_show, len(data["maps"]))
     demo = " (DEMO: random weights)" if meta.get("weights_demo") else ""
-    plt = _pyplot()
+    plt = pyplot()
     for out, overlay in ((out_heatmap, False), (out_overlay, True)):
         fig, axes = plt.subplots(1, n, figsize=(2.0 * n, 2.4), squeeze=False)
         for k in range(n):
@@ -289,14 +237,8 @@ def plot_saliency(*, maps: str | os.PathLike, out_heatmap: str | os.PathLike, ou
             ax.set_yticks([])
         fig.suptitle(f"{meta['model']} / {meta['dataset']} occlusion saliency{demo}", fontsize=8)
         fig.tight_layout()
-        _save_png(fig, out)
+        save_figure(fig, out, "png", dpi=110)
         plt.close(fig)
-
-
-def _save_png(fig, out: str | os.PathLike) -> None:
-    from medtransfer.writers import save_figure
-
-    save_figure(fig, out, "png", dpi=110)
 
 
 def plot_saliency_figures(*, maps: list[str | os.PathLike], heatmaps: list[str | os.PathLike],

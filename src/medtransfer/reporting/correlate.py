@@ -31,7 +31,7 @@ from scipy.stats import rankdata
 
 from medtransfer import protocols as registry
 from medtransfer.results import RESULT_COLUMNS, make_row, read_rows, write_rows
-from medtransfer.writers import save_figure, write_csv
+from medtransfer.writers import pyplot, save_figure, write_csv
 
 PROTOCOL = "correlation"
 METHODS = ("spearman", "pearson")
@@ -189,11 +189,7 @@ def correlate(*, rows: Iterable[str | os.PathLike], out: str | os.PathLike, top1
 def plot_correlations(*, table: str | os.PathLike, out: str | os.PathLike, measure: str,
                       top1: Mapping[str, float | None], headline: Mapping[str, str]) -> None:
     """Scatter of transfer against one measure: a panel per (dataset, transfer), a point per model, the fitted line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     frame = pd.read_csv(table)
     pts = points(frame, top1, headline)
     pts = pts[pts["measure"] == measure]

@@ -30,7 +30,7 @@ from medtransfer import resources
 from medtransfer.config import resolve
 from medtransfer.resources import TYPICAL_IMAGES
 from medtransfer.runtime import git_revision, package_version
-from medtransfer.writers import save_figure, write_csv
+from medtransfer.writers import pyplot, save_figure, write_csv
 
 ALL = "all"
 COST_COLUMNS = ["stage", "model", "jobs", "wall_s", "wall_share", "cpu_s", "peak_rss_mb",
@@ -114,11 +114,7 @@ def write_cost(*, benchmarks: str | os.PathLike, out: str | os.PathLike, figure:
 
 def plot_cost(cost: pd.DataFrame, out: str | os.PathLike, study: str) -> None:
     """Horizontal bars: summed job minutes per stage, split by model where a stage has models."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     per = cost[(cost["stage"] != ALL)]
     stages = per[per["model"] == ALL].sort_values("wall_s")["stage"].tolist()
     models = sorted(set(per["model"]) - {ALL})

@@ -11,7 +11,7 @@ import pandas as pd
 
 from medtransfer import protocols as registry
 from medtransfer.results import KEY_COLUMNS, read_rows
-from medtransfer.writers import save_figure, write_csv
+from medtransfer.writers import pyplot, save_figure, write_csv
 
 def plot_protocol(*, table: str | os.PathLike, out: str | os.PathLike, protocol: str,
                   metric: str = "accuracy", pdf: str | os.PathLike | None = None) -> None:
@@ -21,11 +21,7 @@ def plot_protocol(*, table: str | os.PathLike, out: str | os.PathLike, protocol:
     The best value per column is bold: the highest, or the lowest where the protocol
     says lower is better.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     frame = pd.read_csv(table)
     spec = registry.get(protocol)
     name = spec.title
@@ -75,15 +71,6 @@ def _heatmap(ax, grid: pd.DataFrame, better: int = 1) -> None:
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save_both(fig, png: str | os.PathLike, pdf: str | os.PathLike) -> None:
     save_figure(fig, png, "png")
     save_figure(fig, pdf, "pdf")
@@ -98,7 +85,7 @@ def plot_bars(*, cells: str | os.PathLike, png: str | os.PathLike, pdf: str | os
 
     ``cells``: the summary's tidy cells (``medtransfer.reporting.summary``); bold-edged bars are the best.
     """
-    plt = _pyplot()
+    plt = pyplot()
     frame = pd.read_csv(cells)
     colours = _colours(list(frame["model"].unique()))  # from every model: the same colour in every chart
     frame = frame[(frame["table"] == "headline") & (frame["protocol"] == protocol)]
@@ -125,7 +112,7 @@ def plot_bars(*, cells: str | os.PathLike, png: str | os.PathLike, pdf: str | os
 
 def plot_radar(*, cells: str | os.PathLike, png: str | os.PathLike, pdf: str | os.PathLike, model: str) -> None:
     """One model's headline metric on every (protocol, dataset, setting) axis, beside the mean of all models."""
-    plt = _pyplot()
+    plt = pyplot()
     frame = pd.read_csv(cells)
     frame = frame[frame["table"] == "headline"].copy()
     if model not in set(frame["model"]):

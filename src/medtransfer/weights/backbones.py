@@ -28,14 +28,7 @@ import torchvision
 from torch import nn
 
 from medtransfer.weights.formats import ARCHITECTURES as ARCHS
-from medtransfer.weights.formats import BACKBONES, ArchRecord
-
-PADDINGS = ("torch", "tf_same", "tf_same_maxpool")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# MoCo-CXR's chest X-ray statistics, the same on every channel (its authors' data loader).
-CXR_MEAN = (0.5020, 0.5020, 0.5020)
-CXR_STD = (0.085585, 0.085585, 0.085585)
+from medtransfer.weights.formats import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, PADDINGS, ArchRecord
 HISTEQ_BINS = 256
 WEIGHTS_FORMAT_VERSION = 1
 

@@ -22,8 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from medtransfer import writers
-
 EXAMPLES = 8  # how many keys an error or a summary shows
 
 
@@ -306,8 +304,3 @@ def head_of(state: dict[str, torch.Tensor]) -> tuple[str, int]:
         if head + "weight" in state:
             return head.rstrip("."), int(state[head + "weight"].shape[1])
     raise ValueError(f"no classifier ({', '.join(h + 'weight' for h in HEADS)}) in the state dict")
-
-
-def save_torch(obj: object, out: Path) -> None:
-    """``torch.save`` atomically, the same object giving the same bytes (``writers``)."""
-    writers.save_torch(out, obj)

@@ -11,24 +11,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
-from medtransfer.weights.backbones import (
-    CXR_MEAN, CXR_STD, IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, check_state_dict, save_weights,
-)
+from medtransfer.weights.backbones import WeightsMeta, check_state_dict, save_weights
 from medtransfer.weights.base import Converted
-from medtransfer.weights.formats import FORMATS, FormatRecord, get_format
+from medtransfer.weights.formats import FORMATS, NORMALISATIONS, FormatRecord, get_format
 from medtransfer.weights.inspect import detect
 from medtransfer.weights.sources import source_sha256
 
-__all__ = ["FORMATS", "NORMALISATIONS", "Converted", "convert_file", "wrong_format_error"]
-
-# Mean/std per normalisation name (the names and their meaning: formats.NORMALISATIONS).
-# "histeq" has no mean/std: models.normalise equalises the image instead (WeightsMeta.normalisation).
-NORMALISATIONS: dict[str, tuple[Any, Any]] = {
-    "imagenet": (IMAGENET_MEAN, IMAGENET_STD), "none": (None, None), "cxr": (CXR_MEAN, CXR_STD),
-    "histeq": (None, None),
-}
+__all__ = ["FORMATS", "Converted", "convert_file", "wrong_format_error"]
 
 
 def _first_line(err: Exception, src: Path, limit: int = 160) -> str:
@@ -87,9 +77,9 @@ def convert_file(
     src = Path(src)
     sha256 = source_sha256(src)
     converted = _convert_checked(record, src, arch)
-    mean, std = NORMALISATIONS[normalisation]
+    norm = NORMALISATIONS[normalisation]
     meta = WeightsMeta(
-        arch=arch, padding=record.padding, mean=mean, std=std, normalisation=normalisation, source_format=fmt,
+        arch=arch, padding=record.padding, mean=norm.mean, std=norm.std, normalisation=normalisation, source_format=fmt,
         source_sha256=sha256, model=model, dropped=converted.dropped, demo=demo, random=random,
     )
     save_weights(out, converted.state_dict, meta)

@@ -66,15 +66,34 @@ BACKBONES: dict[str, ArchRecord] = {
     ]
 }
 ARCHITECTURES: tuple[str, ...] = tuple(BACKBONES)
-# Input normalisations by name; the mean/std values live with the models (see convert.py).
-NORMALISATIONS: dict[str, str] = {
-    "imagenet": "ImageNet mean/std after scaling to [0, 1]",
-    "none": "inputs in [0, 1], no mean/std (SimCLR-v1)",
-    "cxr": "chest X-ray mean 0.5020 / std 0.085585 on every channel after scaling to [0, 1] (MoCo-CXR)",
-    "histeq": "per-image histogram equalisation of the grey image (256-bin CDF) to [0, 255], no mean/std "
-              "(CovidPrognosis' MIMIC-CheXpert models)",
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# MoCo-CXR's chest X-ray statistics, the same on every channel (its authors' data loader).
+CXR_MEAN = (0.5020, 0.5020, 0.5020)
+CXR_STD = (0.085585, 0.085585, 0.085585)
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """An input normalisation: what it does, and the per-channel ``mean`` / ``std`` applied after
+    scaling to [0, 1] (None for none; ``histeq`` has none either: ``backbones.normalise``
+    equalises the image instead, by the name kept in ``WeightsMeta.normalisation``)."""
+
+    summary: str
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
+# Input normalisations by name.
+NORMALISATIONS: dict[str, Normalisation] = {
+    "imagenet": Normalisation("ImageNet mean/std after scaling to [0, 1]", IMAGENET_MEAN, IMAGENET_STD),
+    "none": Normalisation("inputs in [0, 1], no mean/std (SimCLR-v1)"),
+    "cxr": Normalisation("chest X-ray mean 0.5020 / std 0.085585 on every channel after scaling to [0, 1] "
+                         "(MoCo-CXR)", CXR_MEAN, CXR_STD),
+    "histeq": Normalisation("per-image histogram equalisation of the grey image (256-bin CDF) to [0, 255], "
+                            "no mean/std (CovidPrognosis' MIMIC-CheXpert models)"),
 }
-# Framework paddings a converted backbone can emulate (medtransfer.weights.backbones.PADDINGS).
+# Framework paddings a converted backbone can emulate (built by medtransfer.weights.backbones).
 PADDINGS: tuple[str, ...] = ("torch", "tf_same", "tf_same_maxpool")
 
 

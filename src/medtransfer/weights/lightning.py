@@ -17,9 +17,10 @@ from typing import Any
 import torch
 
 from medtransfer.weights.base import (
-    Converted, Probe, detect_prefixed, head_of, load_torch, prefixed, save_torch, seeded_normal,
+    Converted, Probe, detect_prefixed, head_of, load_torch, prefixed, seeded_normal,
     split_prefix, tensor_mapping,
 )
+from medtransfer.writers import save_torch
 
 ENTRY = "state_dict"
 KEEP = "model.encoder_q."
@@ -46,12 +47,12 @@ def write_demo(state: dict[str, torch.Tensor], out: Path, seed: int) -> None:
     queue = seeded_normal(seed + 2, 128, 16)
     sd["model.queue"] = queue / queue.norm(dim=0, keepdim=True)
     sd["model.queue_ptr"] = torch.zeros(1, dtype=torch.long)
-    save_torch({
+    save_torch(out, {
         "epoch": 50, "global_step": 1000, "pytorch-lightning_version": "1.1.8", ENTRY: sd,
         "callbacks": {}, "optimizer_states": [{"state": {}, "param_groups": [{"lr": 0.1, "params": []}]}],
         "lr_schedulers": [], "hparams_name": "kwargs",
         "hyper_parameters": {"arch": "densenet121", "feature_dim": 128, "queue_size": 65536, "use_mlp": False},
-    }, out)
+    })
 
 
 def detect(probe: Probe) -> dict[str, Any] | None:

@@ -16,9 +16,10 @@ from typing import Any
 import torch
 
 from medtransfer.weights.base import (
-    Converted, Probe, detect_prefixed, head_of, load_torch, mlp_head, prefixed, save_torch, seeded_normal, split_prefix,
+    Converted, Probe, detect_prefixed, head_of, load_torch, mlp_head, prefixed, seeded_normal, split_prefix,
     tensor_mapping,
 )
+from medtransfer.writers import save_torch
 
 ENTRY = "state_dict"
 KEEP = "module.encoder_q."
@@ -43,7 +44,7 @@ def write_demo(state: dict[str, torch.Tensor], out: Path, seed: int) -> None:
     sd["module.queue"] = seeded_normal(seed + 2, 128, 16)
     sd["module.queue_ptr"] = torch.zeros(1, dtype=torch.long)
     optimizer = {"state": {}, "param_groups": [{"lr": 0.03, "momentum": 0.9, "params": []}]}
-    save_torch({"epoch": 800, "arch": arch, ENTRY: sd, "optimizer": optimizer}, out)
+    save_torch(out, {"epoch": 800, "arch": arch, ENTRY: sd, "optimizer": optimizer})
 
 
 def detect(probe: Probe) -> dict[str, Any] | None:

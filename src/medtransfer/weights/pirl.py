@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from medtransfer.weights.base import (
-    Converted, Probe, detect_prefixed, load_torch, mlp_head, prefixed, save_torch, split_prefix, tensor_mapping,
+    Converted, Probe, detect_prefixed, load_torch, mlp_head, prefixed, split_prefix, tensor_mapping,
 )
+from medtransfer.writers import save_torch
 
 ENTRY = "model"
 KEEP = "module.encoder."
@@ -41,8 +42,8 @@ def write_demo(state: dict[str, torch.Tensor], out: Path, seed: int) -> None:
     contrast = {"memory": torch.zeros(16, 128), "params": torch.tensor([-1.0, 0.07, 0.5])}
     optimizer = {"state": {}, "param_groups": [  # numpy scalars, as PyContrast's lr schedule leaves them
         {"lr": np.float64(0.03 * 0.5), "initial_lr": np.float64(0.03), "momentum": 0.9, "params": []}]}
-    save_torch({ENTRY: sd, "model_ema": dict(sd), "contrast": contrast, "optimizer": optimizer,
-                "opt": opt, "epoch": np.int64(800)}, out)
+    save_torch(out, {ENTRY: sd, "model_ema": dict(sd), "contrast": contrast, "optimizer": optimizer,
+                     "opt": opt, "epoch": np.int64(800)})
 
 
 def detect(probe: Probe) -> dict[str, Any] | None:

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from medtransfer.weights.base import (
-    Converted, Probe, detect_prefixed, load_torch, save_torch, split_prefix, tensor_mapping,
+    Converted, Probe, detect_prefixed, load_torch, split_prefix, tensor_mapping,
 )
+from medtransfer.writers import save_torch
 
 DROP = [
     ("fc.", "classifier head (replaced by the evaluation head)"),
@@ -41,7 +42,7 @@ def convert(path: Path) -> Converted:
 
 
 def write_demo(state: dict[str, torch.Tensor], out: Path, seed: int) -> None:
-    save_torch(state, out)
+    save_torch(out, state)
 
 
 def detect(probe: Probe) -> dict[str, Any] | None:

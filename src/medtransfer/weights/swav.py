@@ -10,9 +10,10 @@ from typing import Any
 import torch
 
 from medtransfer.weights.base import (
-    Converted, Probe, detect_prefixed, load_torch, mlp_head, prefixed, save_torch, seeded_normal, split_prefix,
+    Converted, Probe, detect_prefixed, load_torch, mlp_head, prefixed, seeded_normal, split_prefix,
     tensor_mapping,
 )
+from medtransfer.writers import save_torch
 
 KEEP = "module."
 DROP = [
@@ -30,7 +31,7 @@ def convert(path: Path) -> Converted:
 def write_demo(state: dict[str, torch.Tensor], out: Path, seed: int) -> None:
     sd = prefixed(state, KEEP) | mlp_head(seed, "module.projection_head.", [2048, 2048, 128])
     sd["module.prototypes.weight"] = seeded_normal(seed + 1, 3000, 128, scale=0.01)
-    save_torch(sd, out)
+    save_torch(out, sd)
 
 
 def detect(probe: Probe) -> dict[str, Any] | None:

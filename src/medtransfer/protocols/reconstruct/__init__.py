@@ -38,12 +38,13 @@ Public API (what the workflow calls)
 ------------------------------------
 ``invert``, ``score``, ``plot_grid``, ``plot_lpips``, ``write_demo_lpips_weights``,
 ``LPIPS_BACKBONES`` (the three torchvision files LPIPS needs, for the download rule),
-``TARGET_LAYERS`` / ``target_layer`` (arch -> inverted layer; config-time checks) and
-``check_settings`` (validate the protocol's settings before any work).
+``TARGET_LAYERS`` / ``target_layer`` (arch -> inverted layer; config-time checks). The
+settings are checked by ``medtransfer.protocols.checks.check_reconstruction`` (torch-free,
+run when the DAG is built).
 """
 
 from medtransfer.protocols.reconstruct.invert import (
-    TARGET_LAYERS, check_settings, draw_positions, invert, load_reconstructions, target_layer,
+    TARGET_LAYERS, invert, load_reconstructions, target_layer,
 )
 from medtransfer.protocols.reconstruct.perceptual import (
     LPIPS_BACKBONES, LPIPS_NETS, load_lpips, write_demo_lpips_weights,
@@ -52,7 +53,6 @@ from medtransfer.protocols.reconstruct.plots import plot_grid, plot_lpips
 from medtransfer.protocols.reconstruct.score import METRICS, score
 
 __all__ = [
-    "LPIPS_BACKBONES", "LPIPS_NETS", "METRICS", "TARGET_LAYERS", "check_settings", "draw_positions",
-    "invert", "load_lpips", "load_reconstructions", "plot_grid", "plot_lpips", "score", "target_layer",
-    "write_demo_lpips_weights",
+    "LPIPS_BACKBONES", "LPIPS_NETS", "METRICS", "TARGET_LAYERS", "invert", "load_lpips", "load_reconstructions",
+    "plot_grid", "plot_lpips", "score", "target_layer", "write_demo_lpips_weights",
 ]

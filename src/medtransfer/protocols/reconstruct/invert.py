@@ -15,7 +15,6 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,16 +22,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from medtransfer.data.cache import load_indexed_cache
+from medtransfer.features import run_meta
 from medtransfer.progress import Progress
+from medtransfer.protocols.checks import RECONSTRUCTION_KEY, check_reconstruction
 from medtransfer.protocols.reconstruct.generator import (
     SkipConfig, build_generators, check_size, make_noise, noise_size, output_crop,
 )
+from medtransfer.protocols.shared import draw_test_positions, frozen_backbone
+from medtransfer.runtime import autocast, resolve_device
+from medtransfer.weights.backbones import normalise
 from medtransfer.weights.formats import BACKBONES
+from medtransfer.writers import save_npz
 
 log = logging.getLogger(__name__)
 
-CONFIG_KEY = "protocols.reconstruction"
-PRECISIONS = ("fp32", "bf16")
 # arch -> the module whose output is the last feature map before global pooling (from the
 # architecture table; DenseNet-121: denseblock4's output, before the final norm, as published).
 TARGET_LAYERS: dict[str, str] = {name: record.target_layer for name, record in BACKBONES.items()}
@@ -47,35 +51,6 @@ def target_layer(arch: str) -> str:
             "to its record in medtransfer.weights.formats.BACKBONES"
         )
     return TARGET_LAYERS[arch]
-
-
-def check_settings(*, steps: int, lr: float, n_images: int, precision: str,
-                   batch_size: int | None = None) -> None:
-    """Raise, naming the config key, before any work is done."""
-    for key, value in (("steps", steps), ("n_images", n_images)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"{CONFIG_KEY}.{key} must be a positive integer, got {value!r}")
-    if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size <= 0):
-        raise ValueError(f"{CONFIG_KEY}.batch_size must be a positive integer, got {batch_size!r}")
-    if not lr > 0:
-        raise ValueError(f"{CONFIG_KEY}.lr must be > 0, got {lr!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
-
-
-def draw_positions(split: np.ndarray, n_images: int, seed: int, source: str = "the dataset") -> np.ndarray:
-    """``n_images`` row positions drawn (seeded, without replacement) from the test split, sorted.
-
-    The draw depends only on the split and the seed, so every model of a dataset
-    inverts the same images.
-    """
-    test = np.flatnonzero(np.asarray(split) == "test")
-    if n_images > len(test):
-        raise ValueError(
-            f"{CONFIG_KEY}.n_images={n_images} but {source} has only {len(test)} test images; "
-            f"set {CONFIG_KEY}.n_images to at most {len(test)}"
-        )
-    return np.sort(np.random.default_rng(seed).choice(test, size=n_images, replace=False))
 
 
 def image_seeds(seed: int, positions: Sequence[int]) -> np.ndarray:
@@ -114,12 +89,6 @@ class Inversion:
     final_loss: np.ndarray
 
 
-@contextmanager
-def _autocast(device: str, precision: str):
-    with torch.autocast(device.split(":")[0], torch.bfloat16, enabled=precision == "bf16"):
-        yield
-
-
 def invert_batch(
     tap: FeatureTap, normalise: Any, images: torch.Tensor, seeds: np.ndarray, *, steps: int, lr: float,
     device: str, precision: str = "fp32", cfg: SkipConfig = SkipConfig(), log_every: int = 0,
@@ -136,13 +105,13 @@ def invert_batch(
     gen = build_generators([int(s) for s in seeds[:, 0]], cfg).to(device, dtype).train()
     noise = make_noise([int(s) for s in seeds[:, 1]], noise_size(size), cfg.in_channels).to(device, dtype)
     images = images.to(device, dtype)
-    with torch.no_grad(), _autocast(device, precision):
+    with torch.no_grad(), autocast(device, precision):
         target = tap(normalise(images)).to(dtype)
     opt = torch.optim.Adam(gen.parameters(), lr=lr)
     losses = torch.empty(steps, len(images), device=device)  # copied once at the end: no sync per step
     for step in range(steps):
         opt.zero_grad(set_to_none=True)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             feats = tap(normalise(output_crop(gen(noise), size)))
         per_image = (feats.to(dtype) - target).pow(2).mean(dim=(1, 2, 3))
         per_image.sum().backward()  # each generator only receives its own image's gradient
@@ -150,21 +119,15 @@ def invert_batch(
         losses[step] = per_image.detach()
         if log_every and (step + 1) % log_every == 0:
             log.info("step %d/%d mean feature MSE %.6g", step + 1, steps, float(losses[step].mean()))
-    with torch.no_grad(), _autocast(device, precision):
+    with torch.no_grad(), autocast(device, precision):
         out = output_crop(gen(noise), size)  # BatchNorm in train mode, as optimised
         final = (tap(normalise(out)).to(dtype) - target).pow(2).mean(dim=(1, 2, 3))
     return Inversion(out.float().cpu(), losses.cpu().numpy(), final.cpu().numpy().astype(np.float32))
 
 
 def _load(weights: str | os.PathLike, device: str, precision: str):
-    from medtransfer.weights.backbones import load_weights, normalise
-
-    net, meta = load_weights(weights)
+    net, meta = frozen_backbone(weights, device, channels_last=precision == "bf16" and device.startswith("cuda"))
     layer = target_layer(meta.arch)
-    for p in net.parameters():
-        p.requires_grad_(False)
-    channels_last = precision == "bf16" and device.startswith("cuda")
-    net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).eval()
     return FeatureTap(net, layer), (lambda x: normalise(x, meta)), meta, layer
 
 
@@ -183,16 +146,10 @@ def invert(
     once (default 16); it changes results only by float rounding (see the package
     docstring). ``generator``: the generator's shape (default: the published one).
     """
-    from medtransfer.runtime import resolve_device
-    from medtransfer.data.cache import load_cache
-    from medtransfer.data.index import read_index
-    from medtransfer.features import run_meta
-
-    check_settings(steps=steps, lr=lr, n_images=n_images, precision=precision, batch_size=batch_size)
-    frame, images = read_index(index), load_cache(cache)
-    if len(frame) != len(images):
-        raise ValueError(f"{cache} holds {len(images)} images but {index} lists {len(frame)}; rebuild the cache")
-    positions = draw_positions(frame["split"].to_numpy(str), n_images, seed, f"dataset {dataset!r} ({index})")
+    check_reconstruction(steps=steps, lr=lr, n_images=n_images, precision=precision, batch_size=batch_size)
+    frame, images = load_indexed_cache(cache, index)
+    positions = draw_test_positions(frame["split"].to_numpy(str), n_images, seed, RECONSTRUCTION_KEY,
+                                    f"dataset {dataset!r} ({index})")
     check_size(noise_size(images.shape[1]), generator)
     device = resolve_device(device)
     tap, normalise, wmeta, layer = _load(weights, device, precision)
@@ -222,8 +179,6 @@ def invert(
 
 
 def _write_npz(path, *, originals, result: Inversion, positions, frame, seeds, meta) -> None:
-    from medtransfer.writers import save_npz
-
     save_npz(
         path, originals=originals.astype(np.uint8),
         reconstructions=result.images.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32),

@@ -7,16 +7,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from medtransfer.writers import save_figure
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from medtransfer.protocols.reconstruct.invert import load_reconstructions
+from medtransfer.protocols.reconstruct.score import METRICS
+from medtransfer.writers import pyplot, save_figure
 
 
 def _save(fig, out_png: str | os.PathLike, out_pdf: str | os.PathLike) -> None:
@@ -27,8 +20,6 @@ def _save(fig, out_png: str | os.PathLike, out_pdf: str | os.PathLike) -> None:
 def plot_grid(npz_by_model: Mapping[str, str | os.PathLike], out_png: str | os.PathLike,
               out_pdf: str | os.PathLike, title: str = "") -> None:
     """One dataset: a row per inverted image, originals first, then one column per model."""
-    from medtransfer.protocols.reconstruct.invert import load_reconstructions
-
     if not npz_by_model:
         raise ValueError("plot_grid needs at least one model's reconstruction file")
     runs = {m: load_reconstructions(p) for m, p in npz_by_model.items()}
@@ -38,7 +29,7 @@ def plot_grid(npz_by_model: Mapping[str, str | os.PathLike], out_png: str | os.P
             raise ValueError(f"{model} inverted other images than {first_model} (positions "
                              f"{run['positions'].tolist()} vs {first['positions'].tolist()}); "
                              "use the same seed and n_images for every model of a dataset")
-    plt = _pyplot()
+    plt = pyplot()
     n, cols = len(first["positions"]), 1 + len(runs)
     fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n + 0.4), squeeze=False)
     columns = [("original", first["originals"])] + [(m, r["reconstructions"]) for m, r in runs.items()]
@@ -61,8 +52,6 @@ def plot_grid(npz_by_model: Mapping[str, str | os.PathLike], out_png: str | os.P
 def plot_lpips(predictions_by_model: Mapping[str, str | os.PathLike], out_png: str | os.PathLike,
                out_pdf: str | os.PathLike, metric: str = "lpips_mean", title: str = "") -> None:
     """Per-image ``metric`` of each model (one dataset): box plot with the images as dots."""
-    from medtransfer.protocols.reconstruct.score import METRICS
-
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {list(METRICS)}")
     if not predictions_by_model:
@@ -73,7 +62,7 @@ def plot_lpips(predictions_by_model: Mapping[str, str | os.PathLike], out_png: s
             if metric not in data.files:
                 raise ValueError(f"{path} has no per-image {metric!r}; produce it with medtransfer.protocols.reconstruct.score")
             values[model] = np.asarray(data[metric], dtype=np.float64)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(values), 3.2))
     names = list(values)
     ax.boxplot([values[m] for m in names], showfliers=False)

@@ -14,13 +14,14 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from medtransfer.protocols.reconstruct.invert import load_reconstructions
 from medtransfer.protocols.reconstruct.perceptual import LPIPS_NETS, load_lpips
+from medtransfer.results import write_values
+from medtransfer.runtime import resolve_device
 
 METRICS = ("lpips_alex", "lpips_vgg", "lpips_squeeze", "lpips_mean", "psnr", "ssim")
 PROTOCOL = "reconstruction"
 SETTING = "dip"  # one setting for every model, whatever its target layer (in details)
-# Lower is better for these (distances); higher for PSNR and SSIM.
-LOWER_IS_BETTER = ("lpips_alex", "lpips_vgg", "lpips_squeeze", "lpips_mean")
 
 
 def lpips_distances(model: torch.nn.Module, a: np.ndarray, b: np.ndarray, device: str = "cpu",
@@ -63,16 +64,6 @@ def image_scores(originals: np.ndarray, reconstructions: np.ndarray,
     return scores
 
 
-def mean_with_ci(values: np.ndarray, n_bootstrap: int, seed: int) -> tuple[float, float, float]:
-    """Mean over images and its 95% percentile-bootstrap interval (resampling images)."""
-    from medtransfer.metrics import concat, percentile_ci, resample_counts
-
-    values = np.asarray(values, dtype=np.float64)
-    means = [counts @ values / counts.sum(1) for counts in resample_counts(len(values), n_bootstrap, seed)]
-    low, high = percentile_ci(concat(means))
-    return float(values.mean()), low, high
-
-
 def score(
     *, reconstructions_npz: str | os.PathLike, lpips_weights: Mapping[str, str | os.PathLike],
     out_rows_csv: str | os.PathLike, out_predictions_npz: str | os.PathLike, seed: int = 0,
@@ -82,25 +73,14 @@ def score(
 
     ``lpips_weights``: net (``alex``, ``vgg``, ``squeeze``) -> torchvision weights file.
     """
-    from medtransfer.runtime import resolve_device
-    from medtransfer.protocols.reconstruct.invert import load_reconstructions
-    from medtransfer.results import Predictions, make_row, write_rows
-
     data = load_reconstructions(reconstructions_npz)
     meta = data["meta"]
     originals = data["originals"].astype(np.float64) / 255.0
     scores = image_scores(originals, data["reconstructions"], lpips_weights, resolve_device(device))
     details = {"images": len(originals), "steps": meta["steps"], "lr": meta["lr"], "layer": meta["target_layer"],
                "generator": "dip_skip", "noise_px": meta["noise_size"], "lpips": "v0.1",
-               "final_feature_mse": float(np.mean(data["final_loss"])), "n_bootstrap": n_bootstrap}
-    rows = []
-    for metric in METRICS:
-        value, low, high = mean_with_ci(scores[metric], n_bootstrap, seed)
-        rows.append(make_row(model=meta["model"], dataset=meta["dataset"], protocol=PROTOCOL,
-                             setting=SETTING, metric=metric, value=value, ci_low=low,
-                             ci_high=high, n=len(originals), seed=seed, meta=meta, details=details))
-    write_rows(rows, out_rows_csv)
-    Predictions(model=meta["model"], dataset=meta["dataset"], protocol=PROTOCOL, setting=SETTING, pairing="values",
-                arrays={"positions": data["positions"], "labels": data["labels"], "paths": data["paths"],
-                        **{m: scores[m] for m in METRICS}}).save(out_predictions_npz)
+               "final_feature_mse": float(np.mean(data["final_loss"]))}
+    write_values(rows=out_rows_csv, predictions=out_predictions_npz, protocol=PROTOCOL, setting=SETTING,
+                 values={m: scores[m] for m in METRICS}, positions=data["positions"], labels=data["labels"],
+                 meta=meta, seed=seed, n_bootstrap=n_bootstrap, details=details, extras={"paths": data["paths"]})
     return scores
