@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
+from medtransfer.results import metric_rows
 from medtransfer.metrics import (
-    bootstrap_metrics, episode_ci, metric_from_counts, metric_rows, resample_counts,
+    bootstrap_metrics, episode_ci, metric_from_counts, resample_counts,
 )
 
 

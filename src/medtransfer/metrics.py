@@ -204,24 +204,6 @@ def episode_ci(accuracies: np.ndarray) -> MetricValue:
     return MetricValue(mean, mean - half, mean + half, int(acc.size))
 
 
-def metric_rows(
-    values: dict[str, MetricValue], *, meta: dict, protocol: str, setting: str, seed: int,
-    details: dict | None = None,
-) -> list[dict]:
-    """Result rows (``results.make_row``) for each metric; a metric's note joins its details."""
-    from medtransfer.results import make_row
-
-    rows = []
-    for metric, v in values.items():
-        extra = {"note": v.note} if v.note else {}
-        rows.append(make_row(
-            model=str(meta.get("model", "")), dataset=str(meta.get("dataset", "")), protocol=protocol,
-            setting=setting, metric=metric, value=v.value, ci_low=v.ci_low, ci_high=v.ci_high,
-            n=v.n, seed=seed, meta=meta, details={**(details or {}), **extra},
-        ))
-    return rows
-
-
 SELECTION_METRICS = ("accuracy", "balanced_accuracy")
 
 

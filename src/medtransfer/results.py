@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medtransfer.metrics import mean_with_ci
+from medtransfer.metrics import MetricValue, bootstrap_metrics, mean_with_ci
 from medtransfer.runtime import git_revision, package_version
 from medtransfer.writers import save_npz, write_csv
 
@@ -160,6 +160,22 @@ class Predictions:
         return cls(**header, arrays=arrays)
 
 
+def metric_rows(
+    values: dict[str, MetricValue], *, meta: dict, protocol: str, setting: str, seed: int,
+    details: dict | None = None,
+) -> list[dict]:
+    """Result rows (``make_row``) for each metric; a metric's note joins its details."""
+    rows = []
+    for metric, v in values.items():
+        extra = {"note": v.note} if v.note else {}
+        rows.append(make_row(
+            model=str(meta.get("model", "")), dataset=str(meta.get("dataset", "")), protocol=protocol,
+            setting=setting, metric=metric, value=v.value, ci_low=v.ci_low, ci_high=v.ci_high,
+            n=v.n, seed=seed, meta=meta, details={**(details or {}), **extra},
+        ))
+    return rows
+
+
 def write_classification(
     *, rows: str | os.PathLike, predictions: str | os.PathLike, protocol: str, setting: str,
     probs: np.ndarray, labels: np.ndarray, positions: np.ndarray, classes: list[str],
@@ -167,8 +183,6 @@ def write_classification(
     extras: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """The rows (every metric with its bootstrap CI) and predictions of an image-paired protocol."""
-    from medtransfer.metrics import bootstrap_metrics, metric_rows
-
     values = bootstrap_metrics(probs, labels, n_bootstrap=n_bootstrap, seed=seed, class_names=list(classes))
     out = metric_rows(values, meta=dict(meta), protocol=protocol, setting=setting, seed=seed,
                       details={**details, "n_bootstrap": n_bootstrap})
