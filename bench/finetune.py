@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from _files import clock, default_workers, published_loader, random_weights, write_images
-from medtransfer.runtime import resolve_device
 from medtransfer.data.cache import build_cache, build_full_cache, load_cache, load_full_cache
 from medtransfer.protocols.finetune import Data, TrainConfig, build_model, make_optimizer, train_run
+from medtransfer.runtime import resolve_device
 
 CLASSES = 2
 

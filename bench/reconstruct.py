@@ -19,8 +19,8 @@ import time
 import numpy as np
 import torch
 
-from medtransfer.weights.backbones import WeightsMeta, build_backbone, normalise
 from medtransfer.protocols.reconstruct.invert import FeatureTap, image_seeds, invert_batch
+from medtransfer.weights.backbones import WeightsMeta, build_backbone, normalise
 
 
 def _rate(tap: FeatureTap, meta: WeightsMeta, images: torch.Tensor, steps: int, device: str, precision: str) -> float:

@@ -6,14 +6,20 @@ import json
 import logging
 import os
 import struct
+import time
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
+from medtransfer.data.batches import DeviceBatches
+from medtransfer.data.cache import load_indexed_cache, preprocessing_name, read_rows
+from medtransfer.data.index import class_names
 from medtransfer.progress import Progress
-from medtransfer.runtime import PRECISIONS, autocast
+from medtransfer.runtime import PRECISIONS, autocast, resolve_device, seed_everything
+from medtransfer.weights.backbones import load_weights, normalise
 from medtransfer.writers import save_npz
 
 log = logging.getLogger(__name__)
@@ -123,9 +129,6 @@ def run_meta(
     ``weights_meta`` is a :class:`medtransfer.weights.backbones.WeightsMeta`; ``index`` the dataset
     index frame. The weights hash is the *source* file's sha256 (the published file).
     """
-    from medtransfer.data.cache import preprocessing_name
-    from medtransfer.data.index import class_names
-
     norm = {"cxr": "cxr_mean_std(0.5020,0.085585)", "histeq": "histeq(grey,256_bins,[0,255])"}.get(
         getattr(weights_meta, "normalisation", ""),
         "imagenet_mean_std" if weights_meta.mean is not None else "none([0,1])")
@@ -142,18 +145,12 @@ def run_meta(
 
 def to_model_input(batch_uint8: Any, weights_meta: Any, channels_last: bool):
     """uint8 NHWC tensor (already on its device) -> normalised float NCHW on the same device."""
-    import torch
-
-    from medtransfer.weights.backbones import normalise
-
     x = normalise(batch_uint8.permute(0, 3, 1, 2).float().div_(255.0), weights_meta)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def batches_to_model_input(batch_uint8: "np.ndarray", weights_meta: Any, device: str, channels_last: bool):
     """uint8 NHWC images (numpy) -> normalised float NCHW tensor on ``device``."""
-    import torch
-
     x = torch.from_numpy(np.array(batch_uint8)).to(device, non_blocking=True)  # copy: the cache is read-only
     return to_model_input(x, weights_meta, channels_last)
 
@@ -185,12 +182,6 @@ def extract(
     datasets: about 1.5x the images/s for a compile of about 16 s on an H200,
     docs/performance.md). Its seconds are logged and kept in ``meta["compile_s"]``.
     """
-    import torch
-
-    from medtransfer.data.cache import load_indexed_cache
-    from medtransfer.runtime import resolve_device, seed_everything
-    from medtransfer.weights.backbones import load_weights
-
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected 'fp32' or 'bf16'")
     device = resolve_device(device)
@@ -221,11 +212,6 @@ def _forward_all(net: Any, images: np.ndarray, wmeta: Any, device: str, precisio
     stream (:class:`medtransfer.data.batches.DeviceBatches`), are normalised on the device,
     and the features stay on the device until one copy back at the end.
     """
-    import torch
-
-    from medtransfer.data.batches import DeviceBatches
-    from medtransfer.data.cache import read_rows
-
     channels_last = precision == "bf16"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = net.eval().to(device, memory_format=fmt)  # eval: BatchNorm uses its running statistics
@@ -247,8 +233,6 @@ def _forward_all(net: Any, images: np.ndarray, wmeta: Any, device: str, precisio
 
 def feature_width(net: Any, images: np.ndarray, wmeta: Any, device: str) -> int:
     """The pooled feature width of ``net`` (from its last BatchNorm, else one forward pass)."""
-    import torch
-
     norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     if norms:
         return norms[-1].num_features
@@ -260,10 +244,6 @@ def _compiled(net: Any, images: np.ndarray, wmeta: Any, device: str, precision: 
               batch_size: int) -> tuple[Any, float]:
     """``torch.compile(net)``, warmed up on one full batch (and the last, shorter one) so the
     compile time is measured here, not inside the first batches."""
-    import time
-
-    import torch
-
     start = time.perf_counter()
     compiled = torch.compile(net, dynamic=False)
     channels_last = precision == "bf16"

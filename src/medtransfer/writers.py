@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; move it into place only on success.
@@ -116,7 +117,7 @@ def npy_memmap(target: str | os.PathLike, dtype: Any, shape: tuple[int, ...]) ->
 
 def torch_bytes(obj: object, **kwargs: Any) -> bytes:
     """``torch.save(obj)`` as bytes; the same object gives the same bytes (see the module doc)."""
-    import torch
+    import torch  # torch-free jobs (the report, the index) write through this module too
 
     buffer = io.BytesIO()
     torch.save(obj, buffer, **kwargs)
@@ -139,7 +140,7 @@ def pyplot() -> Any:
     import matplotlib  # here, not at the top: keeps matplotlib out of the jobs that draw nothing
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): the backend is fixed when pyplot loads
 
     return plt
 
@@ -153,7 +154,7 @@ def save_figure(fig: Any, target: str | os.PathLike, fmt: str = "png", dpi: int 
 
 def save_image(target: str | os.PathLike, pixels: np.ndarray, fmt: str, **options: Any) -> None:
     """A uint8 image array as a PNG or JPEG file (PIL writes no dates into either)."""
-    from PIL import Image
+    from PIL import Image  # only the demo's generated images need it
 
     with atomic_path(target) as tmp:
         Image.fromarray(pixels).save(tmp, format=fmt, **options)

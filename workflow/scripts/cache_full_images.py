@@ -1,7 +1,7 @@
 """Decode the training images of a dataset once more, whole, for finetuning's crops."""
 
-from medtransfer.runtime import log_to_file
 from medtransfer.data.cache import build_full_cache
+from medtransfer.runtime import log_to_file
 
 log_to_file(snakemake.log[0])
 settings = snakemake.params.settings

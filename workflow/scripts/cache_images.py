@@ -1,7 +1,7 @@
 """Decode, make RGB and resize every image of a dataset once, into a uint8 cache."""
 
-from medtransfer.runtime import log_to_file
 from medtransfer.data.cache import build_cache
+from medtransfer.runtime import log_to_file
 
 log_to_file(snakemake.log[0])
 build_cache(

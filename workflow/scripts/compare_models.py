@@ -1,7 +1,7 @@
 """Paired comparison of every model against the best on one (protocol, dataset, setting)."""
 
-from medtransfer.runtime import log_to_file, set_threads
 from medtransfer.reporting.compare import compare_models
+from medtransfer.runtime import log_to_file, set_threads
 
 log_to_file(snakemake.log[0])
 set_threads(snakemake.threads)

@@ -1,7 +1,7 @@
 """Correlations across models between transfer scores and the explanatory measures."""
 
-from medtransfer.runtime import log_to_file
 from medtransfer.reporting.correlate import correlate
+from medtransfer.runtime import log_to_file
 
 log_to_file(snakemake.log[0])
 correlate(

@@ -1,7 +1,7 @@
 """One scatter figure per explanatory measure: transfer against it, a point per model, the fitted line."""
 
-from medtransfer.runtime import log_to_file
 from medtransfer.reporting.correlate import plot_all_correlations
+from medtransfer.runtime import log_to_file
 
 log_to_file(snakemake.log[0])
 # The outputs are expanded over the measures in the same order.

@@ -1,7 +1,7 @@
 """Sum the study's benchmark files into reports/cost.csv and its chart."""
 
-from medtransfer.runtime import log_to_file
 from medtransfer.reporting.cost import write_cost
+from medtransfer.runtime import log_to_file
 
 log_to_file(snakemake.log[0])
 write_cost(

@@ -1,7 +1,7 @@
 """Pooled features of one dataset through one frozen backbone."""
 
-from medtransfer.runtime import log_to_file, set_threads
 from medtransfer.features import extract
+from medtransfer.runtime import log_to_file, set_threads
 
 log_to_file(snakemake.log[0])
 set_threads(snakemake.threads)

@@ -1,7 +1,7 @@
 """Few-shot evaluation of one (model, dataset, setting) on the shared episodes."""
 
-from medtransfer.runtime import log_to_file, set_threads
 from medtransfer.protocols.fewshot import evaluate_fewshot
+from medtransfer.runtime import log_to_file, set_threads
 
 log_to_file(snakemake.log[0])
 set_threads(snakemake.threads)

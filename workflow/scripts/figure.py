@@ -1,7 +1,7 @@
 """One model x dataset heatmap per protocol, from the table (PNG and PDF)."""
 
-from medtransfer.runtime import log_to_file
 from medtransfer.reporting.figures import plot_protocol
+from medtransfer.runtime import log_to_file
 
 log_to_file(snakemake.log[0])
 plot_protocol(

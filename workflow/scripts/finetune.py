@@ -1,7 +1,7 @@
 """Finetune one model on one dataset and evaluate it on the test split."""
 
-from medtransfer.runtime import log_to_file, set_threads
 from medtransfer.protocols.finetune import evaluate_finetune
+from medtransfer.runtime import log_to_file, set_threads
 
 log_to_file(snakemake.log[0])
 set_threads(snakemake.threads)

@@ -1,7 +1,7 @@
 """Turn a dataset download (or users' CSV / ImageFolder data) into the index with its split."""
 
-from medtransfer.runtime import log_to_file
 from medtransfer.data.adapters import index_dataset
+from medtransfer.runtime import log_to_file
 
 log_to_file(snakemake.log[0])
 spec = snakemake.params.spec

@@ -1,7 +1,7 @@
 """Synthetic-transform invariance of one model on one dataset: one rows/predictions file per transform."""
 
-from medtransfer.runtime import log_to_file, set_threads
 from medtransfer.protocols.invariance import evaluate_invariance
+from medtransfer.runtime import log_to_file, set_threads
 
 log_to_file(snakemake.log[0])
 set_threads(snakemake.threads)

@@ -1,7 +1,7 @@
 """Linear probe of one (model, dataset) on cached features."""
 
-from medtransfer.runtime import log_to_file, set_threads
 from medtransfer.protocols.linear import evaluate_linear
+from medtransfer.runtime import log_to_file, set_threads
 
 log_to_file(snakemake.log[0])
 set_threads(snakemake.threads)

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from medtransfer.runtime import log_to_file
 from medtransfer.data.demo import generate
+from medtransfer.runtime import log_to_file
 
 log_to_file(snakemake.log[0])
 generate(

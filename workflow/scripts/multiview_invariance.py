@@ -1,7 +1,7 @@
 """Multi-view invariance of one model on one dataset, from the features stage."""
 
-from medtransfer.runtime import log_to_file, set_threads
 from medtransfer.protocols.invariance import evaluate_multiview
+from medtransfer.runtime import log_to_file, set_threads
 
 log_to_file(snakemake.log[0])
 set_threads(snakemake.threads)

@@ -1,7 +1,7 @@
 """Invert the last feature map of one model for seeded test images of one dataset."""
 
-from medtransfer.runtime import log_to_file, set_threads
 from medtransfer.protocols.reconstruct import invert
+from medtransfer.runtime import log_to_file, set_threads
 
 log_to_file(snakemake.log[0])
 set_threads(snakemake.threads)

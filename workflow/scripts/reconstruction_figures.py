@@ -1,8 +1,8 @@
 """One dataset's reconstruction grid (originals, then one column per model) and LPIPS plot."""
 
-from medtransfer.runtime import log_to_file
 from medtransfer.protocols.reconstruct import plot_grid, plot_lpips
 from medtransfer.results import Predictions
+from medtransfer.runtime import log_to_file
 
 log_to_file(snakemake.log[0])
 # Each predictions file names its model; the images file sits beside it in the same order.

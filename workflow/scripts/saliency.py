@@ -1,7 +1,7 @@
 """Occlusion saliency and attentive diffusion of one model on seeded test images of one dataset."""
 
-from medtransfer.runtime import log_to_file, set_threads
 from medtransfer.protocols.saliency import evaluate_saliency
+from medtransfer.runtime import log_to_file, set_threads
 
 log_to_file(snakemake.log[0])
 set_threads(snakemake.threads)

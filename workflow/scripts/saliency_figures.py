@@ -1,7 +1,7 @@
 """Per model of one dataset: a heatmap and an overlay figure of the first saliency maps."""
 
-from medtransfer.runtime import log_to_file
 from medtransfer.protocols.saliency import plot_saliency_figures
+from medtransfer.runtime import log_to_file
 
 log_to_file(snakemake.log[0])
 # Inputs and outputs are expanded over the study's models in the same order.

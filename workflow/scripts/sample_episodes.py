@@ -1,7 +1,7 @@
 """Draw the few-shot episodes of one (dataset, setting) once, for every model."""
 
-from medtransfer.runtime import log_to_file, set_threads
 from medtransfer.protocols.fewshot import sample_episodes
+from medtransfer.runtime import log_to_file, set_threads
 
 log_to_file(snakemake.log[0])
 set_threads(snakemake.threads)

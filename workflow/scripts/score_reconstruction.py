@@ -1,7 +1,7 @@
 """Score one model's reconstructions of one dataset: LPIPS (three backbones), PSNR, SSIM."""
 
-from medtransfer.runtime import log_to_file, set_threads
 from medtransfer.protocols.reconstruct import score
+from medtransfer.runtime import log_to_file, set_threads
 
 log_to_file(snakemake.log[0])
 set_threads(snakemake.threads)

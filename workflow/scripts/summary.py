@@ -1,7 +1,7 @@
 """Summary tables (Markdown, LaTeX, HTML) of the headline metric and AUROC, beside the published numbers."""
 
-from medtransfer.runtime import log_to_file
 from medtransfer.reporting.summary import write_summary
+from medtransfer.runtime import log_to_file
 
 log_to_file(snakemake.log[0])
 write_summary(

@@ -32,11 +32,10 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from medtransfer import paths
-from medtransfer.writers import npy_memmap, save_npy
 from medtransfer.data.adapters import describe
 from medtransfer.data.index import read_index
 from medtransfer.data.sources import CIFAR_MEMBER, cifar_image, ct_middle_slice
-
+from medtransfer.writers import npy_memmap, save_npy
 
 ORIENTATION = 0x0112  # the EXIF tag
 TURNED = (5, 6, 7, 8)  # orientations that swap width and height

@@ -21,8 +21,10 @@ import os
 import numpy as np
 import torch
 
+from medtransfer.data.index import class_names, read_index
 from medtransfer.features import load_features
 from medtransfer.metrics import episode_ci
+from medtransfer.results import Predictions, make_row, write_rows
 from medtransfer.writers import save_npz
 
 log = logging.getLogger(__name__)
@@ -125,8 +127,6 @@ def sample_episodes(
     Stores index positions (E, n_way, n_support + n_query): per class, the first
     ``n_support`` are the support set and the rest the queries (disjoint by construction).
     """
-    from medtransfer.data.index import class_names, read_index
-
     _check_settings(n_way, n_support, n_query, episodes)
     frame = read_index(index)
     names = class_names(frame)
@@ -199,8 +199,6 @@ def evaluate_fewshot(
 
     ``seed`` is recorded in the row; the episodes themselves carry the seed they were drawn with.
     """
-    from medtransfer.results import Predictions, make_row, write_rows
-
     fs = load_features(features)
     with np.load(episodes, allow_pickle=False) as data:
         ep = {k: data[k] for k in data.files}

@@ -25,11 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medtransfer.progress import Progress
-from medtransfer.runtime import PRECISIONS, autocast, resolve_device, seed_everything
 from medtransfer.data.augment import augment, crop_params, full_batch, full_batch_array, random_resized_crop_full  # noqa: F401
+from medtransfer.data.batches import DeviceBatches
 from medtransfer.data.cache import load_full_cache, load_indexed_cache, read_rows
 from medtransfer.data.index import class_names, stratified_split
+from medtransfer.features import run_meta, to_model_input
+from medtransfer.metrics import selection_score
+from medtransfer.progress import Progress
+from medtransfer.protocols import MANYSHOT
+from medtransfer.results import write_classification
+from medtransfer.runtime import PRECISIONS, autocast, resolve_device, seed_everything
+from medtransfer.weights.backbones import load_weights, normalise
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +157,6 @@ class Classifier(nn.Module):
 
 def build_model(weights: str | os.PathLike, num_classes: int, cfg: TrainConfig, device: str):
     """Fresh backbone from ``weights`` + head seeded by ``cfg.seed``; returns (model, weights meta)."""
-    from medtransfer.weights.backbones import load_weights
-
     backbone, wmeta = load_weights(weights)
     seed_everything(cfg.seed, deterministic=cfg.deterministic)
     model = Classifier(backbone, num_classes)
@@ -164,8 +168,6 @@ def build_model(weights: str | os.PathLike, num_classes: int, cfg: TrainConfig, 
 def predict(model: nn.Module, data: Data, positions: np.ndarray, wmeta, device: str,
             precision: str, batch_size: int = 64) -> np.ndarray:
     """Softmax probabilities (n, C) of the cached centre images, model in eval mode."""
-    from medtransfer.data.batches import DeviceBatches
-    from medtransfer.features import to_model_input
 
     was_training = model.training
     model.eval()
@@ -193,8 +195,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig):
 
 def _train_step(model, opt, sched, data: Data, pos: np.ndarray, batch: torch.Tensor, rng, wmeta,
                 device, cfg) -> torch.Tensor:
-    from medtransfer.weights.backbones import normalise
-
     x = normalise(_train_batch(data, pos, batch, rng), wmeta)
     if cfg.precision == "bf16":
         x = x.contiguous(memory_format=torch.channels_last)
@@ -221,8 +221,6 @@ def _train_batch(data: Data, pos: np.ndarray, batch: torch.Tensor, rng: np.rando
 def train_batches(data: Data, stream: BatchStream, steps: int, device: str) -> "DeviceBatches":
     """The uint8 training batches of ``steps`` steps on ``device``, gathered ahead by a thread
     (through pinned memory on a GPU, medtransfer.data.batches)."""
-    from medtransfer.data.batches import DeviceBatches
-
     positions = (stream.next() for _ in range(steps))  # drawn in the gathering thread: its own generator
     if data.full is None:
         return DeviceBatches(lambda pos: read_rows(data.images, pos), positions, device,
@@ -234,8 +232,6 @@ def train_batches(data: Data, stream: BatchStream, steps: int, device: str) -> "
 
 def _val_score(model, data: Data, wmeta, device: str, cfg: TrainConfig) -> float:
     """The val score by the dataset's headline metric (the published selection rule)."""
-    from medtransfer.metrics import selection_score
-
     probs = predict(model, data, data.val, wmeta, device, cfg.precision, cfg.batch_size)
     return float(selection_score(probs.argmax(1), data.labels[data.val], cfg.metric))
 
@@ -336,8 +332,6 @@ def evaluate_finetune(
     ``full_cache`` (``data.cache.build_full_cache``): training crops come from the whole
     images; without it, from the centre cache ``cache``.
     """
-    from medtransfer.features import run_meta
-
     _check_args(precision, steps, batch_size, eval_every)
     device = resolve_device(device)
     frame, images = load_indexed_cache(cache, index)
@@ -379,8 +373,6 @@ def _details(cfg: TrainConfig, result: RunResult, final: Data, scores: list[floa
 
 
 def _write(rows, predictions, probs, final: Data, classes, meta, cfg, result, scores, n_bootstrap) -> None:
-    from medtransfer.results import write_classification
-    from medtransfer.protocols import MANYSHOT
 
     write_classification(
         rows=rows, predictions=predictions, protocol="finetune", setting=MANYSHOT, probs=probs,

@@ -33,6 +33,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from scipy.linalg import solve_triangular
 
 from medtransfer.data.adapters import MULTIVIEW_KINDS
 from medtransfer.data.augment import full_batch
@@ -57,8 +60,6 @@ GEOMETRIC = ("rotation", "hflip", "vflip", "translation", "scale")
 
 def _photometric(x: torch.Tensor, name: str, value: float) -> torch.Tensor:
     """A colour or blur transform of whole images (B, 3, h, w) in [0, 1]."""
-    import torchvision.transforms.functional as TF
-
     if name == "hue":
         return TF.adjust_hue(x, value)
     if name == "brightness":
@@ -107,8 +108,6 @@ def transformed_crops(full: torch.Tensor, size: int, name: str, values: Sequence
     Beyond the image's real border (a large rotation or shift) the image is mirrored, so
     no black corners enter the crop.
     """
-    import torch.nn.functional as F
-
     hw = (full.shape[-2], full.shape[-1])
     out = []
     for value in values:
@@ -232,8 +231,6 @@ class Whitener:
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         """Whitened features (n, p): ``L^-1 (f - mean)``."""
-        from scipy.linalg import solve_triangular
-
         centred = np.asarray(features, dtype=np.float64) - self.mean_
         return solve_triangular(self.cholesky_, centred.T, lower=True).T
 

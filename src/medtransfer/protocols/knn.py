@@ -16,10 +16,10 @@ import os
 import numpy as np
 import torch
 
-from medtransfer.runtime import resolve_device
 from medtransfer.features import load_features
-from medtransfer.results import write_classification
 from medtransfer.protocols import MANYSHOT
+from medtransfer.results import write_classification
+from medtransfer.runtime import resolve_device
 
 # Similarities held at once (float32): bounds the (chunk x n_train) block to 128 MB, so
 # 45,000 CheXpert test images against 178,000 training ones stream through in chunks.

@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from medtransfer.runtime import resolve_device
 from medtransfer.data.index import stratified_split
 from medtransfer.features import load_features
 from medtransfer.metrics import selection_score
-from medtransfer.results import write_classification
 from medtransfer.protocols import MANYSHOT
+from medtransfer.results import write_classification
+from medtransfer.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
 from medtransfer import protocols as registry
-from medtransfer.results import KEY_COLUMNS, read_rows
-from medtransfer.writers import pyplot, save_figure, write_csv
+from medtransfer.writers import pyplot, save_figure
+
 
 def plot_protocol(*, table: str | os.PathLike, out: str | os.PathLike, protocol: str,
                   metric: str = "accuracy", pdf: str | os.PathLike | None = None) -> None:

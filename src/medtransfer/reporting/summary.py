@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import importlib.resources
 import os
-from html import escape
 from collections.abc import Mapping
+from html import escape
 from pathlib import Path
 
 import numpy as np

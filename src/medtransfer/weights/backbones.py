@@ -27,8 +27,11 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from medtransfer.weights.base import load_torch
 from medtransfer.weights.formats import ARCHITECTURES as ARCHS
 from medtransfer.weights.formats import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, PADDINGS, ArchRecord
+from medtransfer.writers import save_torch
+
 HISTEQ_BINS = 256
 WEIGHTS_FORMAT_VERSION = 1
 
@@ -176,8 +179,6 @@ class WeightsMeta:
 
 def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta: WeightsMeta) -> None:
     """Write the canonical weights file (plain tensors and builtins: loads with weights_only)."""
-    from medtransfer.writers import save_torch
-
     check_state_dict(state_dict, meta.arch, str(path))
     payload = {
         "format_version": WEIGHTS_FORMAT_VERSION,
@@ -189,8 +190,6 @@ def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], m
 
 def load_weights(path: str | os.PathLike) -> tuple[nn.Module, WeightsMeta]:
     """Build the backbone described by a canonical weights file, load strictly, eval mode."""
-    from medtransfer.weights.base import load_torch
-
     payload = load_torch(Path(path), needs="the canonical weights file")
     if not isinstance(payload, dict) or payload.get("format_version") != WEIGHTS_FORMAT_VERSION:
         raise ValueError(

@@ -60,9 +60,9 @@ def _numpy_scalar_globals() -> list[Any]:
     Files written under numpy 1 name ``numpy.core.multiarray``, under numpy 2
     ``numpy._core.multiarray``: both names are mapped to this numpy's function."""
     try:
-        from numpy._core.multiarray import scalar
+        from numpy._core.multiarray import scalar  # numpy 2's home of a pickle's global
     except ImportError:  # numpy 1.x without numpy._core
-        from numpy.core.multiarray import scalar
+        from numpy.core.multiarray import scalar  # numpy 1's home of it
     numeric = np.typecodes["AllInteger"] + np.typecodes["AllFloat"] + "?"
     dtype_classes = sorted({type(np.dtype(code)) for code in numeric}, key=str)
     names = [(scalar, f"numpy.{core}.multiarray.scalar") for core in ("core", "_core")]

@@ -114,9 +114,9 @@ def _refuse(what: str) -> RefusedGlobalError:
 def _numpy_multiarray(name: str) -> Any:
     # numpy 2 moved numpy.core to numpy._core; files written with either must load.
     try:
-        from numpy._core import multiarray
+        from numpy._core import multiarray  # numpy 2's home of a pickle's globals
     except ImportError:  # numpy 1
-        from numpy.core import multiarray
+        from numpy.core import multiarray  # numpy 1's home of them
     return getattr(multiarray, name)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torchvision
 
+from medtransfer.weights.backbones import arch_record
 from medtransfer.weights.formats import get_format
 
 # Mantissa bits kept of the calibrated BatchNorm statistics (see random_resnet50).
@@ -73,8 +74,6 @@ def random_model(arch: str, seed: int, calibrate: bool = True) -> dict[str, torc
     CPUs in the order they sum, which moves float64 results by about 1e-13, far below
     that rounding, so every machine keeps the same statistics.
     """
-    from medtransfer.weights.backbones import arch_record
-
     model = seeded_init(getattr(torchvision.models, arch_record(arch).builder)(weights=None), seed)
     if calibrate:
         for module in model.modules():

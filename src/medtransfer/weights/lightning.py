@@ -17,8 +17,15 @@ from typing import Any
 import torch
 
 from medtransfer.weights.base import (
-    Converted, Probe, detect_prefixed, head_of, load_torch, prefixed, seeded_normal,
-    split_prefix, tensor_mapping,
+    Converted,
+    Probe,
+    detect_prefixed,
+    head_of,
+    load_torch,
+    prefixed,
+    seeded_normal,
+    split_prefix,
+    tensor_mapping,
 )
 from medtransfer.writers import save_torch
 

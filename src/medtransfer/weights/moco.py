@@ -16,7 +16,15 @@ from typing import Any
 import torch
 
 from medtransfer.weights.base import (
-    Converted, Probe, detect_prefixed, head_of, load_torch, mlp_head, prefixed, seeded_normal, split_prefix,
+    Converted,
+    Probe,
+    detect_prefixed,
+    head_of,
+    load_torch,
+    mlp_head,
+    prefixed,
+    seeded_normal,
+    split_prefix,
     tensor_mapping,
 )
 from medtransfer.writers import save_torch

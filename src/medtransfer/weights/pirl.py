@@ -17,7 +17,14 @@ import numpy as np
 import torch
 
 from medtransfer.weights.base import (
-    Converted, Probe, detect_prefixed, load_torch, mlp_head, prefixed, split_prefix, tensor_mapping,
+    Converted,
+    Probe,
+    detect_prefixed,
+    load_torch,
+    mlp_head,
+    prefixed,
+    split_prefix,
+    tensor_mapping,
 )
 from medtransfer.writers import save_torch
 

@@ -16,7 +16,12 @@ from typing import Any
 import torch
 
 from medtransfer.weights.base import (
-    Converted, Probe, detect_prefixed, load_torch, split_prefix, tensor_mapping,
+    Converted,
+    Probe,
+    detect_prefixed,
+    load_torch,
+    split_prefix,
+    tensor_mapping,
 )
 from medtransfer.writers import save_torch
 

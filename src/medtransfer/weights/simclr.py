@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from medtransfer.writers import write_zip
-from medtransfer.weights.backbones import backbone_keys, check_state_dict
 from medtransfer.weights import tfbundle
+from medtransfer.weights.backbones import backbone_keys, check_state_dict
 from medtransfer.weights.base import Converted, Probe, sample_keys
+from medtransfer.writers import write_zip
 
 ARCH = "resnet50"
 BLOCKS_PER_STAGE = (3, 4, 6, 3)  # ResNet-50

@@ -18,7 +18,6 @@ from pathlib import Path
 from medtransfer.runtime import sha256_file
 from medtransfer.weights.tfbundle import checkpoint_prefix
 
-
 _CHECKPOINT_PART = re.compile(r"\.(?:index|data-\d{5}-of-\d{5})$")
 
 

@@ -10,7 +10,14 @@ from typing import Any
 import torch
 
 from medtransfer.weights.base import (
-    Converted, Probe, detect_prefixed, load_torch, mlp_head, prefixed, seeded_normal, split_prefix,
+    Converted,
+    Probe,
+    detect_prefixed,
+    load_torch,
+    mlp_head,
+    prefixed,
+    seeded_normal,
+    split_prefix,
     tensor_mapping,
 )
 from medtransfer.writers import save_torch

@@ -50,7 +50,13 @@ import pandas as pd
 from medtransfer.data.adapters import chest, fundus, generic, histology
 from medtransfer.data.adapters.base import ADAPTERS, Adapter, _check_exist, _check_nonempty, describe, get_adapter
 from medtransfer.data.index import (
-    SPLITS, check_index, index_columns, index_from_csv, patient_split, published_split, write_index,
+    SPLITS,
+    check_index,
+    index_columns,
+    index_from_csv,
+    patient_split,
+    published_split,
+    write_index,
 )
 
 __all__ = ["ADAPTERS", "DATASET_KINDS", "MULTIVIEW_KINDS", "Adapter", "build_index", "describe", "get_adapter",

@@ -12,11 +12,20 @@ import numpy as np
 import pandas as pd
 
 from medtransfer.data.adapters.base import (
-    Adapter, Option, _first, _join, _list_files, _need_dir, _published_80_20, _read_csv, _rows, _stems,
-    _unknown_labels, describe,
+    Adapter,
+    Option,
+    _first,
+    _join,
+    _list_files,
+    _need_dir,
+    _published_80_20,
+    _read_csv,
+    _rows,
+    _stems,
+    _unknown_labels,
+    describe,
 )
 from medtransfer.data.index import PUBLISHED_SEED, first_of_shuffle, published_split
-
 
 CHESTX_CLASSES = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumothorax")
 CHESTX_FINDINGS = frozenset(CHESTX_CLASSES) | {"Consolidation", "Edema", "Emphysema", "Fibrosis", "Hernia",

@@ -10,10 +10,22 @@ from typing import Any
 import pandas as pd
 
 from medtransfer.data.adapters.base import (
-    Adapter, Option, _first, _join, _list_files, _need_dir, _need_file, _published_80_20, _published_given,
-    _read_csv, _rows, _scan_class_folders, _stems, _unknown_labels, describe,
+    Adapter,
+    Option,
+    _first,
+    _join,
+    _list_files,
+    _need_dir,
+    _need_file,
+    _published_80_20,
+    _published_given,
+    _read_csv,
+    _rows,
+    _scan_class_folders,
+    _stems,
+    _unknown_labels,
+    describe,
 )
-
 
 DR_CLASSES = ("no_dr", "mild", "moderate", "severe", "proliferative_dr")
 

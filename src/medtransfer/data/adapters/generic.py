@@ -9,12 +9,21 @@ from typing import Any
 import pandas as pd
 
 from medtransfer.data.adapters.base import (
-    Adapter, Option, _check_nonempty, _layout_error, _list_dirs, _list_files, _need_dir, _need_file,
-    _published_80_20, _published_given, _rows, _unknown_labels,
+    Adapter,
+    Option,
+    _check_nonempty,
+    _layout_error,
+    _list_dirs,
+    _list_files,
+    _need_dir,
+    _need_file,
+    _published_80_20,
+    _published_given,
+    _rows,
+    _unknown_labels,
 )
 from medtransfer.data.demo import DEMO_KINDS
 from medtransfer.data.sources import CIFAR_BATCHES, read_cifar_batch
-
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 

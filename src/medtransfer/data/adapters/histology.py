@@ -11,9 +11,15 @@ import numpy as np
 import pandas as pd
 
 from medtransfer.data.adapters.base import (
-    Adapter, _first, _published_80_20, _read_table, _rows, _scan_class_folders, _unknown_labels, describe,
+    Adapter,
+    _first,
+    _published_80_20,
+    _read_table,
+    _rows,
+    _scan_class_folders,
+    _unknown_labels,
+    describe,
 )
-
 
 BACH_CLASSES = ("Normal", "Benign", "InSitu", "Invasive")
 BACH_TRUTH = "microscopy_ground_truth.csv"

@@ -44,10 +44,16 @@ run when the DAG is built).
 """
 
 from medtransfer.protocols.reconstruct.invert import (
-    TARGET_LAYERS, invert, load_reconstructions, target_layer,
+    TARGET_LAYERS,
+    invert,
+    load_reconstructions,
+    target_layer,
 )
 from medtransfer.protocols.reconstruct.perceptual import (
-    LPIPS_BACKBONES, LPIPS_NETS, load_lpips, write_demo_lpips_weights,
+    LPIPS_BACKBONES,
+    LPIPS_NETS,
+    load_lpips,
+    write_demo_lpips_weights,
 )
 from medtransfer.protocols.reconstruct.plots import plot_grid, plot_lpips
 from medtransfer.protocols.reconstruct.score import METRICS, score

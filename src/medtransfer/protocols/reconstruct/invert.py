@@ -27,7 +27,12 @@ from medtransfer.features import run_meta
 from medtransfer.progress import Progress
 from medtransfer.protocols.checks import RECONSTRUCTION_KEY, check_reconstruction
 from medtransfer.protocols.reconstruct.generator import (
-    SkipConfig, build_generators, check_size, make_noise, noise_size, output_crop,
+    SkipConfig,
+    build_generators,
+    check_size,
+    make_noise,
+    noise_size,
+    output_crop,
 )
 from medtransfer.protocols.shared import draw_test_positions, frozen_backbone
 from medtransfer.runtime import autocast, resolve_device

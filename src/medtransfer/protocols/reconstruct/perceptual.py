@@ -22,8 +22,10 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
+from torchvision.models import vgg
 
 from medtransfer.weights.base import load_torch
+from medtransfer.weights.demo import seeded_init
 from medtransfer.weights.registry import AUXILIARY, AuxiliaryFile
 from medtransfer.writers import torch_bytes, write_bytes
 
@@ -87,7 +89,7 @@ def load_lpips(net: str, path: str | os.PathLike) -> tuple[nn.Module, list[str]]
     ``path``, the input scaling from the package's constants. Returns the model (eval
     mode, frozen, CPU) and the keys of ``path`` that were dropped.
     """
-    import lpips
+    import lpips  # only the scoring needs it; the inversion jobs import this module for its file list
 
     features, dropped = read_features(path, net)
     with torch.device("meta"), warnings.catch_warnings():
@@ -104,7 +106,7 @@ def load_lpips(net: str, path: str | os.PathLike) -> tuple[nn.Module, list[str]]
 
 
 def _head_file(net: str) -> Path:
-    import lpips
+    import lpips  # only the scoring needs it; the inversion jobs import this module for its file list
 
     return Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
 
@@ -142,11 +144,7 @@ def _random_state(arch: str, seed: int, features_only: bool) -> dict[str, torch.
     """A seeded random backbone, initialised from numpy (``weights.demo.seeded_init``) so
     every machine writes the same bytes; VGG16's trunk alone when only features are kept
     (building its classifier takes seconds)."""
-    from medtransfer.weights.demo import seeded_init
-
     if arch == "vgg16" and features_only:
-        from torchvision.models import vgg
-
         model = nn.Module()
         model.features = vgg.make_layers(vgg.cfgs["D"])
     else:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from medtransfer.protocols.reconstruct.invert import load_reconstructions
 from medtransfer.protocols.reconstruct.perceptual import LPIPS_NETS, load_lpips
@@ -39,8 +40,6 @@ def lpips_distances(model: torch.nn.Module, a: np.ndarray, b: np.ndarray, device
 
 def pixel_scores(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
     """PSNR (dB) and SSIM per image (scikit-image, data range 1, SSIM over RGB channels)."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
     psnr = [peak_signal_noise_ratio(x, y, data_range=1.0) for x, y in zip(a, b)]
     ssim = [structural_similarity(x, y, data_range=1.0, channel_axis=-1) for x, y in zip(a, b)]
     return {"psnr": np.array(psnr, dtype=np.float64), "ssim": np.array(ssim, dtype=np.float64)}
