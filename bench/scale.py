@@ -612,8 +612,8 @@ class Stage:
 
 # What torch stages import inside their calls (torchvision alone takes ~2.5 s on this CPU): a
 # scale benchmark times the work, so these load before the clock starts, with the baseline.
-TORCH_IMPORTS = ("medtransfer.weights.backbones", "medtransfer.data.cache", "medtransfer.data.batches", "medtransfer.results",
-                 "medtransfer.metrics", "sklearn.model_selection", "scipy.linalg", "scipy.stats")
+TORCH_IMPORTS = ("medtransfer.weights.backbones", "medtransfer.data.cache", "medtransfer.data.batches",
+                 "medtransfer.results", "medtransfer.metrics", "sklearn.model_selection", "scipy.linalg", "scipy.stats")
 PLOT = ("matplotlib.pyplot",)
 
 

@@ -153,19 +153,24 @@ def transfer_protocols() -> list[str]:
 
 _CLASSIFICATION = ("accuracy", "balanced_accuracy", "auroc")
 
-register(Protocol("linear", "Linear probe", "medtransfer.protocols.linear:evaluate_linear", "images", _CLASSIFICATION))
+register(Protocol("linear", "Linear probe", "medtransfer.protocols.linear:evaluate_linear", "images",
+                  _CLASSIFICATION))
 register(Protocol("fewshot", "Few-shot (prototypical)", "medtransfer.protocols.fewshot:sample_episodes", "episodes",
                   ("accuracy",), _shots, patterns=(r"\d+shot",)))
-register(Protocol("finetune", "Finetune", "medtransfer.protocols.finetune:evaluate_finetune", "images", _CLASSIFICATION))
+register(Protocol("finetune", "Finetune", "medtransfer.protocols.finetune:evaluate_finetune", "images",
+                  _CLASSIFICATION))
 register(Protocol("knn", "Weighted kNN", "medtransfer.protocols.knn:evaluate_knn", "images", _CLASSIFICATION))
 _LPIPS = ("lpips_mean", "lpips_alex", "lpips_vgg", "lpips_squeeze")
-register(Protocol("reconstruction", "Reconstruction (DIP feature inversion)", "medtransfer.protocols.reconstruct:invert",
-                  "values", _LPIPS + ("psnr", "ssim"), _dip, lower_is_better=_LPIPS, stage="reconstruct",
-                  measure=("lpips_mean", "lpips_mean"), patterns=("dip",), check=check_reconstruction))
-register(Protocol("saliency", "Saliency (occlusion): attentive diffusion", "medtransfer.protocols.saliency:evaluate_saliency",
-                  "values", ("attentive_diffusion",), _occlusion, measure=("attentive_diffusion", "attentive_diffusion"),
-                  patterns=("occlusion",), check=check_saliency))
-register(Protocol("invariance", "Invariance (whitened cosine similarity)", "medtransfer.protocols.invariance:evaluate_invariance",
-                  "values", ("cosine", "mahalanobis"), _transforms, lower_is_better=("mahalanobis",),
-                  dataset_settings=_multiview, measure=("cosine", "invariance_{setting}"),
+register(Protocol("reconstruction", "Reconstruction (DIP feature inversion)",
+                  "medtransfer.protocols.reconstruct:invert", "values", _LPIPS + ("psnr", "ssim"), _dip,
+                  lower_is_better=_LPIPS, stage="reconstruct", measure=("lpips_mean", "lpips_mean"),
+                  patterns=("dip",), check=check_reconstruction))
+register(Protocol("saliency", "Saliency (occlusion): attentive diffusion",
+                  "medtransfer.protocols.saliency:evaluate_saliency", "values", ("attentive_diffusion",), _occlusion,
+                  measure=("attentive_diffusion", "attentive_diffusion"), patterns=("occlusion",),
+                  check=check_saliency))
+register(Protocol("invariance", "Invariance (whitened cosine similarity)",
+                  "medtransfer.protocols.invariance:evaluate_invariance", "values", ("cosine", "mahalanobis"),
+                  _transforms, lower_is_better=("mahalanobis",), dataset_settings=_multiview,
+                  measure=("cosine", "invariance_{setting}"),
                   patterns=tuple(re.escape(n) for n in (*TRANSFORMS, MULTIVIEW))))

@@ -168,7 +168,8 @@ def evaluate_saliency(
         maps.append(centre_crop(full, crop_size).float().cpu().numpy())
         raw = model_inputs(images[pos:pos + 1], input_size, _Identity(), device)[0]
         inputs.append(centre_crop(raw, crop_size).permute(1, 2, 0).mul(255).round().byte().cpu().numpy())
-        log.info("image %d/%d (row %d): %d windows", k + 1, n_images, pos, len(window_starts(input_size, window, stride)) ** 2)
+        log.info("image %d/%d (row %d): %d windows", k + 1, n_images, pos,
+                 len(window_starts(input_size, window, stride)) ** 2)
         progress.update()
     elapsed = time.perf_counter() - start
     maps_arr = np.stack(maps)

@@ -53,7 +53,8 @@ def _natural(label: str) -> list:
 def _heatmap(ax, grid: pd.DataFrame, better: int = 1) -> None:
     values = grid.to_numpy(dtype=float)
     # brighter is better either way
-    image = ax.imshow(values, cmap="viridis" if better > 0 else "viridis_r", vmin=np.nanmin(values), vmax=np.nanmax(values), aspect="auto")
+    image = ax.imshow(values, cmap="viridis" if better > 0 else "viridis_r", vmin=np.nanmin(values),
+                      vmax=np.nanmax(values), aspect="auto")
     ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
     best = np.nanargmax(np.nan_to_num(better * values, nan=-np.inf), axis=0)
@@ -62,7 +63,8 @@ def _heatmap(ax, grid: pd.DataFrame, better: int = 1) -> None:
         if np.isnan(v):
             continue
         ax.text(j, i, f"{v:.1f}" if abs(v) >= 10 else f"{v:.3g}", ha="center", va="center", fontsize=8,
-                color="black" if better * (v - middle) > 0 else "white", fontweight="bold" if best[j] == i else "normal")
+                color="black" if better * (v - middle) > 0 else "white",
+                fontweight="bold" if best[j] == i else "normal")
     ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
 
 

@@ -30,7 +30,8 @@ DROP = [
     ("classifier.", "classifier head (replaced by the evaluation head)"),
 ]
 # denselayerN.{norm,relu,conv}.{1,2}.<param> -> denselayerN.{norm,relu,conv}{1,2}.<param>
-OLD_DENSENET = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+OLD_DENSENET = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+                          r"((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 
 
 def renamed(key: str) -> str:

@@ -95,7 +95,8 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("supervised-d121", "torchvision", _TV + "densenet121-a639ec97.pth",
                   filename="densenet121-a639ec97.pth", sha256="a639ec97", arch="densenet121", top1=74.434,
                   notes="torchvision DenseNet121_Weights.IMAGENET1K_V1 (old DenseNet key names, renamed)"),
-        *[ModelSpec(f"mimic-chexpert_lr_{lr}", "lightning_moco", _COVID + f"mimic-chexpert_lr_{lr}_bs_128_fd_128_qs_65536.pt",
+        *[ModelSpec(f"mimic-chexpert_lr_{lr}", "lightning_moco",
+                    _COVID + f"mimic-chexpert_lr_{lr}_bs_128_fd_128_qs_65536.pt",
                     filename=f"mimic-chexpert_lr_{lr}_bs_128_fd_128_qs_65536.pt", arch="densenet121",
                     notes="CovidPrognosis MoCo on MIMIC-CXR + CheXpert; no ImageNet training, so no ImageNet top-1")
           for lr in ("0.01", "0.1", "1.0")],

@@ -60,7 +60,8 @@ def plot_lpips(predictions_by_model: Mapping[str, str | os.PathLike], out_png: s
     for model, path in predictions_by_model.items():
         with np.load(path, allow_pickle=False) as data:
             if metric not in data.files:
-                raise ValueError(f"{path} has no per-image {metric!r}; produce it with medtransfer.protocols.reconstruct.score")
+                raise ValueError(f"{path} has no per-image {metric!r}; produce it with "
+                                 "medtransfer.protocols.reconstruct.score")
             values[model] = np.asarray(data[metric], dtype=np.float64)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(values), 3.2))
