@@ -5,6 +5,7 @@ import math
 import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,9 +36,22 @@ def finished(tmp_path_factory):
 @pytest.fixture
 def own_run(finished, tmp_path):
     """A copy of the finished run for a test that deletes, reruns or adds files: no test sees
-    another's changes, so any order (or any single test) gives the same result. copytree keeps
-    every mtime, and Snakemake's metadata holds relative paths, so the copy is up to date."""
-    return shutil.copytree(finished, tmp_path / "run", symlinks=True)
+    another's changes, so any order (or any single test) gives the same result. Every mtime is
+    kept, and Snakemake's metadata holds relative paths, so the copy is up to date."""
+    return shutil.copytree(finished, tmp_path / "run", symlinks=True, copy_function=_link_weights(finished))
+
+
+def _link_weights(run):
+    """Copies a file, but hard-links those under resources/ (2 GB of weights, which no test
+    writes; a rerun job would replace a file, never write into it)."""
+    weights = run / "resources"
+
+    def copy(src: str, dst: str) -> None:
+        if Path(src).is_relative_to(weights):
+            os.link(src, dst)
+        else:
+            shutil.copy2(src, dst)
+    return copy
 
 
 def test_table_has_every_cell_with_provenance(finished):
