@@ -1,10 +1,12 @@
-# The two commands: `make all` (set up and run the default study, then its HTML report), `make test`.
+# The two commands: `make all` (set up and run the default study, then its HTML report), `make test`
+# (the whole suite); and the quick loop while developing, `make test-fast`: every test not marked
+# slow (those run Snakemake or check scale).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 8
 
-.PHONY: all test venv lint clean
+.PHONY: all test test-fast venv lint clean
 
 all: $(VENV)/.installed
 	$(BIN)/snakemake --cores $(CORES) all
@@ -12,6 +14,9 @@ all: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m "not slow"
 
 venv: $(VENV)/.installed
 

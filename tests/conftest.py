@@ -1,4 +1,6 @@
-"""Shared fixtures: a loopback HTTP server with misbehaviours, small weights files."""
+"""Shared fixtures: a loopback HTTP server with misbehaviours, torch on one thread, the two-model
+study's reference table. The fakes themselves (toy backbone, cache, index, dataset trees) are in
+fakes.py."""
 
 from __future__ import annotations
 
@@ -86,6 +88,17 @@ def http_server() -> Iterator[http.server.ThreadingHTTPServer]:
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    tiny convolutions gain nothing from threads, and on a shared 2-core machine a second OpenMP
+    thread that spins waiting for a descheduled partner made such tests ~6x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -171,7 +171,7 @@ def start(scratch: Path) -> Cluster:
 
 def stop(scratch: Path) -> None:
     """Stop the daemons this module started (by recorded PID only) and forget them."""
-    for name, pid in reversed(list(_recorded(scratch).items())):
+    for pid in reversed(list(_recorded(scratch).values())):
         if _alive(pid):
             os.kill(pid, signal.SIGTERM)
             for _ in range(50):

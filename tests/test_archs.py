@@ -4,17 +4,29 @@ DenseNet-121's features against a hand-written reference (features -> ReLU -> av
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
 
-from medtransfer.protocols.finetune import Classifier
+from fakes import toy_index, toy_pngs, toy_weights
+from medtransfer.data.cache import build_full_cache
+from medtransfer.features import extract
+from medtransfer.protocols.finetune import Classifier, evaluate_finetune
+from medtransfer.protocols.invariance import evaluate_invariance
+from medtransfer.protocols.reconstruct.invert import TARGET_LAYERS, FeatureTap, target_layer
+from medtransfer.protocols.saliency import evaluate_saliency
 from medtransfer.weights.backbones import (
-    ARCHS, WeightsMeta, backbone_keys, build_backbone, check_state_dict, feature_dim, load_weights,
+    ARCHS,
+    WeightsMeta,
+    backbone_keys,
+    build_backbone,
+    check_state_dict,
+    feature_dim,
+    load_weights,
     save_weights,
 )
-from medtransfer.protocols.reconstruct.invert import TARGET_LAYERS, FeatureTap, target_layer
 from medtransfer.weights.formats import BACKBONES
 
 WIDTHS = {"resnet18": 512, "resnet50": 2048, "densenet121": 1024}
@@ -84,36 +96,19 @@ def test_densenet_has_no_tensorflow_padding():
 # --- DenseNet-121 through every protocol that loads a backbone (tiny images) ----------------
 
 @pytest.fixture(scope="module")
-def dense(tmp_path_factory):
+def dense(tmp_path_factory, one_thread):
     """A random DenseNet-121, 12 cached 32x32 images and a whole-image cache."""
-    import numpy as np
-    import pandas as pd
-    from PIL import Image
-
-    from medtransfer.data.cache import build_full_cache
-
     root = tmp_path_factory.mktemp("dense")
-    torch.manual_seed(0)
-    save_weights(root / "w.pt", build_backbone("densenet121").state_dict(), WeightsMeta(arch="densenet121", model="d"))
+    toy_weights(root / "w.pt", arch="densenet121", model="d")
     rng = np.random.default_rng(0)
-    labels = np.arange(12) % 2
     np.save(root / "cache.npy", rng.integers(0, 255, (12, 32, 32, 3)).astype(np.uint8))
-    for i in range(12):
-        Image.fromarray(rng.integers(0, 255, (36, 40, 3)).astype(np.uint8)).save(root / f"i{i}.png")
-    pd.DataFrame({"path": [str(root / f"i{i}.png") for i in range(12)], "label": labels,
-                  "label_name": np.where(labels, "b", "a"), "split": ["train"] * 8 + ["test"] * 4,
-                  "patient": "", "split_rule": "given"}).to_csv(root / "index.csv", index=False)
+    pngs = toy_pngs(root, [rng.integers(0, 255, (36, 40, 3)).astype(np.uint8) for _ in range(12)])
+    toy_index(root / "index.csv", np.arange(12) % 2, n_train=8, paths=pngs)
     build_full_cache(root / "index.csv", root / "full.npy", size=32)
     return root
 
 
 def test_densenet_features_finetune_saliency_and_invariance(dense, tmp_path):
-    from medtransfer.features import extract
-    from medtransfer.protocols.finetune import evaluate_finetune
-    from medtransfer.protocols.invariance import evaluate_invariance
-    from medtransfer.protocols.saliency import evaluate_saliency
-
-    torch.set_num_threads(1)
     fs = extract(weights=dense / "w.pt", cache=dense / "cache.npy", index=dense / "index.csv",
                  out=tmp_path / "f.npz", model="d", dataset="toy", device="cpu")
     assert fs.features.shape == (12, 1024)

@@ -61,7 +61,7 @@ def test_padding_is_never_read_and_boxes_stay_in_the_real_image():
         a = random_resized_crop_full(zeros, hw, 16, np.random.default_rng(seed), scale=(0.5, 1.0))
         b = random_resized_crop_full(full, hw, 16, np.random.default_rng(seed), scale=(0.5, 1.0))
         torch.testing.assert_close(a, b, atol=0, rtol=0)
-    top, left = torch.tensor([0, 5]), torch.tensor([3, 0])
+    top = torch.tensor([0, 5])
     weights = resize_weights(top, torch.tensor([10, 20]), 40, 7)
     assert weights.shape == (2, 7, 40)
     assert not weights[0, :, :0].any() and not weights[0, :, 10:].any() and not weights[1, :, 25:].any()

@@ -39,7 +39,7 @@ def test_batches_of_varying_shape_share_the_staging_buffers(device):
     got = [(i, b.cpu().numpy().copy()) for i, b in DeviceBatches(lambda i: arrays[i], range(4), device,
                                                                   max_bytes=3 * 8 * 8 * 3, depth=2)]
     assert [i for i, _ in got] == [0, 1, 2, 3]
-    for (i, batch), expected in zip(got, arrays):
+    for (_, batch), expected in zip(got, arrays):
         assert np.array_equal(batch, expected)
 
 

@@ -3,12 +3,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from medtransfer.paths import full_hw
 from medtransfer.data.cache import (
-    build_cache, build_full_cache, full_preprocessing_name, full_sides, load_cache, load_full_cache,
-    load_full_image, load_image,
+    build_cache,
+    build_full_cache,
+    full_preprocessing_name,
+    full_sides,
+    load_cache,
+    load_full_cache,
+    load_full_image,
+    load_image,
 )
 from medtransfer.data.index import write_index
+from medtransfer.paths import full_hw
 
 
 def _index(tmp_path, paths, labels=None):

@@ -127,6 +127,7 @@ def test_bad_dataset_options_are_refused_before_indexing(tmp_path):
     (_with("protocols.linear.gridpoints", 3), r"'gridpoints' was unexpected\); allowed: the keys \[.*'grid_points'"),
     (_with("datasets.demo_cxr.fewshot", {"n_way": 3}), r"few-shot n_way 3 .*allowed: 2 to 2"),
 ], ids=["unknown key", "n_way"])
+@pytest.mark.slow  # runs Snakemake
 def test_snakemake_dry_run_fails_on_a_bad_config(tmp_path, config, message):
     workdir = make_workdir(tmp_path, config)
     proc = snakemake(workdir, "-n", check=False, timeout=300)

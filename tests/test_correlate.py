@@ -20,7 +20,7 @@ def _table(tmp_path):
     rows = []
     for d in ("x", "y"):
         for m in MODELS:
-            def row(protocol, setting, metric, value):
+            def row(protocol, setting, metric, value, m=m, d=d):  # called at once, in this iteration
                 rows.append(make_row(model=m, dataset=d, protocol=protocol, setting=setting, metric=metric,
                                      value=value, n=10, seed=0, meta=meta))
             row("linear", "manyshot", "accuracy", rng.uniform(0.5, 0.9))

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from medtransfer import resources
-from medtransfer.reporting import cost
 from medtransfer.config import resolve
+from medtransfer.reporting import cost
 
 REPO = Path(__file__).resolve().parents[1]
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"

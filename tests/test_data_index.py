@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 
 from medtransfer.data.index import (
-    first_of_shuffle, index_from_csv, patient_split, published_split, read_index, write_index,
+    first_of_shuffle,
+    index_from_csv,
+    patient_split,
+    published_split,
+    read_index,
+    write_index,
 )
 
 

@@ -10,30 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fakes import make_cifar, make_stoic
 from medtransfer.data.adapters import ADAPTERS, build_index
 from medtransfer.data.cache import build_cache, decode
 from medtransfer.data.index import read_index
 from medtransfer.data.sources import read_cifar_batch, window_hu
 
-sitk = pytest.importorskip("SimpleITK")
-
-
 # --- STOIC ----------------------------------------------------------------------------------
-
-def make_stoic(root, n=10):
-    """``n`` volumes (5 x 12 x 10, int16 HU) and metadata/reference.csv, labels alternating."""
-    (root / "data" / "mha").mkdir(parents=True)
-    (root / "metadata").mkdir()
-    rng = np.random.default_rng(0)
-    volumes = {}
-    for i in range(n):
-        pid = str(100 + 7 * i)
-        volume = rng.integers(-1400, 600, (5, 12, 10)).astype(np.int16)
-        sitk.WriteImage(sitk.GetImageFromArray(volume), str(root / "data" / "mha" / f"{pid}.mha"))
-        volumes[pid] = volume
-    pd.DataFrame({"PatientID": list(volumes), "probCOVID": [i % 2 for i in range(n)],
-                  "probSevere": 0}).to_csv(root / "metadata" / "reference.csv", index=False)
-    return volumes
 
 
 def test_hu_window_maps_minus_1000_and_250_to_0_and_255():
@@ -82,22 +65,6 @@ def test_a_corrupt_volume_is_named(tmp_path):
 
 
 # --- CIFAR-10 -------------------------------------------------------------------------------
-
-def make_cifar(root, per_batch=10):
-    """The six official batches (protocol-2 pickles with bytes keys, as Python 2 wrote them)."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    data = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        images = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        labels = [i % 10 for i in range(per_batch)]
-        batch = {b"batch_label": name.encode(), b"labels": labels, b"data": images,
-                 b"filenames": [f"img_{i}.png".encode() for i in range(per_batch)]}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-        data[name] = images
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"airplane"]}, protocol=2))
-    return data
 
 
 def test_cifar_index_official_split_and_pixels(tmp_path):

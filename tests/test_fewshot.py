@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from medtransfer.features import FeatureSet, save_features
-from medtransfer.protocols.fewshot import evaluate_fewshot, prototype_accuracy, sample_episodes
 from medtransfer.metrics import episode_ci
+from medtransfer.protocols.fewshot import evaluate_fewshot, prototype_accuracy, sample_episodes
 from medtransfer.results import details, read_rows
 
 META = {"model": "toy", "dataset": "dots", "weights_sha256": "beef", "split": "given",

@@ -1,46 +1,36 @@
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from torch import nn
 
+from fakes import toy_index, toy_weights
 from medtransfer.protocols.finetune import (
-    EarlyStopping, TrainConfig, augment, crop_params, evaluate_finetune, make_optimizer, search_grid,
+    EarlyStopping,
+    TrainConfig,
+    augment,
+    crop_params,
+    evaluate_finetune,
+    make_optimizer,
+    search_grid,
 )
-from medtransfer.weights.backbones import WeightsMeta, build_backbone, save_weights
 from medtransfer.results import details, read_rows
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions gain nothing from threads; on a shared 2-core machine a second
-    OpenMP thread that spins waiting for a descheduled partner made these tests ~6x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
+def toy(tmp_path_factory, one_thread):
     """A random resnet18, 40 cached 32x32 images: class 0 dark, class 1 bright."""
     root = tmp_path_factory.mktemp("finetune")
-    torch.manual_seed(0)
-    weights = root / "weights.pt"
-    save_weights(weights, build_backbone("resnet18").state_dict(), WeightsMeta(arch="resnet18", model="toy"))
+    toy_weights(root / "weights.pt")
     rng = np.random.default_rng(0)
     labels = np.arange(40) % 2
     base = np.where(labels == 1, 190, 60)[:, None, None, None]
     images = np.clip(base + rng.normal(0, 25, size=(40, 32, 32, 3)), 0, 255).astype(np.uint8)
     np.save(root / "cache.npy", images)
-    frame = pd.DataFrame({
-        "path": [f"i{i}.png" for i in range(40)], "label": labels,
-        "label_name": np.where(labels == 1, "bright", "dark"), "split": ["train"] * 30 + ["test"] * 10,
-        "patient": "", "split_rule": "given",
-    })
-    frame.to_csv(root / "index.csv", index=False)
+    toy_index(root / "index.csv", labels, n_train=30, names=("dark", "bright"))
     return root
 
 

@@ -3,41 +3,27 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from PIL import Image
 
+from fakes import toy_index, toy_pngs, toy_weights
 from medtransfer.data.cache import build_cache, build_full_cache
 from medtransfer.data.index import write_index
 from medtransfer.protocols.finetune import evaluate_finetune
-from medtransfer.weights.backbones import WeightsMeta, build_backbone, save_weights
 from medtransfer.results import details, read_rows
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convolutions on a shared machine: threads only spin
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
+def toy(tmp_path_factory, one_thread):
     """20 PNGs of mixed sizes and orientations (class 1 bright), both caches, a random resnet18."""
     root = tmp_path_factory.mktemp("full")
-    torch.manual_seed(0)
-    meta = WeightsMeta(arch="resnet18", model="toy")
-    save_weights(root / "weights.pt", build_backbone("resnet18").state_dict(), meta)
+    toy_weights(root / "weights.pt")
     rng = np.random.default_rng(0)
     labels = np.arange(20) % 2
-    for i, label in enumerate(labels):
-        h, w = (40, 64) if i % 3 else (72, 36)
-        pixels = np.clip(rng.normal(190 if label else 60, 25, size=(h, w, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(root / f"{i}.png")
-    frame = pd.DataFrame({"path": [str(root / f"{i}.png") for i in range(20)], "label": labels,
-                          "label_name": np.where(labels == 1, "bright", "dark"),
-                          "split": ["train"] * 14 + ["test"] * 6, "patient": "", "split_rule": "given"})
-    write_index(frame, root / "index.csv")
+    images = [np.clip(rng.normal(190 if label else 60, 25, size=(40, 64, 3) if i % 3 else (72, 36, 3)), 0, 255)
+              .astype(np.uint8) for i, label in enumerate(labels)]
+    toy_index(root / "index.csv", labels, n_train=14, paths=toy_pngs(root, images, prefix=""),
+              names=("dark", "bright"))
     build_cache(root / "index.csv", root / "cache.npy", size=32)
     build_full_cache(root / "index.csv", root / "full.npy", size=32)
     return root

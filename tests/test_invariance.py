@@ -8,13 +8,24 @@ import pytest
 import torch
 from torch import nn
 
+from fakes import make_chexpert, make_dr, toy_index, toy_pngs, toy_weights
 from medtransfer.data.adapters import build_index
+from medtransfer.data.cache import build_full_cache
+from medtransfer.features import FeatureSet, save_features
 from medtransfer.protocols.invariance import (
-    Whitener, check_transforms, clean_crop, evaluate_invariance, evaluate_multiview, ledoit_wolf,
-    multiview_pairs, transform_features, transformed_crops,
+    Whitener,
+    check_transforms,
+    clean_crop,
+    evaluate_invariance,
+    evaluate_multiview,
+    ledoit_wolf,
+    multiview_pairs,
+    transform_features,
+    transformed_crops,
 )
 from medtransfer.results import Predictions, details, read_rows
-from test_data_adapters import make_chexpert, make_dr
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ColourStats(nn.Module):
@@ -118,6 +129,7 @@ print(before // 1024, after // 1024, w.n_fitted_, w.shrinkage_)
 """
 
 
+@pytest.mark.slow  # a scale test: 50,000 x 2,048 features, tens of seconds each
 @pytest.mark.parametrize("covariance", ["ledoit_wolf", "ridge"])
 def test_whitening_of_50000_images_needs_p_by_p_memory(covariance):
     """The n x n form needed 20 GB here (2,000 images: 0.8 GB; 16,000 crashed); the p x p sums
@@ -173,22 +185,13 @@ def test_multiview_of_data_without_views_is_refused():
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tmp_path_factory, one_thread):
     """A random resnet18, a whole-image cache of 6 training images and features of all 10."""
-    from medtransfer.data.cache import build_full_cache
-    from medtransfer.features import FeatureSet, save_features
-    from medtransfer.weights.backbones import WeightsMeta, build_backbone, save_weights
-    from PIL import Image
-
     root = tmp_path_factory.mktemp("inv")
-    torch.manual_seed(0)
-    save_weights(root / "w.pt", build_backbone("resnet18").state_dict(), WeightsMeta(arch="resnet18", model="toy"))
+    toy_weights(root / "w.pt")
     rng = np.random.default_rng(0)
-    for i in range(10):
-        Image.fromarray(rng.integers(0, 255, (40, 48, 3)).astype(np.uint8)).save(root / f"i{i}.png")
-    pd.DataFrame({"path": [str(root / f"i{i}.png") for i in range(10)], "label": np.arange(10) % 2,
-                  "label_name": np.where(np.arange(10) % 2, "b", "a"), "split": ["train"] * 6 + ["test"] * 4,
-                  "patient": "", "split_rule": "given"}).to_csv(root / "index.csv", index=False)
+    pngs = toy_pngs(root, [rng.integers(0, 255, (40, 48, 3)).astype(np.uint8) for _ in range(10)])
+    toy_index(root / "index.csv", np.arange(10) % 2, n_train=6, paths=pngs)
     build_full_cache(root / "index.csv", root / "full.npy", size=32)
     meta = {"model": "toy", "dataset": "d", "weights_sha256": "0" * 64, "split": "given", "precision": "fp32",
             "preprocessing": "p"}
@@ -198,7 +201,6 @@ def study(tmp_path_factory):
 
 
 def test_stage_writes_one_rows_and_predictions_file_per_transform(study, tmp_path):
-    torch.set_num_threads(1)
     transforms = {"rotation": [-10, 10], "hflip": [1], "blur": [1.0]}
     out = evaluate_invariance(
         weights=study / "w.pt", full_cache=study / "full.npy", index=study / "index.csv", features=study / "f.npz",
@@ -219,8 +221,6 @@ def test_stage_writes_one_rows_and_predictions_file_per_transform(study, tmp_pat
 
 
 def test_multiview_rows_from_the_features_stage(tmp_path):
-    from medtransfer.features import FeatureSet, save_features
-
     (tmp_path / "dr").mkdir()
     make_dr(tmp_path / "dr")
     frame = build_index("diabetic_retinopathy", tmp_path / "dr")

@@ -63,6 +63,7 @@ def _full_sort(train, labels, test, *, n_classes, k, temperature):
     return torch.cat(out)
 
 
+@pytest.mark.slow  # a scale test: about a minute on 2 cores
 def test_top_k_selection_equals_the_full_sort_exactly_on_20000_by_20000(monkeypatch):
     """Pooled-feature-like data with exact ties: duplicated training images, test images that
     are training images, and a corner of coarse grid features whose ties straddle the k-th place."""

@@ -6,10 +6,16 @@ import torch
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
-from medtransfer.features import FeatureSet, save_features
 from medtransfer.data.index import stratified_split
+from medtransfer.features import FeatureSet, save_features
 from medtransfer.protocols.linear import (
-    LogisticObjective, c_grid, evaluate_linear, fit_path, linear_probe, select_c, standardiser,
+    LogisticObjective,
+    c_grid,
+    evaluate_linear,
+    fit_path,
+    linear_probe,
+    select_c,
+    standardiser,
 )
 from medtransfer.results import details, read_rows
 

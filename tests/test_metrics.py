@@ -4,10 +4,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
-from medtransfer.results import metric_rows
 from medtransfer.metrics import (
-    bootstrap_metrics, episode_ci, metric_from_counts, resample_counts,
+    bootstrap_metrics,
+    episode_ci,
+    metric_from_counts,
+    resample_counts,
 )
+from medtransfer.results import metric_rows
 
 
 def _probs(n: int, c: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

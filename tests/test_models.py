@@ -3,8 +3,16 @@ import torch
 import torch.nn.functional as F
 
 from medtransfer.weights.backbones import (
-    SameConv2d, SameMaxPool2d, WeightsMeta, _same_pads, backbone_keys, build_backbone,
-    check_state_dict, load_weights, normalise, save_weights,
+    SameConv2d,
+    SameMaxPool2d,
+    WeightsMeta,
+    _same_pads,
+    backbone_keys,
+    build_backbone,
+    check_state_dict,
+    load_weights,
+    normalise,
+    save_weights,
 )
 
 

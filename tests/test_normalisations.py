@@ -81,11 +81,12 @@ def test_normalise_applies_each_models_own_normalisation():
 
 
 def test_converted_files_carry_their_normalisation(tmp_path):
+    import pandas as pd
+
     from medtransfer.features import run_meta
     from medtransfer.weights.backbones import load_weights
     from medtransfer.weights.convert import convert_file
     from medtransfer.weights.demo import write_demo_weights
-    import pandas as pd
 
     write_demo_weights(tmp_path / "mimic.pt", fmt="lightning_moco", model="m", arch="densenet121")
     meta = convert_file(tmp_path / "mimic.pt", tmp_path / "a.pt", fmt="lightning_moco", arch="densenet121")

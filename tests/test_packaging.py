@@ -22,7 +22,6 @@ import yaml
 
 from conftest import REPO
 
-
 # What setuptools reads to build the wheel (pyproject.toml names README.md as the readme).
 BUILD_FILES = ["pyproject.toml", "README.md", "src"]
 PACKAGE_DATA = ["medtransfer/schema.yaml", "medtransfer/reporting/published/anton2022.csv"]

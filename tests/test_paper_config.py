@@ -10,11 +10,26 @@ import pytest
 import yaml
 
 from conftest import REPO
-from medtransfer.resources import TYPICAL_IMAGES
+from fakes import (
+    TB_SETS,
+    make_amd,
+    make_bach,
+    make_chestx,
+    make_chexpert,
+    make_cifar,
+    make_dr,
+    make_pm,
+    make_stoic,
+    make_tb,
+    tiny_image,
+)
 from medtransfer.data.index import read_index, write_index
-from test_data_adapters import TB_SETS, _image, make_amd, make_bach, make_chestx, make_chexpert, make_dr, make_pm, make_tb
-from test_data_stoic_cifar import make_cifar, make_stoic
+from medtransfer.features import FeatureSet, save_features
+from medtransfer.protocols.fewshot import evaluate_fewshot
+from medtransfer.resources import TYPICAL_IMAGES
 from workflow_helpers import make_workdir, snakemake
+
+pytestmark = pytest.mark.slow  # every test here runs Snakemake on the published config
 
 DATASETS = ["bach", "chestx", "chexpert", "diabetic_retinopathy", "ichallenge_amd", "ichallenge_pm",
             "montgomerycxr", "shenzhencxr", "stoic", "cifar10_2way", "cifar10_5way"]
@@ -86,7 +101,6 @@ def _at_real_size(index: Path, n: int) -> None:
     write_index(big, index)  # written now: newer than the index rule's inputs, so it does not rerun
 
 
-@pytest.mark.slow
 def test_the_published_dag_at_its_real_size_builds_in_under_a_minute(tmp_path):
     """`snakemake all -n` of config/paper.yaml with every index at its documented size (cost.
     TYPICAL_IMAGES: 223,414 CheXpert rows, 88,702 EyePACS, 60,000 per CIFAR-10 entry...): the
@@ -122,22 +136,19 @@ def _published_size_trees(data):
     """Montgomery, BACH and iChallenge-AMD with their real class counts (tiny images)."""
     folder, prefix = TB_SETS["montgomerycxr"]
     for i in range(1, 139):  # 80 normal, 58 abnormal
-        _image(data / "montgomerycxr" / folder / "CXR_png" / f"{prefix}_{i:04d}_{int(i > 80)}.png")
+        tiny_image(data / "montgomerycxr" / folder / "CXR_png" / f"{prefix}_{i:04d}_{int(i > 80)}.png")
     (data / "montgomerycxr" / folder / "ClinicalReadings").mkdir()
     photos = data / "bach" / "ICIAR2018_BACH_Challenge" / "Photos"
     rows = [(f"{p}{i:03d}.tif", c) for c, p in (("Normal", "n"), ("Benign", "b"), ("InSitu", "is"),
                                                  ("Invasive", "iv")) for i in range(1, 101)]
     for name, cls in rows:
-        _image(photos / cls / name)
+        tiny_image(photos / cls / name)
     (photos / "microscopy_ground_truth.csv").write_text("".join(f"{f},{c}\n" for f, c in rows))
     make_amd(data / "ichallenge_amd", n_amd=89, n_normal=311)
 
 
 def test_paper_fewshot_runs_at_published_sizes_on_the_small_datasets(tmp_path):
     """20-shot + 15 queries per class cannot come from these test splits; the train pool holds them."""
-    from medtransfer.features import FeatureSet, save_features
-    from medtransfer.protocols.fewshot import evaluate_fewshot
-
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     assert paper["protocols"]["fewshot"]["pool"] == "train" and paper["protocols"]["fewshot"]["n_support"] == [20]
     workdir = make_workdir(tmp_path / "run", paper)

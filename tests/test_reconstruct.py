@@ -6,54 +6,57 @@ import json
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torchvision
 
-from medtransfer.weights.backbones import WeightsMeta, build_backbone, normalise, save_weights
+from fakes import toy_index, toy_weights
 from medtransfer.protocols.reconstruct import (
-    LPIPS_BACKBONES, LPIPS_NETS, METRICS, TARGET_LAYERS, invert, load_lpips, load_reconstructions,
-    plot_grid, plot_lpips, score, target_layer, write_demo_lpips_weights,
+    LPIPS_BACKBONES,
+    LPIPS_NETS,
+    METRICS,
+    TARGET_LAYERS,
+    invert,
+    load_lpips,
+    load_reconstructions,
+    plot_grid,
+    plot_lpips,
+    score,
+    target_layer,
+    write_demo_lpips_weights,
 )
 from medtransfer.protocols.reconstruct.generator import (
-    SkipConfig, SkipGenerator, build_generators, make_noise, member_slice, noise_size, output_crop,
+    SkipConfig,
+    SkipGenerator,
+    build_generators,
+    make_noise,
+    member_slice,
+    noise_size,
+    output_crop,
 )
 from medtransfer.protocols.reconstruct.invert import FeatureTap, image_seeds, invert_batch
 from medtransfer.protocols.reconstruct.perceptual import demo_lpips_bytes, read_features
 from medtransfer.protocols.shared import draw_test_positions
 from medtransfer.results import read_rows
+from medtransfer.weights.backbones import WeightsMeta, build_backbone, normalise
 
 # A small generator (3 scales) for fast tests; the published one is tested for shape.
 TINY = SkipConfig(in_channels=8, down=(8, 16, 16), up=(8, 16, 16), skip=(2, 2, 2),
                   kernel_down=(3, 3, 3), kernel_up=(3, 3, 3))
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions gain nothing from threads on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, one_thread):
     """A random resnet18 and 10 cached images (6 train, 4 test) of 64 px."""
     root = tmp_path_factory.mktemp("recon")
-    torch.manual_seed(0)
-    save_weights(root / "weights.pt", build_backbone("resnet18").state_dict(),
-                 WeightsMeta(arch="resnet18", model="toy", demo=True))
+    toy_weights(root / "weights.pt", demo=True)
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:64, 0:64]
     base = np.stack([xx * 4, yy * 4, (xx + yy) * 2], axis=-1)[None]  # smooth gradients, not noise
     np.save(root / "cache.npy", np.clip(base + rng.integers(0, 40, (10, 1, 1, 3)), 0, 255).astype(np.uint8))
-    pd.DataFrame({
-        "path": [f"i{i}.png" for i in range(10)], "label": np.arange(10) % 2,
-        "label_name": np.where(np.arange(10) % 2, "b", "a"), "split": ["train"] * 6 + ["test"] * 4,
-        "patient": "", "split_rule": "given",
-    }).to_csv(root / "index.csv", index=False)
+    toy_index(root / "index.csv", np.arange(10) % 2, n_train=6)
     return root
 
 

@@ -35,8 +35,8 @@ def test_thirteen_published_models_and_the_random_baseline():
 
 def test_random_baseline_is_torchvision_initialisation_flagged_in_every_row(tmp_path):
     from medtransfer.features import run_meta
-    from medtransfer.weights.backbones import load_weights
     from medtransfer.results import make_row
+    from medtransfer.weights.backbones import load_weights
     from medtransfer.weights.convert import convert_file
     from medtransfer.weights.demo import write_demo_weights
 

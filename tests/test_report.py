@@ -1,8 +1,11 @@
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
-from medtransfer.reporting.figures import plot_protocol
+from fakes import HEADLINE, summary_table
+from medtransfer.reporting.figures import plot_bars, plot_protocol, plot_radar
+from medtransfer.reporting.summary import write_summary
 from medtransfer.reporting.table import write_table
 from medtransfer.results import RESULT_COLUMNS, make_row, write_rows
 
@@ -43,19 +46,12 @@ def test_figure_has_one_column_per_dataset_setting(tmp_path):
 
 
 def _not_blank(png):
-    from PIL import Image
-
     pixels = np.asarray(Image.open(png).convert("L"), dtype=float)
     return pixels.std() > 5
 
 
 def test_bars_and_radar_from_the_summary_cells(tmp_path):
-    from test_summary import HEADLINE, _table
-
-    from medtransfer.reporting.figures import plot_bars, plot_radar
-    from medtransfer.reporting.summary import write_summary
-
-    write_summary(table=_table(tmp_path), markdown=tmp_path / "s.md", latex=tmp_path / "s.tex",
+    write_summary(table=summary_table(tmp_path), markdown=tmp_path / "s.md", latex=tmp_path / "s.tex",
                   cells_csv=tmp_path / "cells.csv", headline=HEADLINE)
     plot_bars(cells=tmp_path / "cells.csv", png=tmp_path / "b.png", pdf=tmp_path / "b.pdf", protocol="linear")
     plot_radar(cells=tmp_path / "cells.csv", png=tmp_path / "r.png", pdf=tmp_path / "r.pdf", model="pirl")

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from medtransfer.runtime import sha256_file
 from medtransfer.data.demo import generate
 from medtransfer.features import FeatureSet, save_features
 from medtransfer.protocols.reconstruct.perceptual import write_demo_lpips_weights
 from medtransfer.results import Predictions
+from medtransfer.runtime import sha256_file
 from medtransfer.weights.convert import convert_file
 from medtransfer.weights.demo import random_resnet50
 from medtransfer.weights.formats import FORMATS

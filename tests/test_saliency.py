@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from medtransfer.weights.backbones import WeightsMeta, build_backbone, save_weights
+from fakes import toy_index, toy_weights
 from medtransfer.protocols.checks import check_saliency
-from medtransfer.results import Predictions, details, read_rows
 from medtransfer.protocols.saliency import (
-    attentive_diffusion, centre_crop, evaluate_saliency, load_maps, occlusion_map,
-    plot_saliency_figures, window_starts,
+    attentive_diffusion,
+    centre_crop,
+    evaluate_saliency,
+    load_maps,
+    occlusion_map,
+    plot_saliency_figures,
+    window_starts,
 )
+from medtransfer.results import Predictions, details, read_rows
+from medtransfer.weights.backbones import build_backbone
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def naive_map(features, x, window, stride):
@@ -75,16 +82,12 @@ def test_settings_that_leave_pixels_uncovered_are_refused():
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, one_thread):
     root = tmp_path_factory.mktemp("saliency")
-    torch.manual_seed(0)
-    save_weights(root / "weights.pt", build_backbone("resnet18").state_dict(),
-                 WeightsMeta(arch="resnet18", model="toy", demo=True))
+    toy_weights(root / "weights.pt", demo=True)
     rng = np.random.default_rng(0)
     np.save(root / "cache.npy", rng.integers(0, 255, (8, 32, 32, 3)).astype(np.uint8))
-    pd.DataFrame({"path": [f"i{i}.png" for i in range(8)], "label": np.arange(8) % 2,
-                  "label_name": np.where(np.arange(8) % 2, "b", "a"), "split": ["train"] * 5 + ["test"] * 3,
-                  "patient": "", "split_rule": "given"}).to_csv(root / "index.csv", index=False)
+    toy_index(root / "index.csv", np.arange(8) % 2, n_train=5)
     return root
 
 
@@ -97,7 +100,6 @@ def _run(data, tmp_path, **kwargs):
 
 
 def test_stage_writes_rows_predictions_maps_and_figures(data, tmp_path):
-    torch.set_num_threads(1)
     values = _run(data, tmp_path)
     rows = read_rows([tmp_path / "rows.csv"])
     assert list(rows["metric"]) == ["attentive_diffusion"] and rows["setting"].iloc[0] == "occlusion"

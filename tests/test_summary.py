@@ -3,36 +3,9 @@ import math
 import pandas as pd
 import pytest
 
-from medtransfer.results import make_row, write_rows
+from fakes import HEADLINE, summary_row, summary_table
 from medtransfer.reporting.summary import TIED, published, summary_cells, with_published, write_summary
-
-META = {"weights_sha256": "a" * 64, "weights_demo": False, "split": "given", "precision": "fp32",
-        "preprocessing": "p"}
-HEADLINE = {"chexpert": "accuracy", "diabetic_retinopathy": "balanced_accuracy"}
-
-
-def _row(model, dataset, metric, value, protocol="linear", setting="manyshot", ci=0.02, **details):
-    return make_row(model=model, dataset=dataset, protocol=protocol, setting=setting, metric=metric, value=value,
-                    ci_low=value - ci, ci_high=value + ci, n=100, seed=0, meta=META, details=details or None)
-
-
-def _table(tmp_path):
-    """Three models on two published datasets; pirl is separated from the best, moco-v2 is not."""
-    rows = []
-    values = {"chexpert": {"supervised": 0.75, "moco-v2": 0.74, "pirl": 0.60},
-              "diabetic_retinopathy": {"supervised": 0.30, "moco-v2": 0.35, "pirl": 0.33}}
-    for dataset, per_model in values.items():
-        metric = HEADLINE[dataset]
-        best = max(per_model, key=per_model.get)
-        for model, value in per_model.items():
-            rows.append(_row(model, dataset, metric, value))
-            rows.append(_row(model, dataset, "auroc", value + 0.1))
-            rows.append(_row(model, dataset, f"{metric}_diff_vs_best", value - per_model[best], best=best,
-                             differs=model == "pirl"))
-    rows.append(_row("supervised", "chexpert", "accuracy", 0.70, protocol="fewshot", setting="20shot"))
-    path = tmp_path / "table.csv"
-    write_rows(rows, path)
-    return path
+from medtransfer.results import write_rows
 
 
 def test_published_numbers_are_in_the_tables_vocabulary():
@@ -45,7 +18,7 @@ def test_published_numbers_are_in_the_tables_vocabulary():
 
 
 def test_published_join_lines_up_with_the_right_cells(tmp_path):
-    cells = summary_cells(pd.read_csv(_table(tmp_path)), HEADLINE)
+    cells = summary_cells(pd.read_csv(summary_table(tmp_path)), HEADLINE)
     joined = with_published(cells).set_index(["model", "dataset", "protocol", "setting"])
     # linear chexpert accuracy and linear diabetic_retinopathy mean per-class accuracy, as published
     assert joined.loc[("supervised", "chexpert", "linear", "manyshot"), "published"] == pytest.approx(0.7347)
@@ -58,7 +31,7 @@ def test_published_join_lines_up_with_the_right_cells(tmp_path):
 
 
 def test_summary_marks_best_ties_and_ranks(tmp_path):
-    cells = summary_cells(pd.read_csv(_table(tmp_path)), HEADLINE).set_index(["protocol", "dataset", "model"])
+    cells = summary_cells(pd.read_csv(summary_table(tmp_path)), HEADLINE).set_index(["protocol", "dataset", "model"])
     linear = cells.loc["linear"]
     assert linear.loc[("chexpert", "supervised"), "best"] and not linear.loc[("chexpert", "moco-v2"), "best"]
     assert linear.loc[("chexpert", "moco-v2"), "tied"] is True and linear.loc[("chexpert", "pirl"), "tied"] is False
@@ -69,7 +42,7 @@ def test_summary_marks_best_ties_and_ranks(tmp_path):
 
 def test_summary_markdown_and_latex(tmp_path):
     md, tex, csv = tmp_path / "s.md", tmp_path / "s.tex", tmp_path / "s.csv"
-    write_summary(table=_table(tmp_path), markdown=md, latex=tex, cells_csv=csv, headline=HEADLINE, study="t", html=tmp_path / "s.html")
+    write_summary(table=summary_table(tmp_path), markdown=md, latex=tex, cells_csv=csv, headline=HEADLINE, study="t", html=tmp_path / "s.html")
     text = md.read_text()
     assert "## Linear probe: headline metric" in text and "## Linear probe: AUROC" in text
     line = next(x for x in text.splitlines() if x.startswith("| moco-v2") and "74.0" in x)
@@ -88,7 +61,7 @@ def test_summary_markdown_and_latex(tmp_path):
 
 
 def test_a_study_without_published_cells_says_so(tmp_path):
-    rows = [_row(m, "demo_cxr", "accuracy", v) for m, v in (("supervised", 0.5), ("pirl", 0.6))]
+    rows = [summary_row(m, "demo_cxr", "accuracy", v) for m, v in (("supervised", 0.5), ("pirl", 0.6))]
     write_rows(rows, tmp_path / "t.csv")
     write_summary(table=tmp_path / "t.csv", markdown=tmp_path / "s.md", latex=tmp_path / "s.tex",
                   cells_csv=tmp_path / "s.csv", headline={"demo_cxr": "accuracy"})

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from medtransfer.weights.backbones import build_backbone
 from medtransfer.weights import byol
+from medtransfer.weights.backbones import build_backbone
 from medtransfer.weights.base import Converted
 from medtransfer.weights.formats import FORMATS
 

@@ -102,6 +102,7 @@ def _cli(*args):
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow  # three fresh interpreters importing torch; test_weights_hostile.py runs the CLI in-process
 def test_cli_inspect_and_convert(tmp_path):
     write_demo_weights(tmp_path / "moco.pth.tar", fmt="moco", model="moco-v2")
     shown = _cli("inspect", tmp_path / "moco.pth.tar")

@@ -19,9 +19,8 @@ import torchvision
 
 from conftest import REPO
 from medtransfer.config import load_schema
-from medtransfer.weights import backbones as models
+from medtransfer.weights import tfbundle
 from medtransfer.weights.backbones import load_weights
-from medtransfer.weights import convert, tfbundle
 from medtransfer.weights.convert import convert_file
 from medtransfer.weights.demo import random_resnet50
 from medtransfer.weights.formats import ARCHITECTURES, BACKBONES, FORMATS, NORMALISATIONS, PADDINGS, get_format

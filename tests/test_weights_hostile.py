@@ -26,9 +26,9 @@ import pytest
 import torch
 
 from conftest import REPO
-from medtransfer.weights.backbones import load_weights
 from medtransfer.protocols.reconstruct.perceptual import read_features
 from medtransfer.weights.__main__ import main
+from medtransfer.weights.backbones import load_weights
 from medtransfer.weights.convert import convert_file
 from medtransfer.weights.formats import FORMATS
 from medtransfer.weights.inspect import describe
@@ -137,6 +137,7 @@ def test_hostile_pickle_is_refused_everywhere(payload, container, protocol, tmp_
     assert any(refused_by)
 
 
+@pytest.mark.slow  # two fresh interpreters importing torch; the in-process CLI is refused in _readers above
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_cli_in_a_fresh_process_refuses(tmp_path):
     marker = tmp_path / "marker"

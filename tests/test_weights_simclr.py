@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from medtransfer.weights.backbones import SameMaxPool2d, backbone_keys, load_weights
 from medtransfer.weights import simclr, tfbundle
+from medtransfer.weights.backbones import SameMaxPool2d, backbone_keys, load_weights
 from medtransfer.weights.convert import convert_file
 from medtransfer.weights.inspect import describe
 from medtransfer.weights.sources import source_files, source_sha256

@@ -2,28 +2,58 @@
 
 import json
 import math
+import os
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
+from scipy import stats
 
-from medtransfer.results import PROVENANCE_COLUMNS, RESULT_COLUMNS
+from browser import Page, find_chromium
+from conftest import REPO
+from medtransfer.results import PROVENANCE_COLUMNS, RESULT_COLUMNS, details
+from medtransfer.weights.registry import REGISTRY
 from workflow_helpers import make_workdir, snakemake, tiny_config
+
+pytestmark = pytest.mark.slow  # every test here runs Snakemake (a whole study, or a dry run)
 
 MODELS = ["supervised", "moco-v2", "swav", "pirl", "byol", "simclr-v1"]
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """One full run of the tiny study (shared by the tests below; they only read or rerun)."""
+    """One full run of the tiny study, shared by the tests below: they only read it."""
     workdir = make_workdir(tmp_path_factory.mktemp("study"), tiny_config(MODELS))
     snakemake(workdir, "all")
     return workdir
 
 
-@pytest.mark.slow
+@pytest.fixture
+def own_run(finished, tmp_path):
+    """A copy of the finished run for a test that deletes, reruns or adds files: no test sees
+    another's changes, so any order (or any single test) gives the same result. Every mtime is
+    kept, and Snakemake's metadata holds relative paths, so the copy is up to date."""
+    return shutil.copytree(finished, tmp_path / "run", symlinks=True, copy_function=_link_weights(finished))
+
+
+def _link_weights(run):
+    """Copies a file, but hard-links those under resources/ (2 GB of weights, which no test
+    writes; a rerun job would replace a file, never write into it)."""
+    weights = run / "resources"
+
+    def copy(src: str, dst: str) -> None:
+        if Path(src).is_relative_to(weights):
+            os.link(src, dst)
+        else:
+            shutil.copy2(src, dst)
+    return copy
+
+
 def test_table_has_every_cell_with_provenance(finished):
     table = pd.read_csv(finished / "reports" / "table.csv")
     assert list(table.columns) == RESULT_COLUMNS
@@ -48,7 +78,6 @@ def test_table_has_every_cell_with_provenance(finished):
     assert table.loc[table["protocol"] == "correlation", "weights_sha256"].nunique() == 1  # a hash of them all
 
 
-@pytest.mark.slow
 def test_paired_comparisons_and_figures(finished):
     table = pd.read_csv(finished / "reports" / "table.csv")
     diffs = table[table["metric"].str.endswith("_diff_vs_best")]
@@ -64,33 +93,30 @@ def test_paired_comparisons_and_figures(finished):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.slow
 def test_second_run_has_nothing_to_do(finished):
     proc = snakemake(finished, "all", "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-@pytest.mark.slow
-def test_deleted_table_is_rebuilt_alone_and_identical(finished):
-    table = finished / "reports" / "table.csv"
+def test_deleted_table_is_rebuilt_alone_and_identical(own_run):
+    table = own_run / "reports" / "table.csv"
     before = table.read_text()
     table.unlink()
-    proc = snakemake(finished, "reports/table.csv", "-n")
+    proc = snakemake(own_run, "reports/table.csv", "-n")
     assert "table" in proc.stdout and "extract_features" not in proc.stdout
-    snakemake(finished, "reports/table.csv")
+    snakemake(own_run, "reports/table.csv")
     assert table.read_text() == before
 
 
-@pytest.mark.slow
-def test_rerun_with_same_seed_gives_the_same_numbers(finished):
+def test_rerun_with_same_seed_gives_the_same_numbers(own_run):
     """One model's features and its finetune (the stochastic protocol) made again, with
     everything downstream (linear, kNN, few-shot, comparisons, table): the same numbers."""
-    table = finished / "reports" / "table.csv"
+    table = own_run / "reports" / "table.csv"
     before = pd.read_csv(table)
-    forced = [finished / "results" / "features" / "byol" / "demo_cxr.npz",
-              finished / "results" / "finetune" / "byol" / "demo_cxr" / "manyshot.csv"]
+    forced = [own_run / "results" / "features" / "byol" / "demo_cxr.npz",
+              own_run / "results" / "finetune" / "byol" / "demo_cxr" / "manyshot.csv"]
     made = [p.stat().st_mtime_ns for p in forced]
-    snakemake(finished, "all", "--forcerun", *(str(p.relative_to(finished)) for p in forced))
+    snakemake(own_run, "all", "--forcerun", *(str(p.relative_to(own_run)) for p in forced))
     assert all(p.stat().st_mtime_ns > m for p, m in zip(forced, made))  # they were made again
     after = pd.read_csv(table)
     pd.testing.assert_frame_equal(before, after)
@@ -124,7 +150,6 @@ def test_default_config_validates_and_builds_the_dag(tmp_path):
     assert yaml.safe_load((workdir / "config" / "config.yaml").read_text())["study"] == "demo"
 
 
-@pytest.mark.slow
 def test_reconstruction_rows_figures_and_lpips_weights_through_the_download_rule(finished):
     table = pd.read_csv(finished / "reports" / "table.csv")
     rec = table[(table["protocol"] == "reconstruction") & ~table["metric"].str.endswith("_diff_vs_best")]
@@ -141,17 +166,13 @@ def test_reconstruction_rows_figures_and_lpips_weights_through_the_download_rule
         assert (finished / "resources" / "weights" / "download" / f"lpips-{prefix}" / f"{net}.pth").exists()
 
 
-@pytest.mark.slow
 def test_finetune_crops_from_the_whole_image_cache(finished):
-    from medtransfer.results import details
-
     table = pd.read_csv(finished / "reports" / "table.csv")
     ft = table[(table["protocol"] == "finetune") & (table["metric"] == "accuracy")]
     assert all(details(r)["augment"].startswith("rrc0.08-1_bicubic_aa+hflip_of_full_image") for _, r in ft.iterrows())
     assert (finished / "results" / "cache" / "demo_cxr" / "full.npy").exists()
 
 
-@pytest.mark.slow
 def test_saliency_and_invariance_rows_and_figures(finished):
     table = pd.read_csv(finished / "reports" / "table.csv")
     main = table[~table["metric"].str.endswith("_diff_vs_best")]
@@ -171,13 +192,7 @@ def test_saliency_and_invariance_rows_and_figures(finished):
         assert (finished / "benchmarks" / kind / "supervised" / "demo_cxr.tsv").exists()
 
 
-@pytest.mark.slow
 def test_correlation_rows_equal_scipy_on_the_tables_numbers(finished):
-    from scipy import stats
-
-    from medtransfer.results import details
-    from medtransfer.weights.registry import REGISTRY
-
     table = pd.read_csv(finished / "reports" / "table.csv")
     corr = table[table["protocol"] == "correlation"]
     measures = {"imagenet_top1", "lpips_mean", "attentive_diffusion", "invariance_rotation", "invariance_hflip",
@@ -231,10 +246,7 @@ def _markdown_tables(text: str) -> dict[str, dict[str, dict[str, str]]]:
     return tables
 
 
-@pytest.mark.slow
 def test_summary_tables_agree_with_the_paired_comparisons(finished):
-    from medtransfer.results import details
-
     table = pd.read_csv(finished / "reports" / "table.csv")
     tables = _markdown_tables((finished / "reports" / "summary.md").read_text())
     titles = {"linear": "Linear probe", "fewshot": "Few-shot (prototypical)", "finetune": "Finetune",
@@ -267,13 +279,10 @@ def test_summary_tables_agree_with_the_paired_comparisons(finished):
 
 
 def _not_blank(path) -> bool:
-    from PIL import Image
-
     pixels = np.asarray(Image.open(path).convert("L"), dtype=float)
     return pixels.std() > 5 and (pixels < 128).mean() > 0.005
 
 
-@pytest.mark.slow
 def test_figures_are_not_blank_and_have_pdfs(finished):
     figures = finished / "reports" / "figures"
     expected = ([figures / f"{p}.png" for p in (*TRANSFER, "reconstruction", "saliency", "invariance")]
@@ -285,17 +294,16 @@ def test_figures_are_not_blank_and_have_pdfs(finished):
     assert len(list(figures.rglob("*.png"))) >= len(expected)
 
 
-@pytest.mark.slow
-def test_summary_rebuilds_alone_from_the_table(finished):
-    summary = finished / "reports" / "summary.md"
+def test_summary_rebuilds_alone_from_the_table(own_run):
+    summary = own_run / "reports" / "summary.md"
     before = summary.read_text()
     summary.unlink()
-    proc = snakemake(finished, "reports/summary.md", "-n")
+    proc = snakemake(own_run, "reports/summary.md", "-n")
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
     assert set(jobs) - {"total"} == {"summary"}, proc.stdout  # nothing upstream is recomputed
-    snakemake(finished, "reports/summary.md")
+    snakemake(own_run, "reports/summary.md")
     assert summary.read_text() == before
-    again = snakemake(finished, "reports/summary.md", "-n")
+    again = snakemake(own_run, "reports/summary.md", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
@@ -312,24 +320,17 @@ def _registered(finished) -> set[str]:
     return files
 
 
-@pytest.mark.slow
-def test_html_report_in_a_real_browser(finished):
+def test_html_report_in_a_real_browser(own_run):
     """Snakemake's report opened in headless Chromium: every registered table and figure is listed
     in the rendered page, the console shows no errors, and the screenshot is not blank."""
-    import os
-    import shutil
-
-    from browser import Page, find_chromium
-    from conftest import REPO
-
     if find_chromium() is None:
         pytest.skip("no chromium on PATH: install Debian's chromium package (.ci/run does where it can)")
-    snakemake(finished, "--report", "reports/report.html")
-    with Page((finished / "reports" / "report.html").as_uri()) as page:
+    snakemake(own_run, "--report", "reports/report.html")
+    with Page((own_run / "reports" / "report.html").as_uri()) as page:
         page.wait_for("document.body.innerText.includes('RESULTS')")
         categories = json.loads(page.evaluate("JSON.stringify(categories)"))
         registered = {f for subs in categories.values() for files in subs.values() for f in files}
-        assert registered == _registered(finished)
+        assert registered == _registered(own_run)
         listed = set()
         for category, subs in categories.items():
             _click(page, "Results", required=False)
@@ -348,7 +349,7 @@ def test_html_report_in_a_real_browser(finished):
         page.wait_for("!!document.querySelector('main iframe, main img, iframe')")
         page._drain(1.0)
         assert page.errors == []
-        shot = page.screenshot(finished / "reports" / "report.png")
+        shot = page.screenshot(own_run / "reports" / "report.png")
     assert _not_blank(shot)
     if os.environ.get("MEDTRANSFER_UPDATE_SCREENSHOT"):
         shutil.copy(shot, REPO / "docs" / "report.png")
@@ -375,17 +376,15 @@ def _click(page, text: str, required: bool = True) -> None:
     page._drain(0.3)
 
 
-@pytest.mark.slow
-def test_cost_report_sums_every_jobs_benchmark(finished):
-    # made again: the tests above rerun jobs (rewriting their benchmark files) whose outputs may
-    # come out unchanged, which leaves the cost report up to date in Snakemake's eyes
-    snakemake(finished, "reports/cost.csv", "--forcerun", "cost")
-    cost = pd.read_csv(finished / "reports" / "cost.csv")
-    files = list((finished / "benchmarks").rglob("*.tsv"))
+def test_cost_report_sums_every_jobs_benchmark(own_run):
+    # made again in this copy of the finished run: the sum then covers every file the run left
+    snakemake(own_run, "reports/cost.csv", "--forcerun", "cost")
+    cost = pd.read_csv(own_run / "reports" / "cost.csv")
+    files = list((own_run / "benchmarks").rglob("*.tsv"))
     total = cost[(cost["stage"] == "all") & (cost["model"] == "all")].iloc[0]
     assert total["jobs"] == len(files)  # every job's file (the cost rule itself writes none: it runs last)
     assert total["wall_s"] == pytest.approx(sum(pd.read_csv(f, sep="\t")["s"].sum() for f in files), abs=0.01)
-    stages = {p.stem for p in (finished / "workflow" / "rules").glob("*.smk")} - {"common", "cost"}
+    stages = {p.stem for p in (own_run / "workflow" / "rules").glob("*.smk")} - {"common", "cost"}
     assert set(cost.loc[cost["model"] == "all", "stage"]) - {"all"} == stages
     assert set(cost.loc[cost["stage"] == "all", "model"]) - {"all"} == set(MODELS)
-    assert (finished / "reports" / "figures" / "cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (own_run / "reports" / "figures" / "cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

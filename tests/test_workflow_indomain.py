@@ -12,9 +12,11 @@ import pytest
 import torch
 import yaml
 
-from medtransfer.weights.backbones import load_weights
 from medtransfer.results import RESULT_COLUMNS, details
+from medtransfer.weights.backbones import load_weights
 from workflow_helpers import REPO, make_workdir, snakemake, tiny_config
+
+pytestmark = pytest.mark.slow  # the whole second demo study through Snakemake
 
 MODELS = ["mimic-chexpert_lr_0.1", "moco-cxr-r18", "random"]
 ARCHS = {"mimic-chexpert_lr_0.1": "densenet121", "moco-cxr-r18": "resnet18", "random": "resnet50"}
@@ -32,7 +34,6 @@ def finished(tmp_path_factory):
     return workdir
 
 
-@pytest.mark.slow
 def test_every_stage_has_rows_for_every_model(finished):
     table = pd.read_csv(finished / "reports" / "table.csv")
     assert list(table.columns) == RESULT_COLUMNS
@@ -42,7 +43,6 @@ def test_every_stage_has_rows_for_every_model(finished):
     assert table["weights_sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
 
 
-@pytest.mark.slow
 def test_normalisation_and_random_flag_travel_in_every_row(finished):
     table = pd.read_csv(finished / "reports" / "table.csv")
     main = table[table["protocol"] != "correlation"]
@@ -54,7 +54,6 @@ def test_normalisation_and_random_flag_travel_in_every_row(finished):
         assert (rows["weights_random"].astype(str) == str(model == "random")).all(), model
 
 
-@pytest.mark.slow
 def test_converted_files_hold_the_right_architecture_and_list_dropped_keys(finished):
     for model, arch in ARCHS.items():
         net, meta = load_weights(finished / "resources" / "weights" / f"{model}.pt")
@@ -75,7 +74,6 @@ def test_converted_files_hold_the_right_architecture_and_list_dropped_keys(finis
     assert rnd.random and set(rnd.dropped) == {"fc.weight", "fc.bias"}  # torchvision's ImageNet head
 
 
-@pytest.mark.slow
 def test_reconstruction_targets_and_figures_for_each_architecture(finished):
     table = pd.read_csv(finished / "reports" / "table.csv")
     rec = table[(table["protocol"] == "reconstruction") & (table["metric"] == "lpips_mean")]
