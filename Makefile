@@ -27,7 +27,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
+# ruff: pyflakes, pycodestyle, import order and bugbear (pyproject.toml); snakemake: the rule files.
 lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests bench workflow/scripts
 	$(BIN)/snakemake --lint
 
 clean:
