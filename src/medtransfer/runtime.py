@@ -3,12 +3,14 @@ and the provenance of its rows (file hashes, package version, git revision)."""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import logging
 import os
 import random
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +131,37 @@ def log_to_file(path: str | os.PathLike) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.captureWarnings(True)
+    _log_timing()
+
+
+def seconds_since_process_start() -> float | None:
+    """How long this process has run (10 ms resolution; None where /proc is missing)."""
+    try:
+        with open("/proc/self/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22, the start time in clock ticks since boot
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError, IndexError):
+        return None
+
+
+def _log_timing() -> None:
+    """Log when this job's process started and when its work began (after its imports), and at
+    exit when the work ended with the process's CPU seconds: bench/overhead.py reads these lines
+    to split a run's time into Snakemake, start-up and work."""
+    started = seconds_since_process_start()
+    if started is None:
+        return
+    now = time.time()
+    timing = logging.getLogger("medtransfer.timing")
+    timing.info("start-up took %.2f s: process_start=%.3f work_start=%.3f", started, now - started, now)
+
+    def at_exit() -> None:
+        times = os.times()
+        cpu = times.user + times.system + times.children_user + times.children_system
+        timing.info("work took %.2f s: work_end=%.3f cpu_s=%.2f", time.time() - now, time.time(), cpu)
+
+    atexit.register(at_exit)
 
 
 def set_threads(threads: int) -> None:
