@@ -4,12 +4,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-CORES ?= 8
+CORES ?= all
 
 .PHONY: all test test-fast venv lint clean
 
 all: $(VENV)/.installed
-	$(BIN)/snakemake --cores $(CORES) all
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) all
 	$(BIN)/snakemake --report reports/report.html
 
 test: $(VENV)/.installed

@@ -35,7 +35,7 @@ import torch
 
 from _files import clock, default_workers, head_index, published_loader, random_weights, write_images
 from medtransfer.data.cache import build_cache
-from medtransfer.features import extract
+from medtransfer.features.extract import extract
 from medtransfer.runtime import resolve_device
 from medtransfer.weights.backbones import load_weights
 

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from medtransfer.protocols.reconstruct.invert import FeatureTap, image_seeds, invert_batch
+from medtransfer.protocols.reconstruct.inversion import FeatureTap, image_seeds, invert_batch
 from medtransfer.weights.backbones import WeightsMeta, build_backbone, normalise
 
 

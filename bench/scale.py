@@ -41,7 +41,7 @@ What N ("images") means per stage:
   episodes (15 queries); whiten_ledoit_wolf / whiten_ridge: ``invariance.Whitener(...).fit``
   of the features loaded beforehand; multiview: ``evaluate_multiview`` (its default
   ledoit_wolf covariance, 8 pairs) on the features and the index's view columns.
-- episodes: ``fewshot.sample_episodes`` (600 episodes, as above) on the N-row index.
+- episodes: ``episodes.sample_episodes`` (600 episodes, as above) on the N-row index.
 - finetune: ``evaluate_finetune`` from the whole-image cache, 2 SGD steps of batch 16, no
   early stopping, then its evaluation of the test split (about 0.4 N images) and bootstrap.
 - bootstrap, compare: a test set of N images: ``results.write_classification`` (1,000
@@ -227,7 +227,7 @@ def _features(ctx: Ctx) -> None:
 
 
 def _episodes(ctx: Ctx) -> None:
-    from medtransfer.protocols.fewshot import sample_episodes
+    from medtransfer.protocols.episodes import sample_episodes
 
     sample_episodes(index=ctx / "index.csv", out=ctx / "episodes.npz", dataset="bench", **EPISODES)
 
@@ -432,7 +432,7 @@ def _cache_full_images(ctx: Ctx) -> Call:
 
 
 def _extract(ctx: Ctx) -> Call:
-    from medtransfer.features import extract
+    from medtransfer.features.extract import extract
 
     return lambda: extract(weights=ctx / "weights.pt", cache=ctx / "cache.npy", index=ctx / "index.csv",
                            out=ctx.out / "features.npz", model="bench", dataset="bench", precision="fp32",
@@ -456,7 +456,7 @@ def _knn(ctx: Ctx) -> Call:
 
 
 def _sample_episodes(ctx: Ctx) -> Call:
-    from medtransfer.protocols.fewshot import sample_episodes
+    from medtransfer.protocols.episodes import sample_episodes
 
     return lambda: sample_episodes(index=ctx / "index.csv", out=ctx.out / "episodes.npz", dataset="bench",
                                    **EPISODES)

@@ -181,3 +181,8 @@ def stop(scratch: Path) -> None:
             else:
                 os.kill(pid, signal.SIGKILL)
     (scratch / "pids").unlink(missing_ok=True)
+    # A configuration naming a controller that no longer runs makes every later `scontrol`
+    # wait 9 s for it, and the SLURM executor plugin runs `scontrol show config` whenever
+    # Snakemake starts (every `snakemake` command on the machine, `-n` included).
+    if SLURM_CONF.is_symlink() and SLURM_CONF.readlink() == scratch / "slurm.conf":
+        SLURM_CONF.unlink()

@@ -12,10 +12,10 @@ import torchvision
 
 from fakes import toy_index, toy_pngs, toy_weights
 from medtransfer.data.cache import build_full_cache
-from medtransfer.features import extract
+from medtransfer.features.extract import extract
 from medtransfer.protocols.finetune import Classifier, evaluate_finetune
 from medtransfer.protocols.invariance import evaluate_invariance
-from medtransfer.protocols.reconstruct.invert import TARGET_LAYERS, FeatureTap, target_layer
+from medtransfer.protocols.reconstruct.inversion import TARGET_LAYERS, FeatureTap, target_layer
 from medtransfer.protocols.saliency import evaluate_saliency
 from medtransfer.weights.backbones import (
     ARCHS,

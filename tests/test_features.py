@@ -24,7 +24,8 @@ from PIL import Image
 
 from medtransfer.data.cache import build_cache, load_cache
 from medtransfer.data.index import write_index
-from medtransfer.features import extract, load_features
+from medtransfer.features import load_features
+from medtransfer.features.extract import extract
 from medtransfer.runtime import seed_everything, set_deterministic
 from medtransfer.weights.backbones import backbone_keys, load_weights
 from medtransfer.weights.convert import convert_file

@@ -7,7 +7,8 @@ import torch
 
 from medtransfer.features import FeatureSet, save_features
 from medtransfer.metrics import episode_ci
-from medtransfer.protocols.fewshot import evaluate_fewshot, prototype_accuracy, sample_episodes
+from medtransfer.protocols.episodes import sample_episodes
+from medtransfer.protocols.fewshot import evaluate_fewshot, prototype_accuracy
 from medtransfer.results import details, read_rows
 
 META = {"model": "toy", "dataset": "dots", "weights_sha256": "beef", "split": "given",
@@ -70,7 +71,7 @@ def test_short_classes_fail_with_dataset_class_count_and_setting(tmp_path, caplo
         sample_episodes(index=index, out=tmp_path / "x.npz", n_way=3, n_support=5, n_query=15, pool="test",
                         dataset="toy")
     assert not (tmp_path / "x.npz").exists()
-    with caplog.at_level(logging.WARNING, logger="medtransfer.protocols.fewshot"):
+    with caplog.at_level(logging.WARNING, logger="medtransfer.protocols.episodes"):
         _, ep = _episodes(tmp_path, index, n_way=3, n_support=5, n_query=15, episodes=20, drop_short_classes=True)
     assert 2 not in set(np.unique(ep["classes"])) and "class2" in caplog.text
     assert list(ep["dropped_classes"]) == ["class2"]
@@ -188,8 +189,8 @@ def test_mismatched_features_are_refused(tmp_path):
                                                        (300, 20_000, 35, 50_000), (7, 3000, 1, 3000)])
 def test_episode_images_are_the_full_sort_draw_in_chunks(rows, m, need, key_values, monkeypatch):
     """The partial selection over chunks of keys picks what a full argsort of all keys at once did."""
-    import medtransfer.protocols.fewshot as fewshot
+    import medtransfer.protocols.episodes as episodes
 
-    monkeypatch.setattr(fewshot, "_KEY_VALUES", key_values)
+    monkeypatch.setattr(episodes, "_KEY_VALUES", key_values)
     full = np.argsort(np.random.default_rng(5).random((rows, m)), axis=1)[:, :need]
-    np.testing.assert_array_equal(fewshot._smallest_keys(np.random.default_rng(5), rows, m, need), full)
+    np.testing.assert_array_equal(episodes._smallest_keys(np.random.default_rng(5), rows, m, need), full)

@@ -34,7 +34,7 @@ from medtransfer.protocols.reconstruct.generator import (
     noise_size,
     output_crop,
 )
-from medtransfer.protocols.reconstruct.invert import FeatureTap, image_seeds, invert_batch
+from medtransfer.protocols.reconstruct.inversion import FeatureTap, image_seeds, invert_batch
 from medtransfer.protocols.reconstruct.perceptual import demo_lpips_bytes, read_features
 from medtransfer.protocols.shared import draw_test_positions
 from medtransfer.results import read_rows

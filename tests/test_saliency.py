@@ -8,15 +8,8 @@ import torch
 
 from fakes import toy_index, toy_weights
 from medtransfer.protocols.checks import check_saliency
-from medtransfer.protocols.saliency import (
-    attentive_diffusion,
-    centre_crop,
-    evaluate_saliency,
-    load_maps,
-    occlusion_map,
-    plot_saliency_figures,
-    window_starts,
-)
+from medtransfer.protocols.saliency import evaluate_saliency, occlusion_map, window_starts
+from medtransfer.protocols.saliency_maps import attentive_diffusion, centre_crop, load_maps, plot_saliency_figures
 from medtransfer.results import Predictions, details, read_rows
 from medtransfer.weights.backbones import build_backbone
 

@@ -73,7 +73,7 @@ def test_protocol_defaults_equal_the_entry_points(protocol):
 
 def test_feature_and_cache_defaults_equal_the_schema():
     from medtransfer.data.cache import build_full_cache
-    from medtransfer.features import extract
+    from medtransfer.features.extract import extract
 
     params = inspect.signature(extract).parameters
     for key in ("precision", "device", "seed", "deterministic"):

@@ -93,6 +93,21 @@ def test_paired_comparisons_and_figures(finished):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_torch_free_jobs_ran_without_torch(finished):
+    """The job logs' last timing line says whether the process had loaded torch by its exit:
+    the report, comparison, figure and data jobs never do, lazy imports included."""
+    from test_imports import TORCH_FREE
+
+    seen = {}
+    for log in (finished / "logs").rglob("*.log"):
+        rule = log.relative_to(finished / "logs").parts[0].removesuffix(".log")
+        flags = re.findall(r"medtransfer\.timing: work took .* torch=(\d)", log.read_text())
+        assert flags, f"{log} has no timing line (every script calls runtime.log_to_file first)"
+        seen.setdefault(rule, set()).add(flags[-1])
+    assert {rule for rule in TORCH_FREE & seen.keys() if "1" in seen[rule]} == set()
+    assert len(TORCH_FREE & seen.keys()) >= 12 and "1" in seen["finetune"]
+
+
 def test_second_run_has_nothing_to_do(finished):
     proc = snakemake(finished, "all", "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -28,7 +28,7 @@ SCHEMA = Path(importlib.resources.files("medtransfer") / "schema.yaml")
 def load_schema(path: str | Path = SCHEMA) -> dict[str, Any]:
     """The parsed schema at ``path`` (cached: every config and default reads it)."""
     with open(path) as handle:
-        return yaml.safe_load(handle)
+        return yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: 10x faster
 
 
 def _fill(node: Any, schema: Mapping[str, Any]) -> None:

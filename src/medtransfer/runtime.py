@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,8 @@ def seconds_since_process_start() -> float | None:
 
 def _log_timing() -> None:
     """Log when this job's process started and when its work began (after its imports), and at
-    exit when the work ended with the process's CPU seconds: bench/overhead.py reads these lines
-    to split a run's time into Snakemake, start-up and work."""
+    exit when the work ended, the process's CPU seconds and whether it loaded torch:
+    bench/overhead.py reads these lines to split a run's time into Snakemake, start-up and work."""
     started = seconds_since_process_start()
     if started is None:
         return
@@ -159,7 +160,8 @@ def _log_timing() -> None:
     def at_exit() -> None:
         times = os.times()
         cpu = times.user + times.system + times.children_user + times.children_system
-        timing.info("work took %.2f s: work_end=%.3f cpu_s=%.2f", time.time() - now, time.time(), cpu)
+        timing.info("work took %.2f s: work_end=%.3f cpu_s=%.2f torch=%d", time.time() - now, time.time(), cpu,
+                    "torch" in sys.modules)
 
     atexit.register(at_exit)
 

@@ -1,6 +1,6 @@
 """Pooled features of one dataset through one frozen backbone."""
 
-from medtransfer.features import extract
+from medtransfer.features.extract import extract
 from medtransfer.runtime import log_to_file, set_threads
 
 log_to_file(snakemake.log[0])

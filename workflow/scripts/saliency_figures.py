@@ -1,6 +1,6 @@
 """Per model of one dataset: a heatmap and an overlay figure of the first saliency maps."""
 
-from medtransfer.protocols.saliency import plot_saliency_figures
+from medtransfer.protocols.saliency_maps import plot_saliency_figures
 from medtransfer.runtime import log_to_file
 
 log_to_file(snakemake.log[0])

@@ -1,6 +1,6 @@
 """Draw the few-shot episodes of one (dataset, setting) once, for every model."""
 
-from medtransfer.protocols.fewshot import sample_episodes
+from medtransfer.protocols.episodes import sample_episodes
 from medtransfer.runtime import log_to_file, set_threads
 
 log_to_file(snakemake.log[0])

@@ -155,7 +155,7 @@ _CLASSIFICATION = ("accuracy", "balanced_accuracy", "auroc")
 
 register(Protocol("linear", "Linear probe", "medtransfer.protocols.linear:evaluate_linear", "images",
                   _CLASSIFICATION))
-register(Protocol("fewshot", "Few-shot (prototypical)", "medtransfer.protocols.fewshot:sample_episodes", "episodes",
+register(Protocol("fewshot", "Few-shot (prototypical)", "medtransfer.protocols.episodes:sample_episodes", "episodes",
                   ("accuracy",), _shots, patterns=(r"\d+shot",)))
 register(Protocol("finetune", "Finetune", "medtransfer.protocols.finetune:evaluate_finetune", "images",
                   _CLASSIFICATION))

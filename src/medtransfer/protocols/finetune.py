@@ -29,7 +29,8 @@ from medtransfer.data.augment import augment, crop_params, full_batch, full_batc
 from medtransfer.data.batches import DeviceBatches
 from medtransfer.data.cache import load_full_cache, load_indexed_cache, read_rows
 from medtransfer.data.index import class_names, stratified_split
-from medtransfer.features import run_meta, to_model_input
+from medtransfer.features import run_meta
+from medtransfer.features.extract import to_model_input
 from medtransfer.metrics import selection_score
 from medtransfer.progress import Progress
 from medtransfer.protocols import MANYSHOT

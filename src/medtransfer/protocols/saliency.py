@@ -34,11 +34,12 @@ from medtransfer.data.cache import load_indexed_cache
 from medtransfer.features import load_features, run_meta
 from medtransfer.progress import Progress
 from medtransfer.protocols.checks import SALIENCY_KEY, check_saliency
+from medtransfer.protocols.saliency_maps import attentive_diffusion, centre_crop
 from medtransfer.protocols.shared import draw_test_positions, frozen_backbone
 from medtransfer.results import write_values
 from medtransfer.runtime import resolve_device
 from medtransfer.weights.backbones import normalise
-from medtransfer.writers import pyplot, save_figure, save_npz
+from medtransfer.writers import save_npz
 
 log = logging.getLogger(__name__)
 
@@ -96,19 +97,6 @@ def occlusion_map(features: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
     """The (H, W) saliency map of one normalised image (float64), before the crop."""
     scores = occlusion_scores(features, x, window=window, stride=stride, batch_size=batch_size, reference=reference)
     return pixel_map(scores, x.shape[-1], window, stride)
-
-
-def centre_crop(saliency: np.ndarray | torch.Tensor, crop_size: int):
-    """The central ``crop_size`` square of a (..., H, W) map or image stack."""
-    top = (saliency.shape[-2] - crop_size) // 2
-    left = (saliency.shape[-1] - crop_size) // 2
-    return saliency[..., top:top + crop_size, left:left + crop_size]
-
-
-def attentive_diffusion(saliency: np.ndarray | torch.Tensor) -> float:
-    """Share (0-1) of the map's pixels whose saliency is above the map's mean."""
-    values = np.asarray(saliency, dtype=np.float64)
-    return float(np.mean(values > values.mean()))
 
 
 def model_inputs(images_uint8: np.ndarray, input_size: int, wmeta: Any, device: str) -> torch.Tensor:
@@ -205,48 +193,3 @@ def _write(out_rows, out_predictions, out_maps, *, meta, positions, frame, maps,
                  n_bootstrap=n_bootstrap, details=details)
     save_npz(out_maps, maps=maps.astype(np.float32), inputs=inputs.astype(np.uint8), positions=positions,
              labels=labels, meta=np.array(json.dumps(meta, sort_keys=True)))
-
-
-def load_maps(path: str | os.PathLike) -> dict[str, Any]:
-    """The arrays of an ``evaluate_saliency`` maps file, with ``meta`` parsed."""
-    with np.load(path, allow_pickle=False) as data:
-        out = {k: data[k] for k in data.files}
-    if "maps" not in out:
-        raise ValueError(f"{path} is not a saliency maps file (no 'maps'); produce it with evaluate_saliency")
-    out["meta"] = json.loads(str(out["meta"]))
-    return out
-
-
-def plot_saliency(*, maps: str | os.PathLike, out_heatmap: str | os.PathLike, out_overlay: str | os.PathLike,
-                  n_show: int = 4) -> None:
-    """One (model, dataset): the first ``n_show`` maps as heatmaps, and over their images."""
-    data = load_maps(maps)
-    meta, n = data["meta"], min(n_show, len(data["maps"]))
-    demo = " (DEMO: random weights)" if meta.get("weights_demo") else ""
-    plt = pyplot()
-    for out, overlay in ((out_heatmap, False), (out_overlay, True)):
-        fig, axes = plt.subplots(1, n, figsize=(2.0 * n, 2.4), squeeze=False)
-        for k in range(n):
-            ax, m = axes[0, k], data["maps"][k]
-            if overlay:
-                ax.imshow(data["inputs"][k])
-                ax.imshow(m, cmap="jet", alpha=0.45)
-            else:
-                ax.imshow(m, cmap="viridis")
-            ax.set_title(f"row {int(data['positions'][k])}: AD {attentive_diffusion(m):.2f}", fontsize=7)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.suptitle(f"{meta['model']} / {meta['dataset']} occlusion saliency{demo}", fontsize=8)
-        fig.tight_layout()
-        save_figure(fig, out, "png", dpi=110)
-        plt.close(fig)
-
-
-def plot_saliency_figures(*, maps: list[str | os.PathLike], heatmaps: list[str | os.PathLike],
-                          overlays: list[str | os.PathLike]) -> None:
-    """``plot_saliency`` for each (maps, heatmap, overlay) triple (the models of one dataset)."""
-    if not len(maps) == len(heatmaps) == len(overlays):
-        raise ValueError(f"need one heatmap and overlay path per maps file, got {len(maps)}, {len(heatmaps)}, "
-                         f"{len(overlays)}")
-    for m, h, o in zip(maps, heatmaps, overlays):
-        plot_saliency(maps=m, out_heatmap=h, out_overlay=o)

@@ -43,22 +43,40 @@ settings are checked by ``medtransfer.protocols.checks.check_reconstruction`` (t
 run when the DAG is built).
 """
 
-from medtransfer.protocols.reconstruct.invert import (
-    TARGET_LAYERS,
-    invert,
-    load_reconstructions,
-    target_layer,
-)
-from medtransfer.protocols.reconstruct.perceptual import (
-    LPIPS_BACKBONES,
-    LPIPS_NETS,
-    load_lpips,
-    write_demo_lpips_weights,
-)
-from medtransfer.protocols.reconstruct.plots import plot_grid, plot_lpips
-from medtransfer.protocols.reconstruct.score import METRICS, score
+from __future__ import annotations
 
-__all__ = [
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Where each public name lives. The names load on first use (PEP 562), so a job that needs
+# one torch-free part (the figures: ``plots``, ``files``) does not import torch with the rest.
+_HOMES = {
+    "TARGET_LAYERS": "inversion", "invert": "inversion", "target_layer": "inversion",
+    "LPIPS_BACKBONES": "perceptual", "LPIPS_NETS": "perceptual", "load_lpips": "perceptual",
+    "write_demo_lpips_weights": "perceptual",
+    "plot_grid": "plots", "plot_lpips": "plots",
+    "METRICS": "files", "load_reconstructions": "files",
+    "score": "scoring",
+}
+__all__ = [  # the keys of _HOMES (a test checks)
     "LPIPS_BACKBONES", "LPIPS_NETS", "METRICS", "TARGET_LAYERS", "invert", "load_lpips", "load_reconstructions",
     "plot_grid", "plot_lpips", "score", "target_layer", "write_demo_lpips_weights",
 ]
+
+if TYPE_CHECKING:
+    from medtransfer.protocols.reconstruct.files import METRICS, load_reconstructions
+    from medtransfer.protocols.reconstruct.inversion import TARGET_LAYERS, invert, target_layer
+    from medtransfer.protocols.reconstruct.perceptual import (
+        LPIPS_BACKBONES,
+        LPIPS_NETS,
+        load_lpips,
+        write_demo_lpips_weights,
+    )
+    from medtransfer.protocols.reconstruct.plots import plot_grid, plot_lpips
+    from medtransfer.protocols.reconstruct.scoring import score
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

@@ -7,8 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from medtransfer.protocols.reconstruct.invert import load_reconstructions
-from medtransfer.protocols.reconstruct.score import METRICS
+from medtransfer.protocols.reconstruct.files import METRICS, load_reconstructions
 from medtransfer.writers import pyplot, save_figure
 
 

@@ -192,14 +192,3 @@ def _write_npz(path, *, originals, result: Inversion, positions, frame, seeds, m
         final_loss=result.final_loss, seeds=seeds.astype(np.int64),
         meta=np.array(json.dumps(meta, sort_keys=True)),
     )
-
-
-def load_reconstructions(path: str | os.PathLike) -> dict[str, Any]:
-    """The arrays of an ``invert`` output, with ``meta`` parsed."""
-    with np.load(path, allow_pickle=False) as data:
-        out = {k: data[k] for k in data.files}
-    if "reconstructions" not in out or "originals" not in out:
-        raise ValueError(f"{path} is not a reconstruction file (no originals/reconstructions); "
-                         "produce it with medtransfer.protocols.reconstruct.invert")
-    out["meta"] = json.loads(str(out["meta"]))
-    return out

@@ -15,12 +15,11 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from medtransfer.protocols.reconstruct.invert import load_reconstructions
+from medtransfer.protocols.reconstruct.files import METRICS, load_reconstructions
 from medtransfer.protocols.reconstruct.perceptual import LPIPS_NETS, load_lpips
 from medtransfer.results import write_values
 from medtransfer.runtime import resolve_device
 
-METRICS = ("lpips_alex", "lpips_vgg", "lpips_squeeze", "lpips_mean", "psnr", "ssim")
 PROTOCOL = "reconstruction"
 SETTING = "dip"  # one setting for every model, whatever its target layer (in details)
 
