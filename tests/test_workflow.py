@@ -75,7 +75,10 @@ def test_table_has_every_cell_with_provenance(finished):
     assert set(table.loc[table["dataset"] == "demo_cxr", "split"]) == {"given"}
     # different random nets: different source files
     assert main.groupby("model")["weights_sha256"].first().nunique() == len(MODELS)
-    assert table.loc[table["protocol"] == "correlation", "weights_sha256"].nunique() == 1  # a hash of them all
+    corr = table[table["protocol"] == "correlation"]
+    assert corr.loc[corr["model"] == "all", "weights_sha256"].nunique() == 1  # a hash of them all
+    own = corr[corr["model"] != "all"].groupby("model")["weights_sha256"].agg(set)  # per-model view: its own
+    assert set(own.index) == set(MODELS) and (own.map(len) == 1).all() and own.map(min).nunique() == len(MODELS)
 
 
 def test_paired_comparisons_and_figures(finished):
@@ -210,14 +213,16 @@ def test_saliency_and_invariance_rows_and_figures(finished):
 def test_correlation_rows_equal_scipy_on_the_tables_numbers(finished):
     table = pd.read_csv(finished / "reports" / "table.csv")
     corr = table[table["protocol"] == "correlation"]
-    measures = {"imagenet_top1", "lpips_mean", "attentive_diffusion", "invariance_rotation", "invariance_hflip",
-                "invariance_brightness"}
+    measures = {"imagenet_top1", "lpips_mean", "lpips_alex", "lpips_vgg", "lpips_squeeze", "attentive_diffusion",
+                "invariance_rotation", "invariance_hflip", "invariance_brightness"}
     assert {m.split("_", 1)[1] for m in corr["metric"]} == measures
-    assert set(corr["dataset"]) == {"demo_cxr", "demo_fundus", "all"} and set(corr["model"]) == {"all"}
+    # per dataset, pooled (all), dataset-averaged (mean); per model over the datasets (two: NaN)
+    assert set(corr["dataset"]) == {"demo_cxr", "demo_fundus", "all", "mean"}
+    assert set(corr["model"]) == {"all", *MODELS} and corr.loc[corr["model"] != "all", "value"].isna().all()
     main = table[~table["metric"].str.endswith("_diff_vs_best")]
     headline = {"demo_cxr": "accuracy", "demo_fundus": "balanced_accuracy"}
     checked = 0
-    for _, row in corr[(corr["setting"] == "linear_manyshot") & (corr["dataset"] != "all")].iterrows():
+    for _, row in corr[(corr["setting"] == "linear_manyshot") & ~corr["dataset"].isin(["all", "mean"])].iterrows():
         method, measure = row["metric"].split("_", 1)
         part = main[main["dataset"] == row["dataset"]]
         y = part[(part["protocol"] == "linear") & (part["metric"] == headline[row["dataset"]])].set_index("model")["value"]
@@ -227,8 +232,8 @@ def test_correlation_rows_equal_scipy_on_the_tables_numbers(finished):
             x = pd.Series({m: REGISTRY[m].top1 for m in models})
         elif measure == "attentive_diffusion":
             x = part[part["metric"] == "attentive_diffusion"].set_index("model")["value"]
-        elif measure == "lpips_mean":
-            x = part[part["metric"] == "lpips_mean"].set_index("model")["value"]
+        elif measure.startswith("lpips_"):
+            x = part[part["metric"] == measure].set_index("model")["value"]
         else:
             x = part[(part["protocol"] == "invariance") & (part["setting"] == measure.split("_")[1])
                      & (part["metric"] == "cosine")].set_index("model")["value"]

@@ -6,6 +6,7 @@ which is plain Python and unit-tested. Path templates live in ``paths``.
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from medtransfer.config import default, load_schema, resolve
 from medtransfer.data.adapters import MULTIVIEW_KINDS, get_adapter
 from medtransfer.data.demo import DEMO_KINDS
 from medtransfer.weights.registry import AuxiliaryFile, ModelSpec, resolve_auxiliary, resolve_model
+
+# Dataset names of the correlation stage's rows over datasets (docs/protocols.md, Correlation).
+POOLED_NAMES = ("all", "mean")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class Study:
         self.auxiliary: dict[str, AuxiliaryFile] = {} if lpips is None else {
             f"lpips-{net}": resolve_auxiliary(f"lpips-{net}", lpips.get(net)) for net in ("alex", "vgg", "squeeze")}
         self.downloads: dict[str, ModelSpec | AuxiliaryFile] = {**self.models, **self.auxiliary}
+        if self.correlates:
+            self._check_correlation()
 
     def _check_dataset(self, name: str, spec: Mapping[str, Any]) -> None:
         kind = spec["kind"]
@@ -74,6 +80,17 @@ class Study:
             raise ValueError(f"dataset {name!r}: few-shot n_way {self.n_way(name)} ({where}) is more than its "
                              f"{len(classes)} classes {classes}; allowed: 2 to {len(classes)}. Set "
                              f"datasets.{name}.fewshot.n_way.")
+
+    def _check_correlation(self) -> None:
+        """Excluded models are models of the study; no dataset takes a name of the pooled rows."""
+        unknown = [m for m in self.config["correlation"]["exclude"] or [] if m not in self.models]
+        if unknown:
+            raise ValueError(f"correlation.exclude names {unknown}, not models of this study {list(self.models)}; "
+                             "list model names from `models` (or [] to keep every model)")
+        taken = [d for d in self.datasets if d in POOLED_NAMES] + [m for m in self.models if m == POOLED_NAMES[0]]
+        if taken:
+            raise ValueError(f"dataset or model name(s) {taken}: the correlation stage's rows over models and "
+                             f"datasets use the names {list(POOLED_NAMES)}; rename them")
 
     def _check_paths(self) -> None:
         """Every dataset root and CSV exists, checked before any job runs (all named at once)."""
@@ -173,8 +190,38 @@ class Study:
         return self.settings(protocol) if protocol in self.protocols else self.default_settings(protocol)
 
     def top1(self) -> dict[str, float | None]:
-        """Model -> published ImageNet top-1 (registry or config; None where unknown)."""
-        return {name: spec.top1 for name, spec in self.models.items()}
+        """Model -> ImageNet top-1 (None where unknown) from the source ``correlation.top1`` names:
+        ``registry`` each model's ``top1``, ``study`` its ``top1_study`` (``top1`` where it has none)."""
+        if self.top1_source() == "registry":
+            return {name: spec.top1 for name, spec in self.models.items()}
+        return {name: spec.top1 if spec.top1_study is None else spec.top1_study for name, spec in self.models.items()}
+
+    def top1_source(self) -> str:
+        return self.config["correlation"]["top1"] if self.correlates else "registry"
+
+    def correlation_exclude(self) -> list[str]:
+        """Models left out of the correlations: ``correlation.exclude``, by default the random baseline(s)."""
+        exclude = self.config["correlation"]["exclude"] if self.correlates else None
+        return list(exclude) if exclude is not None else [m for m, spec in self.models.items() if spec.random]
+
+    def same_data(self) -> dict[str, dict[str, str]]:
+        """Transfer protocol -> dataset -> what its transfer score is computed from, as a string;
+        datasets with equal strings (one root under two entries) are pooled once.
+
+        The data: kind, root, csv, split, adapter options, demo generation and headline metric;
+        for the few-shot protocol also the episodes' n_way and pool, so entries that differ only
+        in their few-shot settings are one dataset to every protocol but few-shot.
+        """
+        out = {}
+        for protocol in registry.transfer_protocols():
+            out[protocol] = {}
+            for name, spec in self.datasets.items():
+                key = {k: spec.get(k) for k in ("kind", "split", "options", "demo", "metric")}
+                key |= {"root": self.dataset_root(name), "csv": self.dataset_csv(name)}
+                if protocol == "fewshot":
+                    key |= {"n_way": self.n_way(name), "pool": self.fewshot_pool(name)}
+                out[protocol][name] = json.dumps(key, sort_keys=True, default=str)
+        return out
 
     def headline_metrics(self) -> dict[str, str]:
         return {name: self.metric(name) for name in self.datasets}
@@ -207,10 +254,9 @@ class Study:
         names = ["imagenet_top1"]
         for protocol in self.protocols:
             spec = registry.get(protocol)
-            if spec.measure:
-                settings = dict.fromkeys(s for d in self.datasets for s in self.setting_names(protocol, d))
-                names += list(dict.fromkeys(spec.measure[1].format(setting=s) for s in settings))
-        return names
+            settings = dict.fromkeys(s for d in self.datasets for s in self.setting_names(protocol, d))
+            names += [template.format(setting=s) for _, template in spec.measures for s in settings]
+        return list(dict.fromkeys(names))
 
     def figures(self) -> list[str]:
         """Every figure of the report: each protocol's heatmap, the transfer protocols' bar charts,

@@ -1,6 +1,7 @@
-# Correlate: across models, per dataset and protocol, Spearman and Pearson correlations
-# between transfer scores and the explanatory measures (ImageNet top-1, LPIPS, attentive
-# diffusion, invariances), as table rows (protocol correlation) and scatter figures.
+# Correlate: Spearman and Pearson correlations between transfer scores and the explanatory
+# measures (ImageNet top-1, LPIPS, attentive diffusion, invariances): across models per dataset,
+# pooled over datasets, of dataset-averaged scores, and per model across datasets, as table rows
+# (protocol correlation) and scatter figures. The random baseline is left out by default.
 
 
 rule correlate:
@@ -10,7 +11,10 @@ rule correlate:
         rows=paths.CORRELATION,
     params:
         top1=STUDY.top1(),
+        top1_source=STUDY.top1_source(),
         headline=STUDY.headline_metrics(),
+        exclude=STUDY.correlation_exclude(),
+        same_data=STUDY.same_data(),
         settings=correlation_settings(),
         seed=CONFIG["seed"],
     log:
@@ -40,6 +44,7 @@ rule correlation_figures:
         measures=STUDY.correlation_measures(),
         top1=STUDY.top1(),
         headline=STUDY.headline_metrics(),
+        exclude=STUDY.correlation_exclude(),
     log:
         paths.log("correlation_figures"),
     benchmark:

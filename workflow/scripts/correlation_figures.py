@@ -7,5 +7,5 @@ log_to_file(snakemake.log[0])
 # The outputs are expanded over the measures in the same order.
 plot_all_correlations(
     table=snakemake.input.table, outs=dict(zip(snakemake.params.measures, snakemake.output.figures)),
-    top1=snakemake.params.top1, headline=snakemake.params.headline,
+    top1=snakemake.params.top1, headline=snakemake.params.headline, exclude=snakemake.params.exclude,
 )

@@ -84,10 +84,10 @@ class Protocol:
     dataset's headline metric is not among them), ``lower_is_better`` those of them
     where smaller wins; ``stage`` names its rule file ``workflow/rules/<stage>.smk``
     (the protocol's name unless given); ``dataset_settings`` maps a dataset's config to
-    settings that only some datasets have (invariance's multi-view pairs). ``measure``
-    marks a protocol that explains transfer rather than measuring it: (its metric the
+    settings that only some datasets have (invariance's multi-view pairs). ``measures``
+    marks a protocol that explains transfer rather than measuring it: pairs of (a metric the
     correlation stage uses, the measure's name, ``{setting}`` filled in); protocols without
-    one are transfer protocols, whose scores are explained. ``check`` raises on settings the
+    them are transfer protocols, whose scores are explained. ``check`` raises on settings the
     schema cannot check; it is torch-free (``protocols.checks``), called with the protocol's
     config section as keywords when the study is built, so a bad setting fails at DAG build. ``patterns`` are regular
     expressions matching every setting name ``settings`` and ``dataset_settings`` can give
@@ -103,7 +103,7 @@ class Protocol:
     lower_is_better: tuple[str, ...] = ()
     stage: str = ""
     dataset_settings: Callable[[Mapping[str, Any]], list[str]] = field(default=_no_dataset_settings)
-    measure: tuple[str, str] = ()
+    measures: tuple[tuple[str, str], ...] = ()
     patterns: tuple[str, ...] = (MANYSHOT,)
     check: Callable[..., None] = field(default=no_check)
 
@@ -147,8 +147,8 @@ def setting_pattern() -> str:
 
 
 def transfer_protocols() -> list[str]:
-    """Protocols whose scores the correlation stage explains (those without a ``measure``)."""
-    return [name for name, p in PROTOCOLS.items() if not p.measure]
+    """Protocols whose scores the correlation stage explains (those without ``measures``)."""
+    return [name for name, p in PROTOCOLS.items() if not p.measures]
 
 
 _CLASSIFICATION = ("accuracy", "balanced_accuracy", "auroc")
@@ -163,14 +163,15 @@ register(Protocol("knn", "Weighted kNN", "medtransfer.protocols.knn:evaluate_knn
 _LPIPS = ("lpips_mean", "lpips_alex", "lpips_vgg", "lpips_squeeze")
 register(Protocol("reconstruction", "Reconstruction (DIP feature inversion)",
                   "medtransfer.protocols.reconstruct:invert", "values", _LPIPS + ("psnr", "ssim"), _dip,
-                  lower_is_better=_LPIPS, stage="reconstruct", measure=("lpips_mean", "lpips_mean"),
-                  patterns=("dip",), check=check_reconstruction))
+                  lower_is_better=_LPIPS, stage="reconstruct", patterns=("dip",),
+                  measures=tuple((m, m) for m in ("lpips_mean", "lpips_alex", "lpips_vgg", "lpips_squeeze")),
+                  check=check_reconstruction))
 register(Protocol("saliency", "Saliency (occlusion): attentive diffusion",
                   "medtransfer.protocols.saliency:evaluate_saliency", "values", ("attentive_diffusion",), _occlusion,
-                  measure=("attentive_diffusion", "attentive_diffusion"), patterns=("occlusion",),
+                  measures=(("attentive_diffusion", "attentive_diffusion"),), patterns=("occlusion",),
                   check=check_saliency))
 register(Protocol("invariance", "Invariance (whitened cosine similarity)",
                   "medtransfer.protocols.invariance:evaluate_invariance", "values", ("cosine", "mahalanobis"),
                   _transforms, lower_is_better=("mahalanobis",), dataset_settings=_multiview,
-                  measure=("cosine", "invariance_{setting}"),
+                  measures=(("cosine", "invariance_{setting}"),),
                   patterns=tuple(re.escape(n) for n in (*TRANSFORMS, MULTIVIEW))))
