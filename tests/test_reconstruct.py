@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 from fakes import toy_index, toy_weights
 from medtransfer.protocols.reconstruct import (
@@ -103,6 +105,88 @@ def test_published_generator_shape_and_parameter_count():
         assert SkipGenerator(cfg)(make_noise([0], 256)).shape == (1, 3, 256, 256)
 
 
+class _Concat(nn.Module):
+    """Both branches' channels, centre-cropped to the smaller branch (the deep image prior's Concat)."""
+
+    def __init__(self, skip: nn.Module, deeper: nn.Module) -> None:
+        super().__init__()
+        self.skip, self.deeper = skip, deeper
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.skip(x), self.deeper(x)
+        h, w = min(a.shape[2], b.shape[2]), min(a.shape[3], b.shape[3])
+        crop = [t[:, :, (t.shape[2] - h) // 2:(t.shape[2] - h) // 2 + h, (t.shape[3] - w) // 2:(t.shape[3] - w) // 2 + w]
+                for t in (a, b)]
+        return torch.cat(crop, dim=1)
+
+
+def _reference(cfg: SkipConfig) -> nn.Sequential:
+    """One published generator with average-pool downsampling (a stride-1 convolution, then
+    AvgPool2d(2)) and no output activation, from torch layers, independently of the module."""
+    def conv(c_in: int, c_out: int, k: int) -> nn.Conv2d:
+        return nn.Conv2d(c_in, c_out, k, 1, (k - 1) // 2)
+
+    def bn_act(c: int) -> list[nn.Module]:
+        return [nn.BatchNorm2d(c), nn.LeakyReLU(cfg.negative_slope)]
+
+    def scale(i: int, c_in: int) -> nn.Sequential:
+        d, u, s, kd, ku = cfg.down[i], cfg.up[i], cfg.skip[i], cfg.kernel_down[i], cfg.kernel_up[i]
+        deeper = [conv(c_in, d, kd), nn.AvgPool2d(2), *bn_act(d), conv(d, d, kd), *bn_act(d)]
+        last = i == len(cfg.down) - 1
+        if not last:
+            deeper.append(scale(i + 1, d))
+        deeper.append(nn.Upsample(scale_factor=2, mode="nearest"))
+        k = d if last else cfg.up[i + 1]
+        return nn.Sequential(_Concat(nn.Sequential(conv(c_in, s, 1), *bn_act(s)), nn.Sequential(*deeper)),
+                             nn.BatchNorm2d(s + k), conv(s + k, u, ku), *bn_act(u), conv(u, u, 1), *bn_act(u))
+
+    return nn.Sequential(scale(0, cfg.in_channels), conv(cfg.up[0], cfg.out_channels, 1))
+
+
+def _count(net: nn.Module, kind: type, **attrs) -> int:
+    return sum(isinstance(m, kind) and all(getattr(m, k) == v for k, v in attrs.items()) for m in net.modules())
+
+
+def _copy_parameters(source: nn.Module, target: nn.Module) -> None:
+    """Every parameter in layer order (both list their layers in the deep image prior's order)."""
+    mine, theirs = list(source.parameters()), list(target.parameters())
+    assert len(mine) == len(theirs)
+    with torch.no_grad():
+        for a, b in zip(mine, theirs):
+            assert a.shape == b.shape
+            b.copy_(a)
+
+
+def test_avg_downsampling_matches_a_reference_built_from_torch_layers():
+    cfg = SkipConfig(downsample="avg", output="clip")
+    ours, ref = build_generators([3], cfg).train(), _reference(cfg).train()
+    assert sum(p.numel() for p in ref.parameters()) == sum(p.numel() for p in ours.parameters()) == 2_606_763
+    _copy_parameters(ours, ref)
+    noise = make_noise([4], 200)  # 200 = 25 * 8: the deeper scales' concats must crop
+    with torch.no_grad():
+        got, want = ours(noise), ref(noise)
+    assert got.shape == want.shape == (1, 3, 192, 192)
+    torch.testing.assert_close(got, want)
+    assert got.min() < 0 or got.max() > 1  # no sigmoid: unbounded
+    assert _count(ours, nn.AvgPool2d) == 6 and _count(ours, nn.Conv2d, stride=(2, 2)) == 0
+    strided = SkipGenerator(replace(cfg, downsample="stride")).train()
+    _copy_parameters(ours, strided)
+    assert _count(strided, nn.AvgPool2d) == 0 and _count(strided, nn.Conv2d, stride=(2, 2)) == 6
+    with torch.no_grad():
+        other = strided(noise)
+    assert other.shape != got.shape or not torch.allclose(other, got)
+    squashed = SkipGenerator(replace(cfg, output="sigmoid")).train()
+    squashed.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(squashed(noise), torch.sigmoid(want))
+
+
+def test_avg_downsampling_needs_larger_images_and_says_so():
+    with pytest.raises(ValueError, match=r"at least 112 px .*or set protocols\.reconstruction\.downsample: stride"):
+        invert_batch(*_tap(torch.float32), torch.rand(1, 3, 64, 64), image_seeds(0, [0]), steps=1, lr=1e-3,
+                     device="cpu", cfg=SkipConfig(downsample="avg"))
+
+
 def test_members_never_see_each_other():
     gen = build_generators([10, 11, 12], TINY).train()
     noise = make_noise([20, 21, 22], 16, TINY.in_channels)
@@ -145,6 +229,35 @@ def test_batched_equals_one_at_a_time():
         np.testing.assert_allclose(batched.losses[:, i], alone.losses[:, 0], rtol=1e-6)
 
 
+def test_output_clip_optimises_the_unbounded_output_and_saves_it_clipped():
+    """clip: the backbone sees the raw output while optimising; sigmoid: always (0, 1). Both
+    save images in [0, 1], and the final loss is that of the saved image."""
+    tap, norm = _tap(torch.float32)
+    seen: list[tuple[float, float]] = []
+
+    def recording(x: torch.Tensor) -> torch.Tensor:
+        seen.append((float(x.detach().min()), float(x.detach().max())))
+        return norm(x)
+
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        target = tap(norm(images))
+    for output in ("clip", "sigmoid"):
+        seen.clear()
+        run = invert_batch(tap, recording, images, image_seeds(0, [1, 2]), steps=5, lr=1e-3, device="cpu",
+                           cfg=replace(TINY, output=output))
+        optimised = seen[1:-1]  # the first call is the target's, the last the saved image's
+        assert len(optimised) == 5 and 0 <= run.images.min() and run.images.max() <= 1
+        outside = [lo < 0 or hi > 1 for lo, hi in optimised]
+        if output == "clip":
+            assert all(outside) and np.all(run.clipped > 0)
+        else:
+            assert not any(outside) and np.all(run.clipped == 0)
+        with torch.no_grad():
+            saved = (tap(norm(run.images)) - target).pow(2).mean(dim=(1, 2, 3))
+        np.testing.assert_allclose(run.final_loss, saved.numpy(), rtol=1e-5)
+
+
 def test_feature_loss_falls_by_half_with_the_published_generator(data, tmp_path):
     meta = _invert(data, tmp_path / "r.npz", n_images=2, steps=12, generator=SkipConfig())
     run = load_reconstructions(tmp_path / "r.npz")
@@ -185,6 +298,12 @@ def test_settings_are_checked_before_any_work(data, tmp_path):
         _invert(data, tmp_path / "x.npz", n_images=0, **missing)
     with pytest.raises(ValueError, match=r"unknown precision 'fp16'"):
         _invert(data, tmp_path / "x.npz", precision="fp16", **missing)
+    with pytest.raises(ValueError, match=r"protocols\.reconstruction\.downsample 'max' is unknown; "
+                                         r"expected one of \['stride', 'avg'\]"):
+        _invert(data, tmp_path / "x.npz", downsample="max", **missing)
+    with pytest.raises(ValueError, match=r"protocols\.reconstruction\.output 'tanh' is unknown; "
+                                         r"expected one of \['sigmoid', 'clip'\]"):
+        _invert(data, tmp_path / "x.npz", output="tanh", **missing)
     with pytest.raises(ValueError, match=r"n_images=5 but dataset 'grad' .* has only 4 test images; "
                                          r"set protocols\.reconstruction\.n_images to at most 4"):
         _invert(data, tmp_path / "x.npz", n_images=5)
@@ -286,6 +405,14 @@ def test_a_perfect_reconstruction_scores_perfectly(data, lpips_files, tmp_path):
     np.testing.assert_allclose(scores["ssim"], 1.0)
     assert np.all(scores["psnr"] > 100)  # float32 storage of the reconstruction: not quite infinite
     assert json.loads(str(arrays["meta"]))["dataset"] == "grad"
+
+
+def test_avg_and_clip_through_invert(data, tmp_path):
+    meta = _invert(data, tmp_path / "r.npz", n_images=2, downsample="avg", output="clip")
+    run = load_reconstructions(tmp_path / "r.npz")
+    assert (meta["generator"]["downsample"], meta["generator"]["output"]) == ("avg", "clip")
+    assert run["clipped"].shape == (2,) and np.all(run["clipped"] > 0)
+    assert 0 <= run["reconstructions"].min() and run["reconstructions"].max() <= 1
 
 
 def test_figures(data, lpips_files, tmp_path):

@@ -16,8 +16,9 @@ member-major. Nothing mixes members:
 
 - a grouped convolution's group ``g`` reads only channels of member ``g``;
 - BatchNorm (train mode, batch 1, as in the deep image prior) normalises each channel
-  over its own H x W, so its statistics are per member; LeakyReLU, nearest
-  upsampling and the sigmoid are per element; the skip concat interleaves per member;
+  over its own H x W, so its statistics are per member; average pooling is per channel;
+  LeakyReLU, nearest upsampling, the sigmoid and the final clip are per element; the
+  skip concat interleaves per member;
 - the backbone is in eval mode, so each image's features depend on that image only;
 - the loss is the *sum* of the per-image MSEs, so the gradient reaching member ``g``
   is exactly that of its own image's loss;
