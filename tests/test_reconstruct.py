@@ -13,6 +13,7 @@ import torchvision
 from torch import nn
 
 from fakes import toy_index, toy_weights
+from medtransfer import protocols as registry
 from medtransfer.protocols.reconstruct import (
     LPIPS_BACKBONES,
     LPIPS_NETS,
@@ -39,8 +40,8 @@ from medtransfer.protocols.reconstruct.generator import (
 from medtransfer.protocols.reconstruct.inversion import FeatureTap, image_seeds, invert_batch
 from medtransfer.protocols.reconstruct.perceptual import demo_lpips_bytes, read_features
 from medtransfer.protocols.shared import draw_test_positions
-from medtransfer.results import read_rows
-from medtransfer.weights.backbones import WeightsMeta, build_backbone, normalise
+from medtransfer.results import details, read_rows
+from medtransfer.weights.backbones import WeightsMeta, build_backbone, normalise, save_weights
 
 # A small generator (3 scales) for fast tests; the published one is tested for shape.
 TINY = SkipConfig(in_channels=8, down=(8, 16, 16), up=(8, 16, 16), skip=(2, 2, 2),
@@ -59,6 +60,21 @@ def data(tmp_path_factory, one_thread):
     base = np.stack([xx * 4, yy * 4, (xx + yy) * 2], axis=-1)[None]  # smooth gradients, not noise
     np.save(root / "cache.npy", np.clip(base + rng.integers(0, 40, (10, 1, 1, 3)), 0, 255).astype(np.uint8))
     toy_index(root / "index.csv", np.arange(10) % 2, n_train=6)
+    return root
+
+
+@pytest.fixture(scope="module")
+def grey_data(tmp_path_factory, one_thread):
+    """A random resnet18 that histogram-equalises its input (as MIMIC-CheXpert's models) and 6
+    grey 64 px images (4 test) of 8 px blocks in 12 well-separated grey levels."""
+    root = tmp_path_factory.mktemp("histeq")
+    torch.manual_seed(0)
+    save_weights(root / "weights.pt", build_backbone("resnet18").state_dict(),
+                 WeightsMeta(arch="resnet18", model="toy", mean=None, std=None, normalisation="histeq", demo=True))
+    levels = np.linspace(50, 230, 12).round()
+    blocks = levels[np.random.default_rng(0).integers(0, 12, (6, 8, 8))].repeat(8, axis=1).repeat(8, axis=2)
+    np.save(root / "cache.npy", np.repeat(blocks[..., None], 3, axis=-1).astype(np.uint8))
+    toy_index(root / "index.csv", np.arange(6) % 2, n_train=2)
     return root
 
 
@@ -381,12 +397,17 @@ def test_score_rows_and_per_image_values(data, lpips_files, tmp_path):
     scores = score(reconstructions_npz=tmp_path / "r.npz", lpips_weights=lpips_files, out_rows_csv=tmp_path / "rows.csv",
                    out_predictions_npz=tmp_path / "p.npz", seed=0, n_bootstrap=200, device="cpu")
     rows = read_rows([tmp_path / "rows.csv"]).set_index("metric")
-    assert list(rows.index) == list(METRICS)
+    assert list(rows.index) == list(METRICS) and set(METRICS) == set(registry.get("reconstruction").metrics)
     assert set(rows["protocol"]) == {"reconstruction"} and set(rows["setting"]) == {"dip"}
     assert rows["weights_demo"].all() and (rows["n"] == 3).all()
     assert (rows["ci_low"] <= rows["value"]).all() and (rows["value"] <= rows["ci_high"]).all()
+    info = details(rows.iloc[0])
+    assert (info["model_view"], info["downsample"], info["output"], info["clipped_share"]) == (
+        "as_is", "stride", "sigmoid", 0.0)
     with np.load(tmp_path / "p.npz") as p:
         np.testing.assert_allclose(p["lpips_mean"], (p["lpips_alex"] + p["lpips_vgg"] + p["lpips_squeeze"]) / 3)
+        for metric in ("lpips_mean", "lpips_alex", "psnr", "ssim"):  # an ImageNet-normalised model sees the image
+            assert np.array_equal(p[f"{metric}_model_view"], p[metric]), metric
         assert math.isclose(rows.loc["psnr", "value"], float(p["psnr"].mean()))
         assert p["positions"].tolist() == load_reconstructions(tmp_path / "r.npz")["positions"].tolist()
     assert np.all(scores["lpips_mean"] > 0) and np.all(scores["ssim"] < 1)
@@ -413,6 +434,35 @@ def test_avg_and_clip_through_invert(data, tmp_path):
     assert (meta["generator"]["downsample"], meta["generator"]["output"]) == ("avg", "clip")
     assert run["clipped"].shape == (2,) and np.all(run["clipped"] > 0)
     assert 0 <= run["reconstructions"].min() and run["reconstructions"].max() <= 1
+
+
+def test_model_view_scores_a_histeq_model_up_to_a_tone_curve(grey_data, lpips_files, tmp_path):
+    """A histogram-equalised model cannot tell an image from a monotone tone curve of it: as the
+    model sees them, the original and its curve are the same image; as pixels they are not."""
+    meta = _invert(grey_data, tmp_path / "r.npz", n_images=2)
+    assert meta["normalisation"] == "histeq"
+    kw = dict(lpips_weights=lpips_files, out_rows_csv=tmp_path / "rows.csv",
+              out_predictions_npz=tmp_path / "p.npz", n_bootstrap=0)
+    own = score(reconstructions_npz=tmp_path / "r.npz", **kw)
+    assert not np.allclose(own["lpips_mean_model_view"], own["lpips_mean"])
+    assert not np.allclose(own["ssim_model_view"], own["ssim"])
+    with np.load(tmp_path / "r.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["reconstructions"] = ((arrays["originals"] / 255.0) ** 2).astype(np.float32)  # a darker tone curve
+    np.savez(tmp_path / "curve.npz", **arrays)
+    curve = score(reconstructions_npz=tmp_path / "curve.npz", **kw)
+    for net in LPIPS_NETS:
+        np.testing.assert_allclose(curve[f"lpips_{net}_model_view"], 0.0, atol=1e-7)
+        assert np.all(curve[f"lpips_{net}"] > 0), net
+    np.testing.assert_allclose(curve["ssim_model_view"], 1.0)
+    assert np.all(curve["ssim"] < 0.9) and np.all(curve["psnr_model_view"] > 100)
+    rows = read_rows([tmp_path / "rows.csv"]).set_index("metric")
+    assert details(rows.loc["lpips_mean_model_view"])["model_view"] == "equalise_histogram/255"
+    assert rows.loc["ssim_model_view", "value"] == pytest.approx(1.0)
+    arrays.pop("clipped")
+    np.savez(tmp_path / "old.npz", **arrays)
+    with pytest.raises(ValueError, match=r"old\.npz was written by an older medtransfer .* re-run the reconstruct"):
+        score(reconstructions_npz=tmp_path / "old.npz", **kw)
 
 
 def test_figures(data, lpips_files, tmp_path):

@@ -3,8 +3,9 @@
 For a few seeded test images per dataset, a deep-image-prior generator is optimised so
 that the frozen backbone's feature map of the generated image matches the original's
 (``invert``); the reconstructions are then scored with LPIPS, PSNR and SSIM against the
-originals (``score``) and drawn (``plot_grid``, ``plot_lpips``). See docs/protocols.md
-(Reconstruction) for the published settings and their weaknesses this fixes.
+originals, as pixels and as the model sees them (``score``), and drawn (``plot_grid``,
+``plot_lpips``). See docs/protocols.md (Reconstruction) for the published settings and
+their weaknesses this fixes.
 
 Batching, and why it is exact
 -----------------------------
