@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 from fakes import toy_index, toy_weights
+from medtransfer import protocols as registry
 from medtransfer.protocols.reconstruct import (
     LPIPS_BACKBONES,
     LPIPS_NETS,
@@ -37,8 +40,8 @@ from medtransfer.protocols.reconstruct.generator import (
 from medtransfer.protocols.reconstruct.inversion import FeatureTap, image_seeds, invert_batch
 from medtransfer.protocols.reconstruct.perceptual import demo_lpips_bytes, read_features
 from medtransfer.protocols.shared import draw_test_positions
-from medtransfer.results import read_rows
-from medtransfer.weights.backbones import WeightsMeta, build_backbone, normalise
+from medtransfer.results import details, read_rows
+from medtransfer.weights.backbones import WeightsMeta, build_backbone, normalise, save_weights
 
 # A small generator (3 scales) for fast tests; the published one is tested for shape.
 TINY = SkipConfig(in_channels=8, down=(8, 16, 16), up=(8, 16, 16), skip=(2, 2, 2),
@@ -57,6 +60,21 @@ def data(tmp_path_factory, one_thread):
     base = np.stack([xx * 4, yy * 4, (xx + yy) * 2], axis=-1)[None]  # smooth gradients, not noise
     np.save(root / "cache.npy", np.clip(base + rng.integers(0, 40, (10, 1, 1, 3)), 0, 255).astype(np.uint8))
     toy_index(root / "index.csv", np.arange(10) % 2, n_train=6)
+    return root
+
+
+@pytest.fixture(scope="module")
+def grey_data(tmp_path_factory, one_thread):
+    """A random resnet18 that histogram-equalises its input (as MIMIC-CheXpert's models) and 6
+    grey 64 px images (4 test) of 8 px blocks in 12 well-separated grey levels."""
+    root = tmp_path_factory.mktemp("histeq")
+    torch.manual_seed(0)
+    save_weights(root / "weights.pt", build_backbone("resnet18").state_dict(),
+                 WeightsMeta(arch="resnet18", model="toy", mean=None, std=None, normalisation="histeq", demo=True))
+    levels = np.linspace(50, 230, 12).round()
+    blocks = levels[np.random.default_rng(0).integers(0, 12, (6, 8, 8))].repeat(8, axis=1).repeat(8, axis=2)
+    np.save(root / "cache.npy", np.repeat(blocks[..., None], 3, axis=-1).astype(np.uint8))
+    toy_index(root / "index.csv", np.arange(6) % 2, n_train=2)
     return root
 
 
@@ -103,6 +121,88 @@ def test_published_generator_shape_and_parameter_count():
         assert SkipGenerator(cfg)(make_noise([0], 256)).shape == (1, 3, 256, 256)
 
 
+class _Concat(nn.Module):
+    """Both branches' channels, centre-cropped to the smaller branch (the deep image prior's Concat)."""
+
+    def __init__(self, skip: nn.Module, deeper: nn.Module) -> None:
+        super().__init__()
+        self.skip, self.deeper = skip, deeper
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.skip(x), self.deeper(x)
+        h, w = min(a.shape[2], b.shape[2]), min(a.shape[3], b.shape[3])
+        crop = [t[:, :, (t.shape[2] - h) // 2:(t.shape[2] - h) // 2 + h, (t.shape[3] - w) // 2:(t.shape[3] - w) // 2 + w]
+                for t in (a, b)]
+        return torch.cat(crop, dim=1)
+
+
+def _reference(cfg: SkipConfig) -> nn.Sequential:
+    """One published generator with average-pool downsampling (a stride-1 convolution, then
+    AvgPool2d(2)) and no output activation, from torch layers, independently of the module."""
+    def conv(c_in: int, c_out: int, k: int) -> nn.Conv2d:
+        return nn.Conv2d(c_in, c_out, k, 1, (k - 1) // 2)
+
+    def bn_act(c: int) -> list[nn.Module]:
+        return [nn.BatchNorm2d(c), nn.LeakyReLU(cfg.negative_slope)]
+
+    def scale(i: int, c_in: int) -> nn.Sequential:
+        d, u, s, kd, ku = cfg.down[i], cfg.up[i], cfg.skip[i], cfg.kernel_down[i], cfg.kernel_up[i]
+        deeper = [conv(c_in, d, kd), nn.AvgPool2d(2), *bn_act(d), conv(d, d, kd), *bn_act(d)]
+        last = i == len(cfg.down) - 1
+        if not last:
+            deeper.append(scale(i + 1, d))
+        deeper.append(nn.Upsample(scale_factor=2, mode="nearest"))
+        k = d if last else cfg.up[i + 1]
+        return nn.Sequential(_Concat(nn.Sequential(conv(c_in, s, 1), *bn_act(s)), nn.Sequential(*deeper)),
+                             nn.BatchNorm2d(s + k), conv(s + k, u, ku), *bn_act(u), conv(u, u, 1), *bn_act(u))
+
+    return nn.Sequential(scale(0, cfg.in_channels), conv(cfg.up[0], cfg.out_channels, 1))
+
+
+def _count(net: nn.Module, kind: type, **attrs) -> int:
+    return sum(isinstance(m, kind) and all(getattr(m, k) == v for k, v in attrs.items()) for m in net.modules())
+
+
+def _copy_parameters(source: nn.Module, target: nn.Module) -> None:
+    """Every parameter in layer order (both list their layers in the deep image prior's order)."""
+    mine, theirs = list(source.parameters()), list(target.parameters())
+    assert len(mine) == len(theirs)
+    with torch.no_grad():
+        for a, b in zip(mine, theirs):
+            assert a.shape == b.shape
+            b.copy_(a)
+
+
+def test_avg_downsampling_matches_a_reference_built_from_torch_layers():
+    cfg = SkipConfig(downsample="avg", output="clip")
+    ours, ref = build_generators([3], cfg).train(), _reference(cfg).train()
+    assert sum(p.numel() for p in ref.parameters()) == sum(p.numel() for p in ours.parameters()) == 2_606_763
+    _copy_parameters(ours, ref)
+    noise = make_noise([4], 200)  # 200 = 25 * 8: the deeper scales' concats must crop
+    with torch.no_grad():
+        got, want = ours(noise), ref(noise)
+    assert got.shape == want.shape == (1, 3, 192, 192)
+    torch.testing.assert_close(got, want)
+    assert got.min() < 0 or got.max() > 1  # no sigmoid: unbounded
+    assert _count(ours, nn.AvgPool2d) == 6 and _count(ours, nn.Conv2d, stride=(2, 2)) == 0
+    strided = SkipGenerator(replace(cfg, downsample="stride")).train()
+    _copy_parameters(ours, strided)
+    assert _count(strided, nn.AvgPool2d) == 0 and _count(strided, nn.Conv2d, stride=(2, 2)) == 6
+    with torch.no_grad():
+        other = strided(noise)
+    assert other.shape != got.shape or not torch.allclose(other, got)
+    squashed = SkipGenerator(replace(cfg, output="sigmoid")).train()
+    squashed.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(squashed(noise), torch.sigmoid(want))
+
+
+def test_avg_downsampling_needs_larger_images_and_says_so():
+    with pytest.raises(ValueError, match=r"at least 112 px .*or set protocols\.reconstruction\.downsample: stride"):
+        invert_batch(*_tap(torch.float32), torch.rand(1, 3, 64, 64), image_seeds(0, [0]), steps=1, lr=1e-3,
+                     device="cpu", cfg=SkipConfig(downsample="avg"))
+
+
 def test_members_never_see_each_other():
     gen = build_generators([10, 11, 12], TINY).train()
     noise = make_noise([20, 21, 22], 16, TINY.in_channels)
@@ -145,6 +245,35 @@ def test_batched_equals_one_at_a_time():
         np.testing.assert_allclose(batched.losses[:, i], alone.losses[:, 0], rtol=1e-6)
 
 
+def test_output_clip_optimises_the_unbounded_output_and_saves_it_clipped():
+    """clip: the backbone sees the raw output while optimising; sigmoid: always (0, 1). Both
+    save images in [0, 1], and the final loss is that of the saved image."""
+    tap, norm = _tap(torch.float32)
+    seen: list[tuple[float, float]] = []
+
+    def recording(x: torch.Tensor) -> torch.Tensor:
+        seen.append((float(x.detach().min()), float(x.detach().max())))
+        return norm(x)
+
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        target = tap(norm(images))
+    for output in ("clip", "sigmoid"):
+        seen.clear()
+        run = invert_batch(tap, recording, images, image_seeds(0, [1, 2]), steps=5, lr=1e-3, device="cpu",
+                           cfg=replace(TINY, output=output))
+        optimised = seen[1:-1]  # the first call is the target's, the last the saved image's
+        assert len(optimised) == 5 and 0 <= run.images.min() and run.images.max() <= 1
+        outside = [lo < 0 or hi > 1 for lo, hi in optimised]
+        if output == "clip":
+            assert all(outside) and np.all(run.clipped > 0)
+        else:
+            assert not any(outside) and np.all(run.clipped == 0)
+        with torch.no_grad():
+            saved = (tap(norm(run.images)) - target).pow(2).mean(dim=(1, 2, 3))
+        np.testing.assert_allclose(run.final_loss, saved.numpy(), rtol=1e-5)
+
+
 def test_feature_loss_falls_by_half_with_the_published_generator(data, tmp_path):
     meta = _invert(data, tmp_path / "r.npz", n_images=2, steps=12, generator=SkipConfig())
     run = load_reconstructions(tmp_path / "r.npz")
@@ -185,6 +314,12 @@ def test_settings_are_checked_before_any_work(data, tmp_path):
         _invert(data, tmp_path / "x.npz", n_images=0, **missing)
     with pytest.raises(ValueError, match=r"unknown precision 'fp16'"):
         _invert(data, tmp_path / "x.npz", precision="fp16", **missing)
+    with pytest.raises(ValueError, match=r"protocols\.reconstruction\.downsample 'max' is unknown; "
+                                         r"expected one of \['stride', 'avg'\]"):
+        _invert(data, tmp_path / "x.npz", downsample="max", **missing)
+    with pytest.raises(ValueError, match=r"protocols\.reconstruction\.output 'tanh' is unknown; "
+                                         r"expected one of \['sigmoid', 'clip'\]"):
+        _invert(data, tmp_path / "x.npz", output="tanh", **missing)
     with pytest.raises(ValueError, match=r"n_images=5 but dataset 'grad' .* has only 4 test images; "
                                          r"set protocols\.reconstruction\.n_images to at most 4"):
         _invert(data, tmp_path / "x.npz", n_images=5)
@@ -262,12 +397,17 @@ def test_score_rows_and_per_image_values(data, lpips_files, tmp_path):
     scores = score(reconstructions_npz=tmp_path / "r.npz", lpips_weights=lpips_files, out_rows_csv=tmp_path / "rows.csv",
                    out_predictions_npz=tmp_path / "p.npz", seed=0, n_bootstrap=200, device="cpu")
     rows = read_rows([tmp_path / "rows.csv"]).set_index("metric")
-    assert list(rows.index) == list(METRICS)
+    assert list(rows.index) == list(METRICS) and set(METRICS) == set(registry.get("reconstruction").metrics)
     assert set(rows["protocol"]) == {"reconstruction"} and set(rows["setting"]) == {"dip"}
     assert rows["weights_demo"].all() and (rows["n"] == 3).all()
     assert (rows["ci_low"] <= rows["value"]).all() and (rows["value"] <= rows["ci_high"]).all()
+    info = details(rows.iloc[0])
+    assert (info["model_view"], info["downsample"], info["output"], info["clipped_share"]) == (
+        "as_is", "stride", "sigmoid", 0.0)
     with np.load(tmp_path / "p.npz") as p:
         np.testing.assert_allclose(p["lpips_mean"], (p["lpips_alex"] + p["lpips_vgg"] + p["lpips_squeeze"]) / 3)
+        for metric in ("lpips_mean", "lpips_alex", "psnr", "ssim"):  # an ImageNet-normalised model sees the image
+            assert np.array_equal(p[f"{metric}_model_view"], p[metric]), metric
         assert math.isclose(rows.loc["psnr", "value"], float(p["psnr"].mean()))
         assert p["positions"].tolist() == load_reconstructions(tmp_path / "r.npz")["positions"].tolist()
     assert np.all(scores["lpips_mean"] > 0) and np.all(scores["ssim"] < 1)
@@ -286,6 +426,43 @@ def test_a_perfect_reconstruction_scores_perfectly(data, lpips_files, tmp_path):
     np.testing.assert_allclose(scores["ssim"], 1.0)
     assert np.all(scores["psnr"] > 100)  # float32 storage of the reconstruction: not quite infinite
     assert json.loads(str(arrays["meta"]))["dataset"] == "grad"
+
+
+def test_avg_and_clip_through_invert(data, tmp_path):
+    meta = _invert(data, tmp_path / "r.npz", n_images=2, downsample="avg", output="clip")
+    run = load_reconstructions(tmp_path / "r.npz")
+    assert (meta["generator"]["downsample"], meta["generator"]["output"]) == ("avg", "clip")
+    assert run["clipped"].shape == (2,) and np.all(run["clipped"] > 0)
+    assert 0 <= run["reconstructions"].min() and run["reconstructions"].max() <= 1
+
+
+def test_model_view_scores_a_histeq_model_up_to_a_tone_curve(grey_data, lpips_files, tmp_path):
+    """A histogram-equalised model cannot tell an image from a monotone tone curve of it: as the
+    model sees them, the original and its curve are the same image; as pixels they are not."""
+    meta = _invert(grey_data, tmp_path / "r.npz", n_images=2)
+    assert meta["normalisation"] == "histeq"
+    kw = dict(lpips_weights=lpips_files, out_rows_csv=tmp_path / "rows.csv",
+              out_predictions_npz=tmp_path / "p.npz", n_bootstrap=0)
+    own = score(reconstructions_npz=tmp_path / "r.npz", **kw)
+    assert not np.allclose(own["lpips_mean_model_view"], own["lpips_mean"])
+    assert not np.allclose(own["ssim_model_view"], own["ssim"])
+    with np.load(tmp_path / "r.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["reconstructions"] = ((arrays["originals"] / 255.0) ** 2).astype(np.float32)  # a darker tone curve
+    np.savez(tmp_path / "curve.npz", **arrays)
+    curve = score(reconstructions_npz=tmp_path / "curve.npz", **kw)
+    for net in LPIPS_NETS:
+        np.testing.assert_allclose(curve[f"lpips_{net}_model_view"], 0.0, atol=1e-7)
+        assert np.all(curve[f"lpips_{net}"] > 0), net
+    np.testing.assert_allclose(curve["ssim_model_view"], 1.0)
+    assert np.all(curve["ssim"] < 0.9) and np.all(curve["psnr_model_view"] > 100)
+    rows = read_rows([tmp_path / "rows.csv"]).set_index("metric")
+    assert details(rows.loc["lpips_mean_model_view"])["model_view"] == "equalise_histogram/255"
+    assert rows.loc["ssim_model_view", "value"] == pytest.approx(1.0)
+    arrays.pop("clipped")
+    np.savez(tmp_path / "old.npz", **arrays)
+    with pytest.raises(ValueError, match=r"old\.npz was written by an older medtransfer .* re-run the reconstruct"):
+        score(reconstructions_npz=tmp_path / "old.npz", **kw)
 
 
 def test_figures(data, lpips_files, tmp_path):

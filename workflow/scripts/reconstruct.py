@@ -10,6 +10,7 @@ invert(
     weights=snakemake.input.weights, cache=snakemake.input.cache, index=snakemake.input.index,
     out_npz=snakemake.output.images, model=snakemake.wildcards.model, dataset=snakemake.wildcards.dataset,
     n_images=settings["n_images"], steps=settings["steps"], lr=settings["lr"],
-    precision=settings["precision"], batch_size=settings["batch_size"], seed=snakemake.params.seed,
+    precision=settings["precision"], batch_size=settings["batch_size"], downsample=settings["downsample"],
+    output=settings["output"], seed=snakemake.params.seed,
     device=snakemake.params.device,
 )

@@ -161,8 +161,10 @@ register(Protocol("finetune", "Finetune", "medtransfer.protocols.finetune:evalua
                   _CLASSIFICATION))
 register(Protocol("knn", "Weighted kNN", "medtransfer.protocols.knn:evaluate_knn", "images", _CLASSIFICATION))
 _LPIPS = ("lpips_mean", "lpips_alex", "lpips_vgg", "lpips_squeeze")
+_LPIPS += tuple(f"{m}_model_view" for m in _LPIPS)  # the same between the images as the model sees them
 register(Protocol("reconstruction", "Reconstruction (DIP feature inversion)",
-                  "medtransfer.protocols.reconstruct:invert", "values", _LPIPS + ("psnr", "ssim"), _dip,
+                  "medtransfer.protocols.reconstruct:invert", "values",
+                  _LPIPS + ("psnr", "ssim", "psnr_model_view", "ssim_model_view"), _dip,
                   lower_is_better=_LPIPS, stage="reconstruct", patterns=("dip",),
                   measures=tuple((m, m) for m in ("lpips_mean", "lpips_alex", "lpips_vgg", "lpips_squeeze")),
                   check=check_reconstruction))

@@ -16,6 +16,8 @@ from medtransfer.runtime import PRECISIONS
 
 SALIENCY_KEY = "protocols.saliency"
 RECONSTRUCTION_KEY = "protocols.reconstruction"
+DOWNSAMPLING = ("stride", "avg")  # the reconstruction generator's choices (its SkipConfig)
+OUTPUTS = ("sigmoid", "clip")
 
 
 def _positive_integers(key: str, **values: Any) -> None:
@@ -43,7 +45,7 @@ def check_saliency(*, input_size: int, crop_size: int, window: int, stride: int,
 
 
 def check_reconstruction(*, steps: int, lr: float, n_images: int, precision: str, batch_size: int | None = None,
-                         **_unchecked: Any) -> None:
+                         downsample: str = "stride", output: str = "sigmoid", **_unchecked: Any) -> None:
     """Raise, naming the config key, before any work is done."""
     _positive_integers(RECONSTRUCTION_KEY, steps=steps, n_images=n_images)
     if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size <= 0):
@@ -52,3 +54,6 @@ def check_reconstruction(*, steps: int, lr: float, n_images: int, precision: str
         raise ValueError(f"{RECONSTRUCTION_KEY}.lr must be > 0, got {lr!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    for key, value, allowed in (("downsample", downsample, DOWNSAMPLING), ("output", output, OUTPUTS)):
+        if value not in allowed:
+            raise ValueError(f"{RECONSTRUCTION_KEY}.{key} {value!r} is unknown; expected one of {list(allowed)}")

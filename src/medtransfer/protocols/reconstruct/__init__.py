@@ -3,8 +3,9 @@
 For a few seeded test images per dataset, a deep-image-prior generator is optimised so
 that the frozen backbone's feature map of the generated image matches the original's
 (``invert``); the reconstructions are then scored with LPIPS, PSNR and SSIM against the
-originals (``score``) and drawn (``plot_grid``, ``plot_lpips``). See docs/protocols.md
-(Reconstruction) for the published settings and their weaknesses this fixes.
+originals, as pixels and as the model sees them (``score``), and drawn (``plot_grid``,
+``plot_lpips``). See docs/protocols.md (Reconstruction) for the published settings and
+their weaknesses this fixes.
 
 Batching, and why it is exact
 -----------------------------
@@ -16,8 +17,9 @@ member-major. Nothing mixes members:
 
 - a grouped convolution's group ``g`` reads only channels of member ``g``;
 - BatchNorm (train mode, batch 1, as in the deep image prior) normalises each channel
-  over its own H x W, so its statistics are per member; LeakyReLU, nearest
-  upsampling and the sigmoid are per element; the skip concat interleaves per member;
+  over its own H x W, so its statistics are per member; average pooling is per channel;
+  LeakyReLU, nearest upsampling, the sigmoid and the final clip are per element; the
+  skip concat interleaves per member;
 - the backbone is in eval mode, so each image's features depend on that image only;
 - the loss is the *sum* of the per-image MSEs, so the gradient reaching member ``g``
   is exactly that of its own image's loss;

@@ -9,7 +9,10 @@ from typing import Any
 
 import numpy as np
 
-METRICS = ("lpips_alex", "lpips_vgg", "lpips_squeeze", "lpips_mean", "psnr", "ssim")
+IMAGE_METRICS = ("lpips_alex", "lpips_vgg", "lpips_squeeze", "lpips_mean", "psnr", "ssim")
+# Suffix of the same metrics between the two images as the model sees them (scoring.model_view).
+MODEL_VIEW = "_model_view"
+METRICS = IMAGE_METRICS + tuple(m + MODEL_VIEW for m in IMAGE_METRICS)
 
 
 def load_reconstructions(path: str | os.PathLike) -> dict[str, Any]:

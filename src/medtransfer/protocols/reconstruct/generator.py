@@ -10,10 +10,14 @@ network (see docs/protocols.md, Reconstruction)::
     BN(s_i + k), conv k_i (s_i + k -> u_i), BN, LeakyReLU,
     conv1x1(u_i -> u_i), BN, LeakyReLU
 
-with ``k = u_{i+1}`` (``d_i`` at the deepest scale), then ``conv1x1(u_0 -> 3)`` and a
-sigmoid. Every convolution has a bias and zero padding ``(k - 1) // 2``. When the two
-branches of a concat differ in size (inputs not divisible by 2**scales) both are
-centre-cropped to the smaller one, as the original does.
+with ``k = u_{i+1}`` (``d_i`` at the deepest scale), then ``conv1x1(u_0 -> 3)`` and, with
+``output="sigmoid"``, a sigmoid (``output="clip"``: none; the output is unbounded and the
+caller clips the saved image). With ``downsample="avg"`` the first convolution of
+``deeper`` has stride 1 and is followed by 2x2 average pooling (the published study's and
+the deep-image-prior feature-inversion code's choice); with ``"stride"`` it has stride 2.
+Every convolution has a bias and zero padding ``(k - 1) // 2``. When the two branches of a
+concat differ in size (inputs not divisible by 2**scales) both are centre-cropped to the
+smaller one, as the original does.
 
 Independence of the N copies: every layer is a *grouped* convolution (``groups=N``)
 over channels laid out member-major, BatchNorm and the activations are per channel,
@@ -30,16 +34,19 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-DOWNSAMPLING = ("stride", "avg")
+from medtransfer.protocols.checks import DOWNSAMPLING, OUTPUTS
 
 
 @dataclass(frozen=True)
 class SkipConfig:
-    """The generator's shape. Defaults: the published feature-inversion configuration.
+    """The generator's shape. Channels, kernels and slope default to the published ones;
+    ``downsample`` and ``output`` default to the schema's ``stride`` and ``sigmoid``
+    (the published study used ``avg`` and ``clip``: config/paper.yaml).
 
     ``downsample``: ``stride`` (strided convolution) or ``avg`` (stride-1 convolution,
-    then 2x2 average pooling, as the published feature-inversion code used); both
-    have the same parameters.
+    then 2x2 average pooling); both have the same parameters. ``avg`` halves with
+    rounding down, so it needs larger inputs (``check_size``). ``output``: ``sigmoid``
+    (output in (0, 1)) or ``clip`` (no final activation: unbounded while optimising).
     """
 
     in_channels: int = 32
@@ -51,6 +58,7 @@ class SkipConfig:
     kernel_up: tuple[int, ...] = (7, 7, 5, 5, 3, 3)
     negative_slope: float = 0.2
     downsample: str = "stride"
+    output: str = "sigmoid"
 
     def __post_init__(self) -> None:
         lengths = {len(self.down), len(self.up), len(self.skip), len(self.kernel_down), len(self.kernel_up)}
@@ -58,6 +66,8 @@ class SkipConfig:
             raise ValueError(f"down, up, skip, kernel_down, kernel_up need one entry per scale; got {self}")
         if self.downsample not in DOWNSAMPLING:
             raise ValueError(f"unknown downsample {self.downsample!r}; expected one of {DOWNSAMPLING}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"unknown output {self.output!r}; expected one of {OUTPUTS}")
         if any(s <= 0 for s in self.skip):
             raise ValueError(f"every scale needs skip channels > 0, got {self.skip}")
 
@@ -111,7 +121,8 @@ class MemberConcat(nn.Module):
 
 class SkipGenerator(nn.Module):
     """``members`` independent skip generators: input ``(1, members * in_channels, H, W)``,
-    output ``(members, out_channels, H', W')`` in [0, 1]."""
+    output ``(members, out_channels, H', W')``: in (0, 1) with ``output="sigmoid"``,
+    unbounded with ``"clip"``."""
 
     def __init__(self, cfg: SkipConfig = SkipConfig(), members: int = 1) -> None:
         super().__init__()
@@ -136,7 +147,9 @@ class SkipGenerator(nn.Module):
         )
 
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
-        out = torch.sigmoid(self.head(self.body(noise)))
+        out = self.head(self.body(noise))
+        if self.cfg.output == "sigmoid":
+            out = torch.sigmoid(out)
         return out.reshape(self.members, self.cfg.out_channels, *out.shape[-2:])
 
 
@@ -185,10 +198,13 @@ def check_size(size: int, cfg: SkipConfig) -> None:
     """BatchNorm with batch 1 needs >= 2 values per channel at the deepest scale."""
     if deepest_size(size, cfg) < 2:
         least = next(s for s in range(size, 64 * 2 ** len(cfg.down)) if deepest_size(s, cfg) >= 2)
+        image = next(s for s in range(1, least + 1) if deepest_size(noise_size(s), cfg) >= 2)
         raise ValueError(
             f"noise of {size} px is too small for the generator's {len(cfg.down)} scales "
             f"(its deepest feature map would be {deepest_size(size, cfg)} px, BatchNorm needs 2); "
-            f"use images of at least {least * 224 // 256 + 1} px (noise >= {least} px)"
+            f"use images of at least {image} px (noise >= {least} px)"
+            + (", or set protocols.reconstruction.downsample: stride (it halves rounding up)"
+               if cfg.downsample == "avg" else "")
         )
 
 

@@ -6,6 +6,12 @@ pooling (``TARGET_LAYERS``), backbone frozen in eval mode, fixed noise input (32
 channels, U(0, 1) * 0.1, 256 px for a 224 px image), Adam lr 1e-3, 3,000 steps, MSE.
 Unlike the published code, images are seeded, several per dataset, and the generated
 image goes through the model's own input normalisation like every other protocol.
+
+Output ``clip`` (as published): the generator has no final activation; its unbounded
+output is what the backbone sees while optimising, and only the saved image is clipped
+to [0, 1] (the published code fed the raw output to the model and clipped when saving).
+``final_loss`` is the feature MSE of the saved, clipped image, so it shows what clipping
+cost; ``clipped`` is each image's share of values outside [0, 1] before clipping.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -86,12 +92,15 @@ class FeatureTap:
 
 @dataclass
 class Inversion:
-    """``images`` (N, 3, S, S) float32 in [0, 1] on the CPU; ``losses`` (steps, N): each
-    image's feature MSE before each step; ``final_loss`` (N,): after the last step."""
+    """``images`` (N, 3, S, S) float32 in [0, 1] on the CPU (the generator's output after the
+    last step, clipped); ``losses`` (steps, N): each image's feature MSE before each step, of
+    the unclipped output; ``final_loss`` (N,): of ``images``; ``clipped`` (N,): each image's
+    share of output values outside [0, 1] (always 0 with a sigmoid output)."""
 
     images: torch.Tensor
     losses: np.ndarray
     final_loss: np.ndarray
+    clipped: np.ndarray
 
 
 def invert_batch(
@@ -125,9 +134,12 @@ def invert_batch(
         if log_every and (step + 1) % log_every == 0:
             log.info("step %d/%d mean feature MSE %.6g", step + 1, steps, float(losses[step].mean()))
     with torch.no_grad(), autocast(device, precision):
-        out = output_crop(gen(noise), size)  # BatchNorm in train mode, as optimised
+        raw = output_crop(gen(noise), size)  # BatchNorm in train mode, as optimised
+        out = raw.clamp(0.0, 1.0)  # the saved image; a no-op after a sigmoid
         final = (tap(normalise(out)).to(dtype) - target).pow(2).mean(dim=(1, 2, 3))
-    return Inversion(out.float().cpu(), losses.cpu().numpy(), final.cpu().numpy().astype(np.float32))
+    clipped = ((raw < 0) | (raw > 1)).float().mean(dim=(1, 2, 3))
+    return Inversion(out.float().cpu(), losses.cpu().numpy(), final.cpu().numpy().astype(np.float32),
+                     clipped.cpu().numpy().astype(np.float32))
 
 
 def _load(weights: str | os.PathLike, device: str, precision: str):
@@ -140,18 +152,24 @@ def invert(
     *, weights: str | os.PathLike, cache: str | os.PathLike, index: str | os.PathLike,
     out_npz: str | os.PathLike, model: str, dataset: str, n_images: int = 8, steps: int = 3000,
     lr: float = 1e-3, seed: int = 0, device: str = "auto", precision: str = "fp32",
-    batch_size: int = 16, log_every: int = 100, generator: SkipConfig = SkipConfig(),
+    batch_size: int = 16, log_every: int = 100, downsample: str = "stride", output: str = "sigmoid",
+    generator: SkipConfig | None = None,
 ) -> dict[str, Any]:
     """Invert ``n_images`` seeded test images of one (model, dataset); write ``out_npz``.
 
     ``out_npz`` holds ``originals`` (N, S, S, 3) uint8 (the cached images), ``reconstructions``
     (N, S, S, 3) float32 in [0, 1], ``positions`` (rows of the index), ``paths``, ``labels``,
-    ``losses`` (steps, N) feature MSE before each step, ``final_loss`` (N,), ``seeds`` (N, 2)
-    and ``meta`` (JSON: provenance and settings). ``batch_size`` images are optimised at
-    once (default 16); it changes results only by float rounding (see the package
-    docstring). ``generator``: the generator's shape (default: the published one).
+    ``losses`` (steps, N) feature MSE before each step, ``final_loss`` (N,) of the saved
+    images, ``clipped`` (N,) share of values clipped, ``seeds`` (N, 2) and ``meta`` (JSON:
+    provenance and settings). ``batch_size`` images are optimised at once (default 16); it
+    changes results only by float rounding (see the package docstring). ``downsample``
+    (``stride`` or ``avg``) and ``output`` (``sigmoid`` or ``clip``): see ``SkipConfig``.
+    ``generator``: the generator's shape (default: the published one); its ``downsample``
+    and ``output`` are replaced by the two keywords.
     """
-    check_reconstruction(steps=steps, lr=lr, n_images=n_images, precision=precision, batch_size=batch_size)
+    check_reconstruction(steps=steps, lr=lr, n_images=n_images, precision=precision, batch_size=batch_size,
+                         downsample=downsample, output=output)
+    generator = replace(generator or SkipConfig(), downsample=downsample, output=output)
     frame, images = load_indexed_cache(cache, index)
     positions = draw_test_positions(frame["split"].to_numpy(str), n_images, seed, RECONSTRUCTION_KEY,
                                     f"dataset {dataset!r} ({index})")
@@ -172,12 +190,13 @@ def invert(
     tap.close()
     meta = run_meta(model=model, dataset=dataset, weights_meta=wmeta, index=frame, precision=precision,
                     size=images.shape[1], seed=seed)
-    meta.update(protocol="reconstruction", arch=wmeta.arch, target_layer=layer, steps=steps, lr=lr,
+    meta.update(protocol="reconstruction", arch=wmeta.arch, normalisation=wmeta.normalisation,
+                target_layer=layer, steps=steps, lr=lr,
                 n_images=n_images, batch_size=batch_size, noise_size=noise_size(images.shape[1]),
                 noise="U(0,1)*0.1", generator=generator.to_dict(), device=device.split(":")[0],
                 elapsed_s=round(elapsed, 3))
     result = Inversion(torch.cat([p.images for p in parts]), np.concatenate([p.losses for p in parts], axis=1),
-                       np.concatenate([p.final_loss for p in parts]))
+                       np.concatenate([p.final_loss for p in parts]), np.concatenate([p.clipped for p in parts]))
     _write_npz(out_npz, originals=originals, result=result, positions=positions, frame=frame, seeds=seeds,
                meta=meta)
     return meta
@@ -189,6 +208,6 @@ def _write_npz(path, *, originals, result: Inversion, positions, frame, seeds, m
         reconstructions=result.images.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32),
         positions=positions.astype(np.int64), paths=frame["path"].to_numpy(str)[positions],
         labels=frame["label"].to_numpy(np.int64)[positions], losses=result.losses.astype(np.float32),
-        final_loss=result.final_loss, seeds=seeds.astype(np.int64),
+        final_loss=result.final_loss, clipped=result.clipped, seeds=seeds.astype(np.int64),
         meta=np.array(json.dumps(meta, sort_keys=True)),
     )
