@@ -119,13 +119,15 @@ def test_converted_files_carry_their_normalisation(tmp_path):
     from medtransfer.weights.demo import write_demo_weights
 
     write_demo_weights(tmp_path / "mimic.pt", fmt="lightning_moco", model="m", arch="densenet121")
-    meta = convert_file(tmp_path / "mimic.pt", tmp_path / "a.pt", fmt="lightning_moco", arch="densenet121")
-    assert meta.normalisation == "histeq" and meta.mean is None
+    meta_histeq = convert_file(tmp_path / "mimic.pt", tmp_path / "a.pt", fmt="lightning_moco", arch="densenet121")
+    assert meta_histeq.normalisation == "histeq" and meta_histeq.mean is None
     assert load_weights(tmp_path / "a.pt")[1].normalisation == "histeq"
     write_demo_weights(tmp_path / "cxr.pth.tar", fmt="moco", model="c", arch="resnet18")
-    meta = convert_file(tmp_path / "cxr.pth.tar", tmp_path / "b.pt", fmt="moco", arch="resnet18", normalisation="cxr")
+    convert_file(tmp_path / "cxr.pth.tar", tmp_path / "b.pt", fmt="moco", arch="resnet18", normalisation="cxr")
     loaded = load_weights(tmp_path / "b.pt")[1]
     assert loaded.mean == CXR_MEAN and loaded.std == CXR_STD and loaded.normalisation == "cxr"
     index = pd.DataFrame({"split_rule": ["given"], "label": [0], "label_name": ["a"]})
     row = run_meta(model="c", dataset="d", weights_meta=loaded, index=index, precision="fp32", size=32, seed=0)
     assert row["preprocessing"].endswith("normalise:cxr_mean_std(0.5020,0.085585)")
+    row = run_meta(model="m", dataset="d", weights_meta=meta_histeq, index=index, precision="fp32", size=32, seed=0)
+    assert row["preprocessing"].endswith("normalise:histeq(all_channels,256_bins,[0,255])")  # not the former grey
