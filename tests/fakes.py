@@ -4,12 +4,15 @@ Toys: ``toy_weights`` (a random backbone from a fixed seed), ``toy_index`` and `
 images of a toy cache stay with each test, since what they show is what the test measures.
 Trees: each dataset kind's real layout (file names, CSV headers, folders) with 8x8 images, in
 ``make_<kind>(root)``; ``tiny_image`` writes one image of them. Results: ``summary_table``, a
-results table of three models on two published datasets.
+results table of three models on two published datasets. Lightning: ``lightning_class``, a class
+that pickles under a Lightning name as a file written with Lightning installed names it.
 """
 
 from __future__ import annotations
 
 import pickle
+import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -267,3 +270,19 @@ def summary_table(tmp_path: Path) -> Path:
     write_rows(rows, path)
     return path
 
+
+# ---------------------------------------------------------------------------- Lightning classes
+
+
+def lightning_class(monkeypatch, name: str, base: type = dict, **body) -> type:
+    """A subclass of ``base`` importable as Lightning's ``name`` (``package.module.Class``) until
+    ``monkeypatch.undo()``: pickling an instance names ``name`` exactly as a file written by
+    Lightning does, and a plain unpickler rebuilds it through this class (running ``body``)."""
+    module_name, _, qualname = name.rpartition(".")
+    cls = type(qualname, (base,), {"__module__": module_name, "__qualname__": qualname, **body})
+    parts = module_name.split(".")
+    for i in range(1, len(parts) + 1):
+        if ".".join(parts[:i]) not in sys.modules:
+            monkeypatch.setitem(sys.modules, ".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
+    monkeypatch.setattr(sys.modules[module_name], qualname, cls, raising=False)
+    return cls

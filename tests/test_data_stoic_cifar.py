@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 
 from fakes import make_cifar, make_stoic
 from medtransfer.data.adapters import ADAPTERS, build_index
@@ -31,8 +32,8 @@ def test_stoic_index_and_middle_slices(tmp_path):
     assert frame["label_name"].tolist()[:2] == ["no_covid", "covid"]
     assert frame["patient"].tolist() == list(volumes)
     image = np.asarray(decode(frame["path"].iloc[3]))
-    expected = window_hu(volumes[frame["patient"].iloc[3]][2])  # depth 5: the middle slice is z = 2
-    assert image.shape == (12, 10, 3) and np.array_equal(image[..., 0], expected)
+    expected = window_hu(volumes[frame["patient"].iloc[3]][2].T)  # depth 5: the middle slice is z = 2
+    assert image.shape == (10, 12, 3) and np.array_equal(image[..., 0], expected)  # (x, y), as medpy
     assert np.array_equal(image[..., 0], image[..., 2])
     assert not ADAPTERS["stoic"].colour  # one grey slice, replicated to RGB
     assert not ADAPTERS["stoic"].multiview and "view" not in frame.columns
@@ -41,6 +42,25 @@ def test_stoic_index_and_middle_slices(tmp_path):
     frame.to_csv(index, index=False)
     build_cache(index, build_cache_path, size=8)
     assert np.load(build_cache_path).shape == (10, 8, 8, 3)
+
+
+def test_stoic_slice_has_the_published_orientation(tmp_path):
+    """The published code read volumes with medpy, whose array is SimpleITK's transposed, (x, y, z),
+    and took ``[:, :, floor(depth * 0.5)]``: element (i, j) is the voxel at x = i, y = j. A
+    non-square volume whose every voxel encodes its own (x, y, z) pins it."""
+    depth, height, width = 5, 4, 7
+    z, y, x = np.meshgrid(np.arange(depth), np.arange(height), np.arange(width), indexing="ij")
+    hu = (-1000 + 40 * x + 150 * y + 3 * z).astype(np.int16)  # all inside the window, all distinct
+    sitk.WriteImage(sitk.GetImageFromArray(hu), str(tmp_path / "v.mha"))  # array (z, y, x)
+    volume = sitk.ReadImage(str(tmp_path / "v.mha"))
+    assert volume.GetSize() == (width, height, depth)  # SimpleITK indexes (x, y, z)
+    image = np.asarray(decode(tmp_path / "v.mha"))[..., 0]
+    assert image.shape == (width, height)
+    middle = depth // 2  # floor(depth * 0.5), the published index
+    expected = [[volume.GetPixel(i, j, middle) for j in range(height)] for i in range(width)]
+    assert np.array_equal(image, window_hu(np.array(expected)))
+    # by hand: x = 6, y = 0, z = 2 is -754 HU -> 246 / 1250 * 255 = 50.2; x = 0, y = 3 is -544 HU -> 93.0
+    assert image[6, 0] == 50 and image[0, 3] == 93
 
 
 def test_stoic_layout_errors_are_clear(tmp_path):

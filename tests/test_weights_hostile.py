@@ -5,7 +5,8 @@ is first shown to run under a plain unpickler (the marker appears), then passed 
 reader: ``convert_file`` (what the workflow's convert_weights script calls) with every
 format, ``models.load_weights``, ``inspect.describe`` and the command line's ``inspect``
 and ``convert``, and the LPIPS backbone reader. None may create the marker, and the error must
-say the file was refused.
+say the file was refused. The same holds for a payload inside a Lightning checkpoint's
+``AttributeDict`` hyper-parameters, the one Lightning container that safe loading builds.
 """
 
 import copyreg
@@ -26,9 +27,11 @@ import pytest
 import torch
 
 from conftest import REPO
+from fakes import lightning_class
 from medtransfer.protocols.reconstruct.perceptual import read_features
 from medtransfer.weights.__main__ import main
 from medtransfer.weights.backbones import load_weights
+from medtransfer.weights.base import LIGHTNING_ATTRIBUTE_DICTS
 from medtransfer.weights.convert import convert_file
 from medtransfer.weights.formats import FORMATS
 from medtransfer.weights.inspect import describe
@@ -135,6 +138,28 @@ def test_hostile_pickle_is_refused_everywhere(payload, container, protocol, tmp_
     assert not (tmp_path / "out.pt").exists()
     # the format that reads this container natively says why: the file was refused
     assert any(refused_by)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_hostile_pickle_in_lightning_hyper_parameters_is_refused_everywhere(payload, tmp_path, monkeypatch):
+    marker = tmp_path / "marker"
+    path = tmp_path / "mimic.ckpt"
+    attribute_dict = lightning_class(monkeypatch, LIGHTNING_ATTRIBUTE_DICTS[0])  # as if Lightning wrote it
+    checkpoint = {"epoch": 1, "global_step": 10, "pytorch-lightning_version": "1.0.6", "state_dict": {},
+                  "hyper_parameters": attribute_dict(arch="densenet121", lr=_payload(payload, marker))}
+    torch.save(checkpoint, path, pickle_module=dill if payload == "dill_lambda" else pickle)
+    torch.load(path, weights_only=False)
+    assert marker.exists(), "the payload must run under a plain unpickler"
+    marker.unlink()
+    monkeypatch.undo()  # Lightning is gone again
+    for name, read in _readers(path, tmp_path / "out.pt"):
+        with pytest.raises((ValueError, OSError)) as caught:
+            read()
+        assert not marker.exists(), f"{name} ran the payload"
+        if name in ("describe", "cli inspect", "load_weights", "lpips read_features"):
+            assert str(path) in str(caught.value) and caught.match(REFUSED), f"{name}: {caught.value}"
+    assert not (tmp_path / "out.pt").exists()
 
 
 @pytest.mark.slow  # two fresh interpreters importing torch; the in-process CLI is refused in _readers above

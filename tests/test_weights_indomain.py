@@ -2,21 +2,31 @@
 PyTorch Lightning MoCo checkpoints (DenseNet-121) and MoCo-CXR's MoCo checkpoints (ResNet-18,
 DenseNet-121), plus torchvision's own DenseNet file with its old key names. Every backbone
 tensor is equal after conversion, every dropped key is listed with its reason, and a file of
-the wrong architecture or format is refused naming both."""
+the wrong architecture or format is refused naming both. Lightning checkpoints load without
+Lightning and without running anything: callback classes, ``AttributeDict`` and ``Namespace``
+hyper-parameters, Lightning 1.0.x metric states."""
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import logging
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
 import torch
 
+from fakes import lightning_class
 from medtransfer.weights.backbones import backbone_keys, load_weights
+from medtransfer.weights.base import LIGHTNING_ATTRIBUTE_DICTS, LightningName, UnsafePickleError, load_torch
 from medtransfer.weights.convert import convert_file
 from medtransfer.weights.demo import random_model, write_demo_weights
 from medtransfer.weights.formats import FORMATS
 from medtransfer.weights.inspect import detect
+from medtransfer.weights.lightning import METRIC_STATE
 
 
 @pytest.fixture(scope="module")
@@ -115,11 +125,6 @@ def test_demo_weights_of_each_architecture_convert(fmt, arch, tmp_path):
 def test_lightning_callback_classes_named_in_a_checkpoint_load_as_plain_data(nets, tmp_path, monkeypatch):
     """Lightning 1.x keys `callbacks` by the callback class: a file naming it converts without
     Lightning installed, and nothing of it runs."""
-    import sys
-    import types
-
-    from medtransfer.weights.base import LightningName, load_torch
-
     module = types.ModuleType("pytorch_lightning.callbacks.model_checkpoint")
 
     class ModelCheckpoint:  # what Lightning pickles: the class itself, as a dict key
@@ -141,3 +146,83 @@ def test_lightning_callback_classes_named_in_a_checkpoint_load_as_plain_data(net
     assert issubclass(key, LightningName) and key.__name__ == "ModelCheckpoint"
     convert_file(tmp_path / "mimic.pt", tmp_path / "out.pt", fmt="lightning_moco", arch="densenet121")
     _check_equal(tmp_path / "out.pt", nets["densenet121"], "densenet121")
+
+
+HPARAMS = {"arch": "densenet121", "feature_dim": 128, "queue_size": 65536, "use_mlp": False, "learning_rate": 0.1}
+METRICS = {"train_acc.correct": torch.tensor(57), "train_acc.total": torch.tensor(64),
+           "val_acc.correct": torch.tensor(0), "val_acc.total": torch.tensor(0)}
+
+
+def _lightning_1_0_6(state: dict[str, torch.Tensor], path: Path, hyper_parameters: object) -> None:
+    """A checkpoint as Lightning 1.0.6 writes a CovidPrognosis MoCo module: the demo layout with
+    its accuracy metrics' counters in the state dict and the hyper-parameters object given."""
+    FORMATS["lightning_moco"].write_demo(state, path, 3)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["pytorch-lightning_version"] = "1.0.6"
+    checkpoint["state_dict"] |= METRICS
+    checkpoint["hyper_parameters"] = hyper_parameters
+    torch.save(checkpoint, path)
+
+
+@pytest.mark.parametrize("name", [*LIGHTNING_ATTRIBUTE_DICTS, "argparse.Namespace"])
+def test_lightning_hyper_parameters_load_as_plain_data_and_nothing_runs(nets, tmp_path, monkeypatch, caplog, name):
+    """`hyper_parameters` as Lightning's AttributeDict (each home it has had) or a Namespace: the
+    file converts with Lightning absent, and even with a Lightning importable whose class runs
+    code on unpickling, safe loading builds plain data and runs none of it."""
+    assert importlib.util.find_spec("pytorch_lightning") is None and importlib.util.find_spec("lightning") is None
+    ran: list[str] = []
+
+    def setitem(self, key, value):  # records each item a plain unpickler sets
+        ran.append(key)
+        dict.__setitem__(self, key, value)
+
+    if name == "argparse.Namespace":
+        hyper_parameters = argparse.Namespace(**HPARAMS)
+    else:  # Lightning's class: a dict subclass
+        cls = lightning_class(monkeypatch, name, __setitem__=setitem)
+        hyper_parameters = cls(HPARAMS)
+    _lightning_1_0_6(nets["densenet121"], tmp_path / "mimic.pt", hyper_parameters)
+    if name != "argparse.Namespace":
+        module, _, qualname = name.rpartition(".")
+        assert f"c{module}\n{qualname}\n".encode() in (tmp_path / "mimic.pt").read_bytes()  # its GLOBAL
+        assert type(torch.load(tmp_path / "mimic.pt", weights_only=False)["hyper_parameters"]) is cls
+        assert ran == list(HPARAMS)  # a plain unpickler runs the class's code
+        ran.clear()
+        loaded = load_torch(tmp_path / "mimic.pt")["hyper_parameters"]  # that class still importable
+        assert type(loaded) is dict and loaded == HPARAMS and ran == []
+    monkeypatch.undo()  # Lightning is gone again
+    assert not {m for m in sys.modules if m.split(".")[0] in ("pytorch_lightning", "lightning", "lightning_fabric")}
+    loaded = load_torch(tmp_path / "mimic.pt")["hyper_parameters"]
+    assert (vars(loaded) if name == "argparse.Namespace" else loaded) == HPARAMS
+    assert type(loaded) is (argparse.Namespace if name == "argparse.Namespace" else dict)
+    with caplog.at_level(logging.INFO, logger="medtransfer.weights.lightning"):
+        meta = convert_file(tmp_path / "mimic.pt", tmp_path / "out.pt", fmt="lightning_moco", arch="densenet121")
+    _check_equal(tmp_path / "out.pt", nets["densenet121"], "densenet121")
+    assert {k: v for k, v in meta.dropped.items() if v == METRIC_STATE} == dict.fromkeys(METRICS, METRIC_STATE)
+    assert load_weights(tmp_path / "out.pt")[1].dropped == meta.dropped  # the converted file says so
+    assert "train_acc.correct" in caplog.text and "metric state" in caplog.text
+    assert ran == []
+
+
+def test_a_lightning_checkpoint_that_would_run_code_is_still_refused(nets, tmp_path, monkeypatch):
+    """Allowing Lightning's AttributeDict lets nothing else through: a payload inside the
+    hyper-parameters, or an instance of another Lightning class, is refused naming it."""
+    marker = tmp_path / "marker"
+
+    class Opens:  # unpickles as open(marker, "w")
+        def __reduce__(self):
+            return open, (str(marker), "w")
+
+    cls = lightning_class(monkeypatch, LIGHTNING_ATTRIBUTE_DICTS[0])
+    state_cls = lightning_class(monkeypatch, "pytorch_lightning.trainer.states.TrainerState", base=object)
+    _lightning_1_0_6(nets["densenet121"], tmp_path / "payload.pt", cls(HPARAMS, log=Opens()))
+    _lightning_1_0_6(nets["densenet121"], tmp_path / "state.pt", cls(HPARAMS, state=state_cls()))
+    torch.load(tmp_path / "payload.pt", weights_only=False)
+    assert marker.exists(), "the payload must run under a plain unpickler"
+    marker.unlink()
+    monkeypatch.undo()
+    with pytest.raises(UnsafePickleError, match=r"names the Python global (builtins|io)\.open.*nothing from the file was run"):
+        convert_file(tmp_path / "payload.pt", tmp_path / "out.pt", fmt="lightning_moco", arch="densenet121")
+    assert not marker.exists() and not (tmp_path / "out.pt").exists()
+    with pytest.raises(UnsafePickleError, match=r"names the Python global pytorch_lightning\.trainer\.states\.TrainerState"):
+        load_torch(tmp_path / "state.pt")

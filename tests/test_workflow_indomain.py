@@ -46,7 +46,7 @@ def test_every_stage_has_rows_for_every_model(finished):
 def test_normalisation_and_random_flag_travel_in_every_row(finished):
     table = pd.read_csv(finished / "reports" / "table.csv")
     main = table[table["protocol"] != "correlation"]
-    expected = {"mimic-chexpert_lr_0.1": "histeq(grey,256_bins,[0,255])",
+    expected = {"mimic-chexpert_lr_0.1": "histeq(all_channels,256_bins,[0,255])",
                 "moco-cxr-r18": "cxr_mean_std(0.5020,0.085585)", "random": "imagenet_mean_std"}
     for model, norm in expected.items():
         rows = main[main["model"] == model]

@@ -2,8 +2,10 @@
 CIFAR-10 python batch. ``cache.decode`` reads them through here; the adapters name them.
 
 - ``*.mha`` (MetaImage, read with SimpleITK): the middle axial slice (index ``depth // 2``
-  of the volume's z axis), Hounsfield units clipped to the window [-1000, 250] and mapped
-  linearly to 0..255 (rounded), grey.
+  of the volume's z axis) in the published code's orientation, Hounsfield units clipped to
+  the window [-1000, 250] and mapped linearly to 0..255 (rounded), grey. The published code
+  read the volumes with medpy, whose arrays are (x, y, z): its slice is the (x, y) array, a
+  row per x. SimpleITK's arrays are (z, y, x), so the slice is transposed to match.
 - ``<folder>/data_batch_N#i`` or ``<folder>/test_batch#i``: row ``i`` of that CIFAR-10 python
   batch (a pickle of ``{b"data": uint8 (10000, 3072), b"labels": [...], ...}``; each row is
   the red, green and blue 32x32 planes). The pickle is read with an unpickler that allows
@@ -91,7 +93,8 @@ def cifar_image(batch: str | os.PathLike, row: int) -> np.ndarray:
 
 
 def ct_middle_slice(path: str | os.PathLike) -> np.ndarray:
-    """The middle axial slice of a CT volume, HU window [-1000, 250] -> uint8 (H, W)."""
+    """The middle axial slice of a CT volume, HU window [-1000, 250] -> uint8 (x, y): the
+    volume's x axis down the rows, y across, as medpy (the published code's reader) gives it."""
     import SimpleITK as sitk  # only STOIC's volumes need it (a large library)
 
     if not os.path.isfile(path):
@@ -103,7 +106,7 @@ def ct_middle_slice(path: str | os.PathLike) -> np.ndarray:
                          "replace it from the original download") from err
     if volume.ndim != 3:
         raise ValueError(f"CT volume {path} has {volume.ndim} dimensions, expected a 3-D volume (z, y, x)")
-    return window_hu(volume[volume.shape[0] // 2])
+    return window_hu(volume[volume.shape[0] // 2].T)  # (y, x) -> medpy's (x, y)
 
 
 def window_hu(hu: np.ndarray, window: tuple[float, float] = HU_WINDOW) -> np.ndarray:

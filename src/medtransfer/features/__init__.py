@@ -123,7 +123,7 @@ def run_meta(
     ``weights_meta`` is a :class:`medtransfer.weights.backbones.WeightsMeta`; ``index`` the dataset
     index frame. The weights hash is the *source* file's sha256 (the published file).
     """
-    norm = {"cxr": "cxr_mean_std(0.5020,0.085585)", "histeq": "histeq(grey,256_bins,[0,255])"}.get(
+    norm = {"cxr": "cxr_mean_std(0.5020,0.085585)", "histeq": "histeq(all_channels,256_bins,[0,255])"}.get(
         getattr(weights_meta, "normalisation", ""),
         "imagenet_mean_std" if weights_meta.mean is not None else "none([0,1])")
     return {

@@ -217,22 +217,24 @@ def normalise(x: torch.Tensor, meta: WeightsMeta) -> torch.Tensor:
 def equalise_histogram(x: torch.Tensor, bins: int = HISTEQ_BINS) -> torch.Tensor:
     """Per-image histogram equalisation as CovidPrognosis trains its MIMIC-CheXpert models.
 
-    The grey image (the channel mean; a chest X-ray's channels are equal) gets a ``bins``-bin
-    histogram over its own [min, max] (``numpy.histogram``'s bins, a constant image's range
-    widened by 0.5 on each side as numpy does); the normalised cumulative histogram scaled to
-    255 is linearly interpolated at each pixel from the bins' left edges (a pixel in the last
-    bin maps to 255). No mean/std follows: the output is in [0, 255], the grey result on all
-    three channels. Computed in float64; differentiable in ``x`` for a fixed histogram (the
-    mapping is piecewise linear), so reconstruction can optimise through it.
+    Their transform (``HistogramNormalize``) takes one ``bins``-bin histogram of all
+    ``3 * H * W`` values of an image, over the image's own [min, max] (``numpy.histogram``'s
+    bins, a constant image's range widened by 0.5 on each side as numpy does); the normalised
+    cumulative histogram scaled to 255 is linearly interpolated at every value from the bins'
+    left edges (a value in the last bin maps to 255). Each channel keeps its own values, so a
+    colour image stays in colour; a grey image (equal channels) gets the histogram of its one
+    channel (each count tripled, the same cumulative histogram). No mean/std follows: the
+    output is in [0, 255]. Computed in float64; differentiable in ``x`` for a fixed histogram
+    (the mapping is piecewise linear), so reconstruction can optimise through it.
     """
-    n, _, h, w = x.shape
-    grey = x.double().mean(dim=1).reshape(n, h * w)
-    values = grey.detach()
+    n = x.shape[0]
+    image = x.double().reshape(n, -1)  # all channels' values: one histogram per image
+    values = image.detach()
     lo, hi = values.min(dim=1, keepdim=True).values, values.max(dim=1, keepdim=True).values
     flat = hi == lo
     lo, hi = torch.where(flat, lo - 0.5, lo), torch.where(flat, hi + 0.5, hi)
     edges = lo + (hi - lo) * (torch.arange(bins + 1, dtype=torch.float64, device=x.device) / bins)
-    # the bin of each pixel, as numpy.histogram finds it (then corrected against the edges)
+    # the bin of each value, as numpy.histogram finds it (then corrected against the edges)
     idx = ((values - lo) * (bins / (hi - lo))).floor().long().clamp(0, bins - 1)
     idx = idx - (values < edges.gather(1, idx)).long()
     idx = idx + ((values >= edges.gather(1, idx + 1)) & (idx != bins - 1)).long()
@@ -241,6 +243,6 @@ def equalise_histogram(x: torch.Tensor, bins: int = HISTEQ_BINS) -> torch.Tensor
     cdf = 255.0 * counts.cumsum(dim=1) / counts.sum(dim=1, keepdim=True)
     left, right = edges.gather(1, idx), edges.gather(1, idx + 1)
     low, high = cdf.gather(1, idx), cdf.gather(1, (idx + 1).clamp(max=bins - 1))
-    out = low + (grey - left) * (high - low) / (right - left)
+    out = low + (image - left) * (high - low) / (right - left)
     out = torch.where(idx == bins - 1, cdf[:, -1:].expand_as(out), out)
-    return out.reshape(n, 1, h, w).repeat(1, 3, 1, 1).to(x.dtype)
+    return out.reshape(x.shape).to(x.dtype)

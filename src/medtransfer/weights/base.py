@@ -71,6 +71,7 @@ def _numpy_scalar_globals() -> list[Any]:
 
 # PyContrast's PIRL file holds an argparse Namespace ('opt') and numpy scalars (its lr
 # schedule writes np.float64 learning rates into the optimizer state): plain data, allowed.
+# Older Lightning checkpoints hold their hyper-parameters as a Namespace too.
 
 
 class LightningName:
@@ -79,9 +80,7 @@ class LightningName:
     Lightning 1.x keys the ``callbacks`` entry of a checkpoint by the callback's class
     (``{ModelCheckpoint: {"best_model_score": ...}}``); conversion does not read it, but safe
     loading must get past it. Each class name below unpickles to a subclass of this, used
-    only as a key: nothing of Lightning is imported or run. (A checkpoint that stores an
-    *instance* of a Lightning class, e.g. ``hyper_parameters`` as an ``AttributeDict``, is
-    still refused by safe loading, with the advice to re-save its ``state_dict``.)
+    only as a key: nothing of Lightning is imported or run.
     """
 
 
@@ -96,7 +95,21 @@ def _lightning_globals() -> list[Any]:
             for name in names]
 
 
-SAFE_GLOBALS: list[Any] = [argparse.Namespace, *_numpy_scalar_globals(), *_lightning_globals()]
+# Lightning writes `hyper_parameters` as its AttributeDict, a dict subclass that only adds
+# attribute access (its home moved over the releases; a file names the one that wrote it).
+# A protocol-2 pickle builds it as NEWOBJ(class) then SETITEMS; torch's weights-only
+# unpickler runs SETITEMS only on an exact dict (not on a subclass, even an allowed one), so
+# each name maps to `dict` itself: the hyper-parameters load as a plain dict and nothing of
+# Lightning is imported or run.
+LIGHTNING_ATTRIBUTE_DICTS = (
+    "pytorch_lightning.utilities.parsing.AttributeDict",  # Lightning 1.0 - 2.1
+    "lightning.pytorch.utilities.parsing.AttributeDict",  # 2.0 - 2.1, package `lightning`
+    "lightning_fabric.utilities.data.AttributeDict",  # 2.2 on
+    "lightning.fabric.utilities.data.AttributeDict",  # 2.2 on, package `lightning`
+)
+
+SAFE_GLOBALS: list[Any] = [argparse.Namespace, *_numpy_scalar_globals(), *_lightning_globals(),
+                           *((dict, name) for name in LIGHTNING_ATTRIBUTE_DICTS)]
 _REFUSED = (
     re.compile(r"GLOBAL ([\w.]+) (?:was not an allowed global|whose module)"),
     re.compile(r"but got <class '([\w.]+)'>"),

@@ -90,8 +90,8 @@ NORMALISATIONS: dict[str, Normalisation] = {
     "none": Normalisation("inputs in [0, 1], no mean/std (SimCLR-v1)"),
     "cxr": Normalisation("chest X-ray mean 0.5020 / std 0.085585 on every channel after scaling to [0, 1] "
                          "(MoCo-CXR)", CXR_MEAN, CXR_STD),
-    "histeq": Normalisation("per-image histogram equalisation of the grey image (256-bin CDF) to [0, 255], "
-                            "no mean/std (CovidPrognosis' MIMIC-CheXpert models)"),
+    "histeq": Normalisation("per-image histogram equalisation (one 256-bin CDF of all three channels' values, "
+                            "colour kept) to [0, 255], no mean/std (CovidPrognosis' MIMIC-CheXpert models)"),
 }
 # Framework paddings a converted backbone can emulate (built by medtransfer.weights.backbones).
 PADDINGS: tuple[str, ...] = ("torch", "tf_same", "tf_same_maxpool")

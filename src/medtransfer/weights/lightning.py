@@ -6,11 +6,16 @@ CovidPrognosis writes its MIMIC-CheXpert models.
 MoCo model as ``model``, so the query encoder (a torchvision DenseNet-121) is under
 ``model.encoder_q.`` (``features.*`` and its 128-d projection ``classifier.*``, a Linear or,
 with an MLP head, ``classifier.0``/``classifier.2``), the momentum encoder under
-``model.encoder_k.`` and the queue at ``model.queue`` / ``model.queue_ptr``.
+``model.encoder_k.`` and the queue at ``model.queue`` / ``model.queue_ptr``. Files written
+by Lightning 1.0.0 - 1.0.6 also keep the module's accuracy metrics' counters
+(``train_acc.correct``, ``train_acc.total``, ``val_acc.*``): dropped, and logged.
+``hyper_parameters`` (Lightning's ``AttributeDict`` or an ``argparse.Namespace``) loads as
+plain data (``base.SAFE_GLOBALS``) and is not read.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +36,25 @@ from medtransfer.writers import save_torch
 
 ENTRY = "state_dict"
 KEEP = "model.encoder_q."
+# Lightning 1.0.0 - 1.0.6 saved a Metric's states with the module by default (1.0.7 stopped)
+METRIC_STATE = "Lightning metric state (pl.metrics.Accuracy's correct/total counters), not a weight"
 DROP = [
     ("model.encoder_q.classifier.", "MoCo projection head (DenseNet classifier slot)"),
     ("model.encoder_q.fc.", "MoCo projection head (ResNet fc slot)"),
     ("model.encoder_k.", "MoCo momentum (key) encoder"),
     ("model.queue", "MoCo negative-key queue and its pointer"),
+    ("train_acc.", METRIC_STATE),
+    ("val_acc.", METRIC_STATE),
 ]
+log = logging.getLogger(__name__)
 
 
 def convert(path: Path) -> Converted:
     state = tensor_mapping(load_torch(path, needs=f"its {ENTRY!r} entry"), ENTRY, path)
-    return split_prefix(state, KEEP, DROP, path)
+    converted = split_prefix(state, KEEP, DROP, path)
+    if metrics := [key for key, why in converted.dropped.items() if why == METRIC_STATE]:
+        log.info("%s: dropped %d keys %s: %s", path, len(metrics), metrics, METRIC_STATE)
+    return converted
 
 
 def write_demo(state: dict[str, torch.Tensor], out: Path, seed: int) -> None:
