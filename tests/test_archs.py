@@ -121,7 +121,7 @@ def test_densenet_features_finetune_saliency_and_invariance(dense, tmp_path):
                                crop_size=24, window=8, stride=8, batch_size=16, n_bootstrap=10, seed=1, device="cpu")
     assert len(values) == 1
     out = evaluate_invariance(weights=dense / "w.pt", full_cache=dense / "full.npy", index=dense / "index.csv",
-                              features=tmp_path / "f.npz", out_rows={"hflip": tmp_path / "i.csv"},
+                              out_rows={"hflip": tmp_path / "i.csv"},
                               out_predictions={"hflip": tmp_path / "i.npz"}, model="d", dataset="toy", size=32,
                               transforms={"hflip": [1]}, n_images=2, n_bootstrap=10, seed=0, device="cpu")
     assert len(out["hflip"]) == 2

@@ -205,3 +205,38 @@ print((peak_kb() - before) // 1024, total)
         sevens = len(range(0, 4096, 97))
         assert int(out[1]) == 7 * sevens + 4096 - sevens, how  # the bytes came through
     assert grown["read"] < 40 and grown["map"] > 150, grown
+
+
+def _photos(tmp_path, colour_rows=()):
+    """Four JPEGs (lossy: a grey one's channels come back a level or so apart): grey gradients,
+    and a colour photograph at each of ``colour_rows``."""
+    paths = []
+    ramp = np.add.outer(np.arange(24), np.arange(24)).astype(np.uint8) * 5
+    for i in range(4):
+        rgb = np.stack([ramp, ramp, ramp], -1)
+        if i in colour_rows:
+            rgb = np.stack([ramp, ramp[::-1], np.full_like(ramp, 40)], -1)
+        Image.fromarray(rgb).save(tmp_path / f"p{i}.jpg", quality=70)
+        paths.append(tmp_path / f"p{i}.jpg")
+    return _index(tmp_path, paths)
+
+
+def test_the_cache_checks_the_colour_flag_against_the_images(tmp_path):
+    (tmp_path / "g").mkdir()
+    (tmp_path / "m").mkdir()
+    grey = _photos(tmp_path / "g")
+    mixed = _photos(tmp_path / "m", colour_rows=(2,))
+    with pytest.raises(ValueError, match=r"dataset 'mine' \(kind csv\): it is set or recorded as colour, but all 4 "
+                                         r"images decoded are grey .*; set datasets.mine.colour: false in the config"):
+        build_cache(grey, tmp_path / "c.npy", size=16, kind="csv", colour=True, dataset="mine")
+    assert not (tmp_path / "c.npy").exists()  # nothing written on a mismatch
+    with pytest.raises(ValueError, match=r"set or recorded as grey, but 1 of 4 images decoded are colour, "
+                                         r"e.g. .*p2.jpg \(mean chroma .*set datasets.mine.colour: true"):
+        build_cache(mixed, tmp_path / "c.npy", size=16, kind="csv", colour=False, dataset="mine")
+    with pytest.raises(ValueError, match=r"dataset 'cx' \(kind chexpert\).*1 of 2 images.*kind chexpert is grey: "
+                                         r"check that the root holds its images"):
+        build_full_cache(mixed, tmp_path / "f.npy", size=16, kind="chexpert", colour=False, dataset="cx")
+    build_cache(grey, tmp_path / "c.npy", size=16, kind="csv", colour=False, dataset="mine")
+    build_cache(mixed, tmp_path / "c.npy", size=16, kind="csv", colour=True, dataset="mine")
+    build_full_cache(grey, tmp_path / "f.npy", size=16, colour=False, dataset="mine")
+    build_cache(mixed, tmp_path / "unchecked.npy", size=16)  # no flag: no check (library use)

@@ -10,20 +10,25 @@ from torch import nn
 
 from fakes import make_chexpert, make_dr, toy_index, toy_pngs, toy_weights
 from medtransfer.data.adapters import build_index
-from medtransfer.data.cache import build_full_cache
+from medtransfer.data.augment import full_batch
+from medtransfer.data.cache import build_full_cache, load_full_cache
 from medtransfer.features import FeatureSet, save_features
 from medtransfer.protocols.invariance import (
+    MomentSums,
     Whitener,
     check_transforms,
     clean_crop,
     evaluate_invariance,
     evaluate_multiview,
+    feature_moments,
     ledoit_wolf,
     multiview_pairs,
     transform_features,
     transformed_crops,
 )
+from medtransfer.protocols.shared import draw_sorted, frozen_backbone
 from medtransfer.results import Predictions, details, read_rows
+from medtransfer.weights.backbones import WeightsMeta, build_backbone, normalise, save_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,6 +52,30 @@ def test_no_transform_is_the_exact_centre_crop_and_flips_mirror_it():
     torch.testing.assert_close(transformed_crops(full, 32, "hflip", [1])[0], crop[0].flip(-1), atol=1e-5, rtol=0)
     torch.testing.assert_close(transformed_crops(full, 32, "vflip", [1])[0], crop[0].flip(-2), atol=1e-5, rtol=0)
     torch.testing.assert_close(transformed_crops(full, 32, "rotation", [0.0])[0], crop[0], atol=1e-5, rtol=0)
+
+
+def test_the_identity_of_each_transform_is_the_clean_crop():
+    """The published grids hold the identity: hflip 0, rotation 0, hue 0, brightness 1, blur 0, ..."""
+    full = _image()
+    crop = clean_crop(full, 32)[0]
+    for name, identity in (("hflip", 0), ("vflip", 0), ("rotation", 0), ("hue", 0), ("brightness", 1),
+                           ("contrast", 1), ("translation", 0), ("scale", 1), ("blur", 0)):
+        torch.testing.assert_close(transformed_crops(full, 32, name, [identity])[0], crop, atol=1e-5, rtol=0,
+                                   msg=name)
+    flips = transformed_crops(full, 32, "hflip", [0, 1])
+    assert not torch.allclose(flips[0], flips[1], atol=1e-3)  # 0 the identity, 1 mirrored
+
+
+@pytest.mark.parametrize("transforms, message", [
+    ({"hflip": [0, 2]}, r"transforms.hflip: \[2\] not allowed; each value must be 0 \(the identity\) or 1"),
+    ({"vflip": [-1]}, r"transforms.vflip: \[-1\] not allowed"),
+    ({"hue": [0.75]}, r"transforms.hue: \[0.75\] not allowed; each value must be a hue shift in turns from -0.5"),
+    ({"blur": [-1.0]}, r"transforms.blur: \[-1.0\] not allowed"),
+    ({"scale": [0]}, r"transforms.scale: \[0\] not allowed"),
+])
+def test_transform_values_outside_their_domain_are_named(transforms, message):
+    with pytest.raises(ValueError, match=message):
+        check_transforms(transforms)
 
 
 def test_translation_is_measured_after_the_resize():
@@ -87,6 +116,24 @@ def test_ledoit_wolf_agrees_with_scikit_learn(n, p, monkeypatch):
     assert shrinkage == pytest.approx(theirs.shrinkage_, rel=1e-10)
     whitener = Whitener().fit(x.astype(np.float32))  # float32 features, float64 sums: the same estimate
     np.testing.assert_allclose(whitener.cholesky_ @ whitener.cholesky_.T, theirs.covariance_, rtol=1e-5, atol=1e-7)
+
+
+def test_moments_summed_chunk_by_chunk_are_the_two_pass_moments():
+    """One pass over chunks of any size (the invariance crops, a batch at a time) gives the centred
+    mean, scatter and fourth moment of all the rows, even far off the origin."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(700, 12)) * np.linspace(0.5, 2, 12) + 1e3
+    centred = x - x.mean(0)
+    sums = MomentSums()
+    for lo, hi in ((0, 1), (1, 90), (90, 400), (400, 700)):
+        sums.add(x[lo:hi])
+    mean, scatter, fourth = sums.result()
+    np.testing.assert_allclose(mean, x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(scatter, centred.T @ centred, rtol=1e-8, atol=1e-6)
+    assert fourth == pytest.approx(float(((centred ** 2).sum(1) ** 2).sum()), rel=1e-8)
+    assert np.allclose(feature_moments(x, rows=64)[1], scatter, rtol=1e-8, atol=1e-6)
+    whole, chunked = Whitener().fit(x), Whitener().fit_chunks([x[:333], x[333:]])
+    np.testing.assert_allclose(chunked.cholesky_, whole.cholesky_, rtol=1e-9, atol=1e-9)
 
 
 def test_ridge_covariance_is_the_sample_covariance_plus_the_ridge():
@@ -186,38 +233,91 @@ def test_multiview_of_data_without_views_is_refused():
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, one_thread):
-    """A random resnet18, a whole-image cache of 6 training images and features of all 10."""
+    """A random resnet18 (and the same net histogram-equalising its inputs), a whole-image cache of
+    6 training images (of 10)."""
     root = tmp_path_factory.mktemp("inv")
     toy_weights(root / "w.pt")
+    torch.manual_seed(0)
+    save_weights(root / "histeq.pt", build_backbone("resnet18").state_dict(),
+                 WeightsMeta(arch="resnet18", model="h", mean=None, std=None, normalisation="histeq"))
     rng = np.random.default_rng(0)
     pngs = toy_pngs(root, [rng.integers(0, 255, (40, 48, 3)).astype(np.uint8) for _ in range(10)])
     toy_index(root / "index.csv", np.arange(10) % 2, n_train=6, paths=pngs)
     build_full_cache(root / "index.csv", root / "full.npy", size=32)
-    meta = {"model": "toy", "dataset": "d", "weights_sha256": "0" * 64, "split": "given", "precision": "fp32",
-            "preprocessing": "p"}
-    save_features(root / "f.npz", FeatureSet(rng.normal(size=(10, 512)).astype(np.float32), np.arange(10) % 2,
-                                             np.array(["train"] * 6 + ["test"] * 4), meta))
     return root
 
 
+def _run(study, tmp_path, transforms, weights="w.pt", **settings):
+    return evaluate_invariance(
+        weights=study / weights, full_cache=study / "full.npy", index=study / "index.csv",
+        out_rows={t: tmp_path / f"{t}.csv" for t in transforms},
+        out_predictions={t: tmp_path / f"{t}.npz" for t in transforms}, model="toy", dataset="d", size=32,
+        transforms=transforms, n_images=settings.pop("n_images", 2), n_bootstrap=20, seed=0, device="cpu",
+        **settings)
+
+
 def test_stage_writes_one_rows_and_predictions_file_per_transform(study, tmp_path):
-    transforms = {"rotation": [-10, 10], "hflip": [1], "blur": [1.0]}
-    out = evaluate_invariance(
-        weights=study / "w.pt", full_cache=study / "full.npy", index=study / "index.csv", features=study / "f.npz",
-        out_rows={t: tmp_path / f"{t}.csv" for t in transforms}, out_predictions={t: tmp_path / f"{t}.npz" for t in transforms},
-        model="toy", dataset="d", size=32, transforms=transforms, n_images=2, n_bootstrap=20, seed=0, device="cpu")
+    transforms = {"rotation": [-10, 10], "hflip": [0, 1], "blur": [1.0]}
+    out = _run(study, tmp_path, transforms)
     for t in transforms:
         rows = read_rows([tmp_path / f"{t}.csv"])
         assert list(rows["metric"]) == ["cosine", "mahalanobis"] and set(rows["setting"]) == {t}
         assert rows["value"].iloc[0] == pytest.approx(out[t].mean()) and -1 <= rows["value"].iloc[0] <= 1
         assert details(rows.iloc[0])["grid"] == transforms[t] and rows["n"].iloc[0] == 2
+        # the crops' view (short side round(32 * 256 / 224) = 37, crop 32), not the features stage's
+        assert rows["preprocessing"].iloc[0].startswith("resize_short37_bicubic+center_crop32+normalise:")
+        assert details(rows.iloc[0])["whitening_view"].startswith("clean centre crops (resize_short37_bicubic+"
+                                                                  "center_crop32) of 6 training images")
         pred = Predictions.load(tmp_path / f"{t}.npz")
         assert pred.setting == t and (pred["positions"] < 6).all()  # training images of the whole-image cache
+    assert details(read_rows([tmp_path / "hflip.csv"]).iloc[0])["cosine_by_value"][0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"n_images=7 but .* only 6 training images"):
-        evaluate_invariance(
-            weights=study / "w.pt", full_cache=study / "full.npy", index=study / "index.csv",
-            features=study / "f.npz", out_rows={"hflip": tmp_path / "x.csv"}, out_predictions={"hflip": tmp_path / "x.npz"},
-            model="toy", dataset="d", size=32, transforms={"hflip": [1]}, n_images=7, device="cpu")
+        _run(study, tmp_path, {"hflip": [1]}, n_images=7)
+
+
+def test_whitening_comes_from_the_clean_crops_of_the_training_images(study, tmp_path):
+    """The rows' numbers are those of a whitening fitted on the clean centre crops of the cache's
+    training images (all 6, or covariance_images of them drawn by seed), the view compared."""
+    transforms = {"rotation": [15.0], "brightness": [1.3]}
+    net, wmeta = frozen_backbone(study / "w.pt", "cpu")
+    images, hw = load_full_cache(study / "full.npy")
+
+    def crop(pos):
+        full = full_batch(images, hw, np.array([pos]), "cpu")[0][0].float().div(255.0)
+        return full, net(normalise(clean_crop(full, 32), wmeta)).double().detach().numpy()[0]
+
+    for covariance_images, fitted in ((None, np.arange(6)), (3, draw_sorted(np.arange(6), 3, seed=0))):
+        _run(study, tmp_path, transforms, covariance_images=covariance_images)
+        whitener = Whitener().fit(np.stack([crop(p)[1] for p in fitted]))
+        positions = Predictions.load(tmp_path / "rotation.npz")["positions"]
+        for t in transforms:
+            moved = [transform_features(net, lambda x: normalise(x, wmeta), crop(p)[0], 32, {t: transforms[t]})[1][t]
+                     for p in positions]
+            cos, dist = whitener.compare(np.stack([crop(p)[1] for p in positions]), np.concatenate(moved))
+            rows = read_rows([tmp_path / f"{t}.csv"]).set_index("metric")
+            assert rows.loc["cosine", "value"] == pytest.approx(cos.mean(), abs=1e-6), (t, covariance_images)
+            assert rows.loc["mahalanobis", "value"] == pytest.approx(dist.mean(), rel=1e-5), (t, covariance_images)
+            assert details(rows.loc["cosine"])["covariance_images"] == len(fitted)
+
+
+def test_histogram_equalised_models_are_marked_invariant_to_monotone_maps(study, tmp_path):
+    """Equalising each crop undoes a brightness or contrast change (no clipping at 0.7): cosine 1
+    by construction. The rows say so; a model with plain normalisation gets no mark."""
+    transforms = {"brightness": [0.7], "contrast": [0.7], "rotation": [15.0]}
+
+    def marks(folder):
+        return {t: details(read_rows([folder / f"{t}.csv"]).iloc[0]).get("invariant_by_preprocessing")
+                for t in transforms}
+
+    out = _run(study, tmp_path, transforms, weights="histeq.pt")
+    assert marks(tmp_path)["brightness"].startswith("per-image histogram equalisation undoes")
+    assert marks(tmp_path)["contrast"] and marks(tmp_path)["rotation"] is None
+    for t in ("brightness", "contrast"):  # 1 but for pixels that float rounding moves across a histogram bin
+        np.testing.assert_allclose(out[t], 1.0, atol=2e-3)
+    (tmp_path / "plain").mkdir()
+    plain = _run(study, tmp_path / "plain", transforms)
+    assert marks(tmp_path / "plain") == dict.fromkeys(transforms)
+    assert (plain["contrast"] < 0.99).all() and (plain["brightness"] < 0.99).all()
 
 
 def test_multiview_rows_from_the_features_stage(tmp_path):

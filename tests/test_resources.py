@@ -51,6 +51,12 @@ def test_published_saliency_is_sized_by_its_windows():
     coarse = resources.saliency(settings={**settings, "stride": 4})
     assert published.runtime > 5 * coarse.runtime
     assert resources.invariance(1000, image_size=224, settings=paper["protocols"]["invariance"]).runtime >= 6
+    # the whitening's clean crops: one forward pass per training image (80 %), or covariance_images of them
+    inv = paper["protocols"]["invariance"]
+    per_pass = resources._scale(224) / resources.RATES["extract"]
+    every = resources.invariance_seconds(100_000, image_size=224, settings=inv)
+    some = resources.invariance_seconds(100_000, image_size=224, settings={**inv, "covariance_images": 1000})
+    assert every - some == pytest.approx((80_000 - 1000) * per_pass)
 
 
 def test_a_retry_doubles_the_runtime():

@@ -1,5 +1,9 @@
-import pytest
+from pathlib import Path
 
+import pytest
+import yaml
+
+from conftest import REPO
 from medtransfer.study import Study, Unit
 from medtransfer.weights.registry import REGISTRY, resolve_model
 
@@ -77,8 +81,6 @@ def test_registry_pin_is_dropped_for_a_mirror_or_local_file():
 
 
 def _why_config():
-    from pathlib import Path
-
     Path("data/cx").mkdir(exist_ok=True)  # roots must exist (the autouse fixture's working folder)
     config = _config(supervised={}, byol={})
     config["datasets"]["cx"] = {"kind": "chexpert", "root": "cx", "multiview": True}
@@ -134,3 +136,52 @@ def test_settings_of_a_protocol_not_run_are_the_schemas():
     study = Study(_config())
     assert study.settings_or_defaults("knn") == study.default_settings("knn")
     assert study.settings_or_defaults("linear") == study.settings("linear")
+
+
+def test_grey_datasets_get_no_colour_transform_in_the_dag():
+    """hue leaves a grey image as it is: no hue target (rows, comparison, measure) for a grey dataset."""
+    config = _why_config()  # demo_cxr and cx (chexpert) are grey, mine (csv) colour by default
+    config["protocols"]["invariance"]["transforms"] = {"rotation": [0, 90], "hue": [0, 0.25]}
+    study = Study(config)
+    hue = {u.dataset for u in study.units() if u.setting == "hue"}
+    assert hue == {"mine"} and study.colour == {"demo_cxr": False, "mine": True, "cx": False}
+    targets = study.table_inputs("invariance")
+    assert "results/invariance/byol/mine/hue.csv" in targets and "results/compare/invariance/mine/hue.csv" in targets
+    assert [f for f in targets if "hue" in f and "/mine/" not in f] == []
+    assert "results/invariance/byol/cx/rotation.csv" in targets
+    assert study.setting_names("invariance", "cx") == ["rotation", "multiview"]
+    assert study.invariance_datasets(colour=True) == ["mine"]  # the rule with every transform
+    assert study.invariance_datasets(colour=False) == ["demo_cxr", "cx"]  # the rule without hue
+    assert study.transforms(colour=False) == ["rotation"]
+    assert study.left_out_settings("invariance") == {"demo_cxr": ["hue"], "cx": ["hue"]}
+    config["datasets"]["mine"]["colour"] = False
+    grey = Study(config)
+    assert not [u for u in grey.units() if u.setting == "hue"] and "invariance_hue" not in grey.correlation_measures()
+    assert grey.invariance_datasets(colour=True) == [] and len(grey.invariance_datasets(colour=False)) == 3
+    config["protocols"]["invariance"]["transforms"] = {"rotation": [0, 90]}  # no colour transform: one rule
+    plain = Study(config)
+    assert plain.invariance_datasets(colour=True) == ["demo_cxr", "mine", "cx"]
+    assert plain.invariance_datasets(colour=False) == [] and plain.left_out_settings("invariance") == {}
+
+
+def test_the_colour_flag_is_for_users_data_only():
+    config = _why_config()
+    config["datasets"]["cx"]["colour"] = True
+    with pytest.raises(ValueError, match=r"dataset 'cx': kind chexpert records its own colour \(False\); `colour` is "
+                                         r"for the kinds csv and imagefolder only: remove it"):
+        Study(config)
+
+
+def test_the_paper_config_runs_the_published_invariance_grids():
+    """The published grids, identity included (rotation 0, hflip 0, hue 0), and hue on colour data only."""
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    for spec in paper["datasets"].values():
+        Path("data", spec["root"]).mkdir(parents=True, exist_ok=True)
+    study = Study(paper)
+    assert study.settings("invariance")["transforms"] == {
+        "rotation": list(range(0, 360, 18)), "hflip": [0, 1], "hue": [-0.5, -0.25, 0, 0.25, 0.5],
+        "translation": [-0.1, 0.1]}
+    assert study.transforms() == ["rotation", "hflip", "hue", "translation"]
+    colour = {"bach", "diabetic_retinopathy", "ichallenge_amd", "ichallenge_pm", "cifar10_2way", "cifar10_5way"}
+    assert {u.dataset for u in study.units() if u.setting == "hue"} == colour
+    assert set(study.left_out_settings("invariance")) == set(paper["datasets"]) - colour

@@ -66,3 +66,25 @@ def test_a_study_without_published_cells_says_so(tmp_path):
     write_summary(table=tmp_path / "t.csv", markdown=tmp_path / "s.md", latex=tmp_path / "s.tex",
                   cells_csv=tmp_path / "s.csv", headline={"demo_cxr": "accuracy"})
     assert "nothing to compare with" in (tmp_path / "s.md").read_text()
+
+
+def test_summary_says_which_transforms_were_left_out_and_which_rows_are_invariant_by_preprocessing(tmp_path):
+    rows = pd.read_csv(summary_table(tmp_path)).to_dict("records")
+    note = "per-image histogram equalisation undoes this monotone grey-value map"
+    rows += [summary_row("mimic-chexpert_lr_0.1", "chexpert", "cosine", 0.999, protocol="invariance",
+                         setting=t, invariant_by_preprocessing=note) for t in ("brightness", "contrast")]
+    rows += [summary_row(m, "chexpert", "cosine", 0.6, protocol="invariance", setting=t)
+             for m, t in (("mimic-chexpert_lr_0.1", "rotation"), ("supervised", "brightness"))]
+    write_rows(rows, tmp_path / "table.csv")
+    paths = {k: tmp_path / f"s.{k}" for k in ("md", "tex", "html")}
+    write_summary(table=tmp_path / "table.csv", markdown=paths["md"], latex=paths["tex"], cells_csv=tmp_path / "c.csv",
+                  headline=HEADLINE, html=paths["html"], left_out={"chexpert": ["hue"], "stoic": ["hue"]})
+    notes = paths["md"].read_text().split("## Invariance notes")[1]
+    assert "Colour transforms left out" in notes and "chexpert: hue; stoic: hue" in notes
+    assert "Invariant by preprocessing" in notes and "mimic-chexpert_lr_0.1 on chexpert: brightness, contrast." in notes
+    assert "rotation" not in notes and "supervised" not in notes
+    assert "mimic-chexpert\\_lr\\_0.1 on chexpert: brightness, contrast" in paths["tex"].read_text()
+    assert "<h2>Invariance notes</h2>" in paths["html"].read_text()
+    write_summary(table=summary_table(tmp_path), markdown=paths["md"], latex=paths["tex"], cells_csv=tmp_path / "c.csv",
+                  headline=HEADLINE)
+    assert "Invariance notes" not in paths["md"].read_text()  # nothing to note: no section

@@ -178,10 +178,14 @@ def saliency_seconds(*, settings: dict, rates: dict = RATES) -> float:
     return settings["n_images"] * side * side * _scale(settings["input_size"]) / rates["extract"]
 
 
-def invariance_seconds(*, image_size: int, settings: dict, rates: dict = RATES) -> float:
-    """One forward pass per image for its clean crop and for each grid value of each transform."""
+def invariance_seconds(n_images: int = 0, *, image_size: int, settings: dict, rates: dict = RATES) -> float:
+    """One forward pass per image for its clean crop and for each grid value of each transform,
+    plus one per clean crop the whitening is estimated on: ``covariance_images``, or every
+    training image of a dataset of ``n_images`` (taken as 80 % of them)."""
     values = sum(len(grid) for grid in settings["transforms"].values())
-    return settings["n_images"] * (values + 1) * _scale(image_size) / rates["extract"]
+    whitening = settings.get("covariance_images") or round(0.8 * n_images)
+    return (settings["n_images"] * (values + 1) + min(whitening, round(0.8 * n_images))) * _scale(
+        image_size) / rates["extract"]
 
 
 # ---------------------------------------------------------------- cluster requests
@@ -218,7 +222,7 @@ def saliency(*, settings: dict, attempt: int = 1) -> Request:
 
 def invariance(n_images: int, *, image_size: int, settings: dict, attempt: int = 1) -> Request:
     """Forward passes at a GPU rate, plus the whitening's pass over every feature (CPU curve)."""
-    seconds = invariance_seconds(image_size=image_size, settings=settings)
+    seconds = invariance_seconds(n_images, image_size=image_size, settings=settings)
     seconds += measured_seconds("multiview_invariance", n_images)
     return Request(_minutes(seconds, attempt), memory_mb("invariance", n_images, attempt=attempt))
 

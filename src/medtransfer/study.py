@@ -16,7 +16,7 @@ from typing import Any
 from medtransfer import paths
 from medtransfer import protocols as registry
 from medtransfer.config import default, load_schema, resolve
-from medtransfer.data.adapters import MULTIVIEW_KINDS, get_adapter
+from medtransfer.data.adapters import COLOUR_FLAG_KINDS, MULTIVIEW_KINDS, get_adapter
 from medtransfer.data.demo import DEMO_KINDS
 from medtransfer.weights.registry import AuxiliaryFile, ModelSpec, resolve_auxiliary, resolve_model
 
@@ -43,6 +43,9 @@ class Study:
             name: resolve_model(name, spec or {}) for name, spec in config["models"].items()
         }
         self.datasets: dict[str, dict[str, Any]] = dict(config["datasets"])
+        #: Dataset -> whether its images are colour: its config's ``colour`` (csv, imagefolder), else its kind's.
+        self.colour: dict[str, bool] = {
+            name: bool(spec.get("colour", get_adapter(spec["kind"]).colour)) for name, spec in self.datasets.items()}
         self.protocols = [p for p in registry.PROTOCOLS if p in config["protocols"]]
         if not self.protocols:
             raise ValueError(f"config: `protocols` names none of {sorted(registry.PROTOCOLS)}; add at least one")
@@ -66,6 +69,9 @@ class Study:
         adapter = get_adapter(kind)
         if not adapter.from_csv and not spec.get("root"):
             raise ValueError(f"dataset {name!r}: kind {kind} needs `root:` (the folder holding the download)")
+        if "colour" in spec and kind not in COLOUR_FLAG_KINDS:
+            raise ValueError(f"dataset {name!r}: kind {kind} records its own colour ({adapter.colour}); `colour` is "
+                             f"for the kinds {' and '.join(COLOUR_FLAG_KINDS)} only: remove it from this dataset")
         if spec.get("multiview") and not adapter.multiview:
             raise ValueError(f"dataset {name!r}: multiview: true, but kind {kind!r} has no multi-view pairs; "
                              f"kinds with pairs: {list(MULTIVIEW_KINDS)}. Remove multiview from this dataset")
@@ -228,17 +234,46 @@ class Study:
 
     # -- targets -----------------------------------------------------------------
     def setting_names(self, protocol: str, dataset: str | None = None) -> list[str]:
-        """The protocol's settings; with ``dataset``, plus those only that dataset has (multiview)."""
+        """The protocol's settings; with ``dataset``, those that dataset gets: less the colour-only
+        ones on a grey dataset (invariance's hue), plus those only it has (multiview)."""
         spec = registry.get(protocol)
         names = spec.settings(self.config["protocols"][protocol])
-        return names + spec.dataset_settings(self.datasets[dataset]) if dataset is not None else names
+        if dataset is None:
+            return names
+        left_out = set(self.left_out(protocol, dataset))
+        return [n for n in names if n not in left_out] + spec.dataset_settings(self.datasets[dataset])
+
+    def left_out(self, protocol: str, dataset: str) -> list[str]:
+        """The protocol's settings that ``dataset`` does not get: colour-only ones when its images are grey."""
+        spec = registry.get(protocol)
+        if self.colour[dataset] or not spec.colour_only:
+            return []
+        return [n for n in spec.settings(self.config["protocols"][protocol]) if n in spec.colour_only]
+
+    def left_out_settings(self, protocol: str) -> dict[str, list[str]]:
+        """Dataset -> the settings of ``protocol`` it does not get, for the datasets that lack any."""
+        if protocol not in self.protocols:
+            return {}
+        return {d: names for d in self.datasets if (names := self.left_out(protocol, d))}
 
     def units(self) -> list[Unit]:
         return [Unit(p, d, s) for p in self.protocols for d in self.datasets for s in self.setting_names(p, d)]
 
-    def transforms(self) -> list[str]:
-        """The invariance protocol's synthetic transforms (all known ones when it does not run)."""
-        return self.setting_names("invariance") if "invariance" in self.protocols else list(registry.TRANSFORMS)
+    def transforms(self, colour: bool = True) -> list[str]:
+        """The invariance protocol's synthetic transforms for colour datasets, or (``colour=False``)
+        for grey ones, without the colour-only transforms (all known ones when it does not run)."""
+        names = self.setting_names("invariance") if "invariance" in self.protocols else list(registry.TRANSFORMS)
+        return names if colour else [n for n in names if n not in registry.COLOUR_TRANSFORMS]
+
+    def invariance_datasets(self, colour: bool = True) -> list[str]:
+        """The datasets of each invariance rule: those that get every transform (``colour``: the
+        colour datasets, and the grey ones too when no transform is colour-only), or
+        (``colour=False``) the grey ones that get fewer (none when they get the same, or nothing)."""
+        grey = [d for d, is_colour in self.colour.items() if not is_colour]
+        same = self.transforms(colour=False) == self.transforms(colour=True)
+        if colour:
+            return [d for d in self.datasets if d not in grey or same]
+        return grey if not same and self.transforms(colour=False) else []
 
     @property
     def correlates(self) -> bool:

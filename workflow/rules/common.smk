@@ -83,6 +83,10 @@ def dataset_kind(wildcards):
     return STUDY.datasets[wildcards.dataset]["kind"]
 
 
+def dataset_colour(wildcards):
+    return STUDY.colour[wildcards.dataset]
+
+
 def dataset_root(wildcards):
     return STUDY.dataset_root(wildcards.dataset)
 
@@ -195,10 +199,15 @@ def saliency_figure_paths(kind):
     return expand(paths.SALIENCY_FIGURE, model=STUDY.models, kind=kind, allow_missing=True)
 
 
-def invariance_outputs(kind):
-    """One rows (or predictions) file per synthetic transform, for the invariance rule's outputs."""
+def invariance_outputs(kind, colour):
+    """One rows (or predictions) file per synthetic transform of colour (or grey) datasets."""
     make = paths.rows if kind == "rows" else paths.predictions
-    return [make("invariance", setting=t) for t in STUDY.transforms()]
+    return [make("invariance", setting=t) for t in STUDY.transforms(colour)]
+
+
+def invariance_datasets(colour):
+    """The dataset wildcard's pattern of an invariance rule: the colour (or grey) datasets, or none."""
+    return _alternatives(STUDY.invariance_datasets(colour)) or "(?!)"
 
 
 def correlation_inputs(wildcards):

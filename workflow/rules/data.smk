@@ -46,7 +46,8 @@ rule index_dataset:
         "../scripts/index_dataset.py"
 
 
-# The caches decode with up to 4 threads (Pillow lets go of the GIL; the same bytes for any number).
+# The caches decode with up to 4 threads (Pillow lets go of the GIL; the same bytes for any number),
+# and check that the images are colour, or grey, as the dataset's config or kind says.
 rule cache_images:
     input:
         index=rules.index_dataset.output.index,
@@ -55,6 +56,7 @@ rule cache_images:
     params:
         size=CONFIG["image_size"],
         kind=dataset_kind,
+        colour=dataset_colour,
     log:
         paths.log("cache_images", "{dataset}"),
     benchmark:
@@ -79,6 +81,7 @@ rule cache_full_images:
         size=CONFIG["image_size"],
         settings=protocol_settings("finetune"),
         kind=dataset_kind,
+        colour=dataset_colour,
     log:
         paths.log("cache_full_images", "{dataset}"),
     benchmark:

@@ -1,7 +1,9 @@
 # Invariance: whitened cosine similarity and Mahalanobis distance between the features of
 # an image and of its transforms (applied to the whole image from the finetune stage's
-# whole-image cache, before the crop), and between two views of one case (multiview, from
-# the features stage). Whitening statistics are the features stage's.
+# whole-image cache, before the crop; whitened with the clean crops of that cache's training
+# images), and between two views of one case (multiview, from the features stage and whitened
+# with it). Colour datasets run every transform (rule invariance); grey ones, when the study
+# runs a colour-only transform (hue), the others (rule invariance_grey: the same job, fewer outputs).
 
 
 rule invariance:
@@ -10,16 +12,17 @@ rule invariance:
         full=rules.cache_full_images.output.full,
         hw=rules.cache_full_images.output.hw,
         index=rules.index_dataset.output.index,
-        features=rules.extract_features.output.features,
     output:
-        rows=invariance_outputs("rows"),
-        predictions=invariance_outputs("predictions"),
+        rows=invariance_outputs("rows", colour=True),
+        predictions=invariance_outputs("predictions", colour=True),
     params:
         settings=protocol_settings("invariance"),
-        transforms=STUDY.transforms(),
+        transforms=STUDY.transforms(colour=True),
         size=CONFIG["image_size"],
         device=CONFIG["device"],
         seed=CONFIG["seed"],
+    wildcard_constraints:
+        dataset=invariance_datasets(colour=True),
     log:
         paths.log("invariance", "{model}/{dataset}"),
     benchmark:
@@ -33,6 +36,18 @@ rule invariance:
         "../../envs/torch.yaml"
     script:
         "../scripts/invariance.py"
+
+
+if STUDY.invariance_datasets(colour=False):
+
+    use rule invariance as invariance_grey with:
+        output:
+            rows=invariance_outputs("rows", colour=False),
+            predictions=invariance_outputs("predictions", colour=False),
+        params:
+            transforms=STUDY.transforms(colour=False),
+        wildcard_constraints:
+            dataset=invariance_datasets(colour=False),
 
 
 rule multiview_invariance:

@@ -57,6 +57,7 @@ rule summary:
     params:
         headline=STUDY.headline_metrics(),
         study=CONFIG["study"],
+        left_out=STUDY.left_out_settings("invariance"),
     log:
         paths.log("summary"),
     benchmark:

@@ -8,5 +8,5 @@ settings = snakemake.params.settings
 build_full_cache(
     snakemake.input.index, snakemake.output.full, size=snakemake.params.size, scale=settings["full_scale"],
     max_aspect=settings["full_max_aspect"], kind=snakemake.params.kind,
-    workers=snakemake.threads,
+    workers=snakemake.threads, colour=snakemake.params.colour, dataset=snakemake.wildcards.dataset,
 )

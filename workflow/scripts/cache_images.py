@@ -6,5 +6,5 @@ from medtransfer.runtime import log_to_file
 log_to_file(snakemake.log[0])
 build_cache(
     snakemake.input.index, snakemake.output.cache, size=snakemake.params.size, kind=snakemake.params.kind,
-    workers=snakemake.threads,
+    workers=snakemake.threads, colour=snakemake.params.colour, dataset=snakemake.wildcards.dataset,
 )

@@ -9,7 +9,7 @@ settings = snakemake.params.settings
 names = snakemake.params.transforms  # the order of the rule's outputs
 evaluate_invariance(
     weights=snakemake.input.weights, full_cache=snakemake.input.full, index=snakemake.input.index,
-    features=snakemake.input.features, out_rows=dict(zip(names, snakemake.output.rows)),
+    out_rows=dict(zip(names, snakemake.output.rows)),
     out_predictions=dict(zip(names, snakemake.output.predictions)), model=snakemake.wildcards.model,
     dataset=snakemake.wildcards.dataset, size=snakemake.params.size,
     transforms={name: settings["transforms"][name] for name in names}, n_images=settings["n_images"],

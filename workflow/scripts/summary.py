@@ -7,5 +7,5 @@ log_to_file(snakemake.log[0])
 write_summary(
     table=snakemake.input.table, markdown=snakemake.output.markdown, latex=snakemake.output.latex,
     html=snakemake.output.html, cells_csv=snakemake.output.cells, headline=snakemake.params.headline,
-    study=snakemake.params.study,
+    study=snakemake.params.study, left_out=snakemake.params.left_out,
 )

@@ -32,7 +32,7 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from medtransfer import paths
-from medtransfer.data.adapters import describe
+from medtransfer.data.adapters import COLOUR_FLAG_KINDS, describe
 from medtransfer.data.index import read_index
 from medtransfer.data.sources import CIFAR_MEMBER, cifar_image, ct_middle_slice
 from medtransfer.writers import npy_memmap, save_npy
@@ -127,18 +127,73 @@ def decoded(load: Callable[[Any], np.ndarray], items: Sequence[Any], workers: in
             yield pending.popleft().result()
 
 
+# An image is colour when the mean over its pixels of (largest - smallest channel) exceeds this
+# many grey levels: lossy compression leaves a grey image's channels a level or two apart.
+COLOUR_CHROMA = 4.0
+
+
+def chroma(image: np.ndarray) -> float:
+    """Mean of (largest - smallest channel) over every 4th row and column of a uint8 (h, w, 3) image."""
+    pixels = image[::4, ::4].astype(np.int16)
+    return float((pixels.max(-1) - pixels.min(-1)).mean())
+
+
+class ColourCheck:
+    """Whether the decoded images are colour, against what the config says (``expected``; None: no check).
+
+    ``add`` each image as it is decoded; ``check`` raises when the images disagree with the
+    config: a dataset said to be colour whose every image is grey, or one said to be grey
+    with a colour image (the dataset is colour when any image is).
+    """
+
+    def __init__(self, expected: bool | None, dataset: str = "", kind: str | None = None) -> None:
+        self.expected, self.dataset, self.kind = expected, dataset, kind
+        self.seen, self.colour, self.example, self.most = 0, 0, "", 0.0
+
+    def add(self, path: str, image: np.ndarray) -> None:
+        if self.expected is None:
+            return
+        value = chroma(image)
+        self.seen += 1
+        self.most = max(self.most, value)
+        if value > COLOUR_CHROMA:
+            self.colour += 1
+            self.example = self.example or f"{path} (mean chroma {value:.1f})"
+
+    def check(self) -> None:
+        if self.expected is None or self.seen == 0 or (self.colour > 0) == self.expected:
+            return
+        name = f"dataset {self.dataset!r} (kind {self.kind})"
+        if self.expected:
+            found = (f"it is set or recorded as colour, but all {self.seen} images decoded are grey (mean chroma "
+                     f"at most {self.most:.1f} grey levels; colour is above {COLOUR_CHROMA:g})")
+        else:
+            found = (f"it is set or recorded as grey, but {self.colour} of {self.seen} images decoded are colour, "
+                     f"e.g. {self.example}")
+        if self.kind in COLOUR_FLAG_KINDS:
+            todo = f"set datasets.{self.dataset}.colour: {str(not self.expected).lower()} in the config"
+        else:
+            todo = f"kind {self.kind} is {'colour' if self.expected else 'grey'}: check that the root holds its images"
+        raise ValueError(f"{name}: {found}; {todo}")
+
+
 def build_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: int, kind: str | None = None,
-                workers: int = 1) -> None:
+                workers: int = 1, colour: bool | None = None, dataset: str = "") -> None:
     """Decode every image of ``index`` into ``out`` (.npy, uint8 N x size x size x 3), with
     ``workers`` decoding threads (the same bytes for any number).
 
     ``kind`` (the dataset adapter) only improves the error for a bad image: it adds
-    where the dataset is downloaded and the layout expected.
+    where the dataset is downloaded and the layout expected. ``colour``: whether the config
+    says the dataset ``dataset`` is colour, checked against the images (``ColourCheck``;
+    None: not checked); on a mismatch nothing is written.
     """
     frame = read_index(index)
+    colours = ColourCheck(colour, dataset, kind)
     with _with_source(kind), npy_memmap(out, np.uint8, (len(frame), size, size, 3)) as cache:
         for i, image in enumerate(decoded(lambda path: load_image(path, size), list(frame["path"]), workers)):
             cache[i] = image
+            colours.add(frame["path"].iat[i], image)
+        colours.check()
 
 
 @contextmanager
@@ -241,7 +296,8 @@ def _full_hw(path: str, short: int, longest: int) -> tuple[int, int]:
 
 def build_full_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: int, scale: float = FULL_SCALE,
                      max_aspect: float = FULL_MAX_ASPECT, split: str | None = "train",
-                     kind: str | None = None, workers: int = 1) -> None:
+                     kind: str | None = None, workers: int = 1, colour: bool | None = None,
+                     dataset: str = "") -> None:
     """Decode the images of ``index`` whole into ``out`` (.npy) and their sizes into ``paths.full_hw(out)``.
 
     ``out``: uint8 (N, H, W, 3) in index order, image ``i`` in ``[i, :h_i, :w_i]``, zeros
@@ -250,7 +306,8 @@ def build_full_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: 
     (``None``: all); the others keep ``(0, 0)`` and zeros (sparse on disk), since
     finetuning crops only training images. Two passes: image headers fix (H, W), then
     the images are decoded into a memory map, by ``workers`` threads. ``kind`` only improves
-    the error for a bad image, as in ``build_cache``.
+    the error for a bad image, and ``colour`` is checked against the decoded images, as in
+    ``build_cache``.
     """
     short, longest = full_sides(size, scale, max_aspect)
     frame = read_index(index)
@@ -261,10 +318,13 @@ def build_full_cache(index: str | os.PathLike, out: str | os.PathLike, *, size: 
             hw[i] = _full_hw(frame["path"].iat[i], short, longest)
         lying = np.sort(hw, axis=1)  # (short, long) as stored
         shape = (len(frame), *(int(v) for v in np.maximum(lying.max(0), 1)), 3)
+        colours = ColourCheck(colour, dataset, kind)
         with npy_memmap(out, np.uint8, shape) as cache:
             images = decoded(lambda i: load_full_image(frame["path"].iat[i], short, longest), rows, workers)
             for i, img in zip(rows, images):
                 cache[i, :lying[i, 0], :lying[i, 1]] = img.transpose(1, 0, 2) if hw[i, 0] > hw[i, 1] else img
+                colours.add(frame["path"].iat[i], img)
+            colours.check()
             save_npy(paths.full_hw(out), hw)
 
 

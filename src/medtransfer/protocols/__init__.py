@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from medtransfer.protocols.checks import check_reconstruction, check_saliency, no_check
+from medtransfer.protocols.checks import TRANSFORMS, check_invariance, check_reconstruction, check_saliency, no_check
 
 MANYSHOT = "manyshot"
 PAIRINGS = ("images", "episodes", "values")
@@ -55,9 +55,16 @@ def _occlusion(settings: Mapping[str, Any]) -> list[str]:
     return ["occlusion"]
 
 
-# Synthetic transforms of the invariance protocol (one setting each, in this order), and
-# the setting of its multi-view pairs; kept here, torch-free, for config checks and paths.
-TRANSFORMS = ("rotation", "hflip", "vflip", "hue", "brightness", "contrast", "translation", "scale", "blur")
+# Synthetic transforms of the invariance protocol (TRANSFORMS, one setting each, in that order,
+# defined beside their check), and the setting of its multi-view pairs; torch-free, for config
+# checks and paths.
+#: Transforms that change only an image's colour: on a grey image they do nothing, so grey
+#: datasets (``Study.colour``) do not get them.
+COLOUR_TRANSFORMS = ("hue",)
+#: Transforms that map an image's grey values through a monotone function, which per-image
+#: histogram equalisation (``normalisation: histeq``) undoes: such a model is invariant to them
+#: by its preprocessing, whatever its features.
+MONOTONE_TRANSFORMS = ("brightness", "contrast")
 MULTIVIEW = "multiview"
 
 
@@ -84,7 +91,8 @@ class Protocol:
     dataset's headline metric is not among them), ``lower_is_better`` those of them
     where smaller wins; ``stage`` names its rule file ``workflow/rules/<stage>.smk``
     (the protocol's name unless given); ``dataset_settings`` maps a dataset's config to
-    settings that only some datasets have (invariance's multi-view pairs). ``measures``
+    settings that only some datasets have (invariance's multi-view pairs); ``colour_only``
+    names settings that only colour datasets get (invariance's colour transforms). ``measures``
     marks a protocol that explains transfer rather than measuring it: pairs of (a metric the
     correlation stage uses, the measure's name, ``{setting}`` filled in); protocols without
     them are transfer protocols, whose scores are explained. ``check`` raises on settings the
@@ -103,6 +111,7 @@ class Protocol:
     lower_is_better: tuple[str, ...] = ()
     stage: str = ""
     dataset_settings: Callable[[Mapping[str, Any]], list[str]] = field(default=_no_dataset_settings)
+    colour_only: tuple[str, ...] = ()
     measures: tuple[tuple[str, str], ...] = ()
     patterns: tuple[str, ...] = (MANYSHOT,)
     check: Callable[..., None] = field(default=no_check)
@@ -175,5 +184,6 @@ register(Protocol("saliency", "Saliency (occlusion): attentive diffusion",
 register(Protocol("invariance", "Invariance (whitened cosine similarity)",
                   "medtransfer.protocols.invariance:evaluate_invariance", "values", ("cosine", "mahalanobis"),
                   _transforms, lower_is_better=("mahalanobis",), dataset_settings=_multiview,
+                  colour_only=COLOUR_TRANSFORMS, check=check_invariance,
                   measures=(("cosine", "invariance_{setting}"),),
                   patterns=tuple(re.escape(n) for n in (*TRANSFORMS, MULTIVIEW))))

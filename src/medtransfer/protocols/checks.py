@@ -8,6 +8,7 @@ Each check takes the protocol's config section as keywords; keys it does not che
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,23 @@ SALIENCY_KEY = "protocols.saliency"
 RECONSTRUCTION_KEY = "protocols.reconstruction"
 DOWNSAMPLING = ("stride", "avg")  # the reconstruction generator's choices (its SkipConfig)
 OUTPUTS = ("sigmoid", "clip")
+INVARIANCE_KEY = "protocols.invariance"
+#: The invariance protocol's synthetic transforms, in their settings' order (the registry
+#: re-exports them; they live here so that the check below needs no import of it).
+TRANSFORMS = ("rotation", "hflip", "vflip", "hue", "brightness", "contrast", "translation", "scale", "blur")
+
+# Allowed grid values of the invariance transforms whose domain is bounded: (test, what is allowed).
+# Every other transform takes any number. The identity of each: rotation 0, hflip / vflip 0,
+# hue 0, brightness 1, contrast 1, translation 0, scale 1, blur 0.
+_TRANSFORM_VALUES = {
+    "hflip": (lambda v: v in (0, 1), "0 (the identity) or 1 (mirrored)"),
+    "vflip": (lambda v: v in (0, 1), "0 (the identity) or 1 (mirrored)"),
+    "hue": (lambda v: -0.5 <= v <= 0.5, "a hue shift in turns from -0.5 to 0.5 (0: the identity)"),
+    "brightness": (lambda v: v >= 0, "a factor of at least 0 (1: the identity)"),
+    "contrast": (lambda v: v >= 0, "a factor of at least 0 (1: the identity)"),
+    "scale": (lambda v: v > 0, "a zoom factor above 0 (1: the identity)"),
+    "blur": (lambda v: v >= 0, "a Gaussian sigma of at least 0 pixels (0: the identity)"),
+}
 
 
 def _positive_integers(key: str, **values: Any) -> None:
@@ -28,6 +46,25 @@ def _positive_integers(key: str, **values: Any) -> None:
 
 def no_check(**settings: Any) -> None:
     """For protocols whose settings the schema checks completely."""
+
+
+def check_transforms(transforms: Mapping[str, Sequence[float]]) -> None:
+    """Unknown transform names, empty grids and values outside a transform's domain fail, naming them."""
+    unknown = sorted(set(transforms) - set(TRANSFORMS))
+    if unknown:
+        raise ValueError(f"{INVARIANCE_KEY}.transforms: unknown transform(s) {unknown}; allowed: {list(TRANSFORMS)}")
+    empty = [t for t, grid in transforms.items() if not list(grid)]
+    if empty:
+        raise ValueError(f"{INVARIANCE_KEY}.transforms: {empty} have no grid values; give at least one each")
+    for name, (allowed, what) in _TRANSFORM_VALUES.items():
+        bad = [v for v in transforms.get(name, ()) if not allowed(v)]
+        if bad:
+            raise ValueError(f"{INVARIANCE_KEY}.transforms.{name}: {bad} not allowed; each value must be {what}")
+
+
+def check_invariance(*, transforms: Mapping[str, Sequence[float]], **_unchecked: Any) -> None:
+    """Raise, naming the transform and its allowed values, before any work is done."""
+    check_transforms(transforms)
 
 
 def check_saliency(*, input_size: int, crop_size: int, window: int, stride: int, n_images: int,

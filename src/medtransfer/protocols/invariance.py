@@ -3,21 +3,29 @@
 For ``n_images`` seeded training images (the whole-image cache that finetuning crops
 from holds only those) each synthetic transform is applied to the *whole* image, before
 the model's centre crop, at every value of its grid; the metric compares the feature of
-the transformed crop with that of the clean crop in the feature space whitened with the
-dataset's feature mean and covariance (from the features stage):
+the transformed crop with that of the clean crop in the feature space whitened with a
+feature mean and covariance:
 
 - ``cosine``: cosine similarity of the whitened features (1: invariant);
 - ``mahalanobis``: Mahalanobis distance between the two features (0: invariant).
 
-Each image's value is the mean over the transform's grid; the row is the mean over images
-with a bootstrap CI. Multi-view pairs (``multiview``: CheXpert frontal and lateral
-images of one study, EyePACS left and right eye of one patient, with equal labels) compare
-two real images, so their features come from the features stage unchanged.
+The whitening of the transforms is estimated on the view they are compared in: the clean
+centre crops of the whole-image cache's training images (short side ``full_scale`` x
+``image_size``, then the ``image_size`` crop: Resize(256) + CenterCrop(224), as the
+published code), computed in the job, a batch at a time. Each image's value is the mean
+over the transform's grid (the identity counts where the grid holds it); the row is the
+mean over images with a bootstrap CI. Multi-view pairs (``multiview``: CheXpert frontal
+and lateral images of one study, EyePACS left and right eye of one patient, with equal
+labels) compare two real images, so their features, and their whitening, come from the
+features stage unchanged. A grey dataset gets no colour-only transform (``hue``: see
+``protocols.COLOUR_TRANSFORMS``); rows of a histogram-equalised model (``normalisation:
+histeq``) under a monotone grey-value map (``protocols.MONOTONE_TRANSFORMS``) are marked
+``invariant_by_preprocessing`` in their details: the equalisation undoes the transform.
 
 The covariance is Ledoit-Wolf shrunk (``covariance: ledoit_wolf``; 2,048 feature
 dimensions from a few hundred images are otherwise singular) or, as published, the sample
 covariance plus ``ridge`` times the identity (``covariance: ridge``). Both come from p x p
-sums over chunks of rows (``feature_moments``), so memory does not grow with the number of
+sums over chunks of rows (``MomentSums``), so memory does not grow with the number of
 images; ``covariance_images`` estimates them on a seeded subsample instead of every image. Whitening uses the
 Cholesky factor ``L`` (``z = L^-1 (f - mean)``): cosine and distance are the same for any
 ``W`` with ``W^T W = covariance^-1``, and a triangular solve is cheaper than ``covariance^-1/2``.
@@ -25,10 +33,11 @@ Cholesky factor ``L`` (``z = L^-1 (f - mean)``): cosine and distance are the sam
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,10 +48,11 @@ from scipy.linalg import solve_triangular
 
 from medtransfer.data.adapters import MULTIVIEW_KINDS
 from medtransfer.data.augment import full_batch
-from medtransfer.data.cache import load_full_cache, read_rows
+from medtransfer.data.cache import load_full_cache, preprocessing_name, read_rows
 from medtransfer.data.index import read_index
-from medtransfer.features import load_features
-from medtransfer.protocols import MULTIVIEW, TRANSFORMS
+from medtransfer.features import load_features, run_meta
+from medtransfer.protocols import MONOTONE_TRANSFORMS, MULTIVIEW
+from medtransfer.protocols.checks import check_transforms
 from medtransfer.protocols.shared import draw_sorted, frozen_backbone
 from medtransfer.results import write_values
 from medtransfer.runtime import resolve_device
@@ -66,7 +76,7 @@ def _photometric(x: torch.Tensor, name: str, value: float) -> torch.Tensor:
         return TF.adjust_brightness(x, value)
     if name == "contrast":
         return TF.adjust_contrast(x, value)  # around the whole image's mean grey, before the crop
-    if name == "blur":
+    if name == "blur" and value > 0:  # sigma 0: the identity
         radius = max(1, math.ceil(3 * value))
         return TF.gaussian_blur(x, [2 * radius + 1] * 2, [float(value)] * 2)
     return x
@@ -79,15 +89,16 @@ def crop_grid(hw: tuple[int, int], size: int, name: str = "", value: float = 0.0
     Output pixels are placed around the crop's centre and mapped back into the image:
     ``rotation`` by ``value`` degrees, ``translation`` by ``value`` x ``size`` pixels right and
     down (measured on the model's input, after the resize, unlike the published code),
-    ``scale`` zooms by ``value`` (> 1: in), flips mirror about the crop's centre. With no
+    ``scale`` zooms by ``value`` (> 1: in), flips with ``value`` 1 mirror about the crop's
+    centre (0: the identity). With no
     transform the grid hits the pixels of the centre crop exactly (offsets as in the cache).
     """
     h, w = hw
     c = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
     v, u = torch.meshgrid(c, c, indexing="ij")
-    if name == "hflip":
+    if name == "hflip" and value:  # 1 mirrored, 0 the identity
         u = -u
-    elif name == "vflip":
+    elif name == "vflip" and value:
         v = -v
     elif name == "translation":
         u, v = u - value * size, v - value * size
@@ -125,42 +136,68 @@ def clean_crop(full: torch.Tensor, size: int) -> torch.Tensor:
     return full[None, :, top:top + size, left:left + size]
 
 
-def check_transforms(transforms: Mapping[str, Sequence[float]]) -> None:
-    """Unknown transform names and empty grids fail, naming the allowed names."""
-    unknown = sorted(set(transforms) - set(TRANSFORMS))
-    if unknown:
-        raise ValueError(f"{CONFIG_KEY}.transforms: unknown transform(s) {unknown}; allowed: {list(TRANSFORMS)}")
-    empty = [t for t, grid in transforms.items() if not list(grid)]
-    if empty:
-        raise ValueError(f"{CONFIG_KEY}.transforms: {empty} have no grid values; give at least one each")
-
-
 # ---------------------------------------------------------------- whitening
 
 # Rows of features centred and multiplied at once: bounds the float64 copy (4,096 x 2,048 x 8 B = 64 MB).
 _ROWS = 4096
 
 
-def feature_moments(x: np.ndarray, rows: int = _ROWS) -> tuple[np.ndarray, np.ndarray, float]:
+class MomentSums:
+    """Sums over rows of features (p,), added a chunk at a time, for their mean, scatter matrix
+    ``Xc^T Xc`` (p, p) and ``sum_i ||xc_i||^4`` (``Xc``: the rows centred on their mean).
+
+    One pass: the rows are shifted by the first chunk's mean ``K`` (so float64 stays accurate
+    when the mean is large against the spread) and the centred quantities follow exactly from
+    the sums of ``y = x - K``: with ``d = mean(y)``, ``Xc^T Xc = Y^T Y - n d d^T`` and
+    ``||xc||^2 = ||y||^2 - 2 y.d + ||d||^2``. Memory is p x p whatever the number of rows, so
+    features computed in batches (the invariance crops) need never be kept.
+    """
+
+    def __init__(self) -> None:
+        self.n, self.shift = 0, None
+
+    def add(self, chunk: np.ndarray) -> "MomentSums":
+        y = np.asarray(chunk, dtype=np.float64)
+        if self.shift is None:
+            p = y.shape[1]
+            self.shift = y.mean(0)
+            self.sum, self.cross, self.norm_y = np.zeros(p), np.zeros((p, p)), np.zeros(p)
+            self.norms, self.norms2 = 0.0, 0.0
+        y = y - self.shift
+        a = (y * y).sum(1)  # ||y_i||^2
+        self.n += len(y)
+        self.sum += y.sum(0)
+        self.cross += y.T @ y
+        self.norm_y += a @ y
+        self.norms += float(a.sum())
+        self.norms2 += float(a @ a)
+        return self
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(mean, scatter, fourth) of every row added."""
+        if not self.n:
+            raise ValueError("no feature rows were added: the whitening needs at least 2 images")
+        n, d = self.n, self.sum / self.n
+        c = float(d @ d)
+        scatter = self.cross - n * np.outer(d, d)
+        # sum_i (a_i - 2 b_i + c)^2 with b_i = y_i.d (sum b_i = n c)
+        fourth = (self.norms2 - 4 * float(d @ self.norm_y) + 2 * c * self.norms + 4 * float(d @ self.cross @ d)
+                  - 4 * n * c * c + n * c * c)
+        return self.shift + d, scatter, fourth
+
+
+def feature_moments(x: np.ndarray, rows: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Mean (p,), scatter matrix ``Xc^T Xc`` (p, p) and ``sum_i ||xc_i||^4`` of the rows of ``x`` (n, p).
 
-    ``Xc`` is ``x`` centred on its mean. Two passes over ``rows`` rows at a time, each upcast
-    to float64 on its own, so a float32 feature file is never copied whole, and a memory map
-    of one is read by plain reads (``data.cache.read_rows``): memory is p x p plus one
-    chunk, whatever n. Centring before the products (rather
-    than ``X^T X - n m m^T``) keeps float64 accurate when the mean is large against the spread.
+    ``rows`` rows at a time through ``MomentSums``, each upcast to float64 on its own, so a
+    float32 feature file is never copied whole, and a memory map of one is read by plain
+    reads (``data.cache.read_rows``): memory is p x p plus one chunk, whatever n.
     """
-    n, p = x.shape
-    mean = np.zeros(p)
-    for lo in range(0, n, rows):
-        mean += read_rows(x, slice(lo, lo + rows)).sum(0, dtype=np.float64)
-    mean /= n
-    scatter, fourth = np.zeros((p, p)), 0.0
-    for lo in range(0, n, rows):
-        chunk = read_rows(x, slice(lo, lo + rows)).astype(np.float64) - mean
-        scatter += chunk.T @ chunk
-        fourth += float(((chunk * chunk).sum(1) ** 2).sum())
-    return mean, scatter, fourth
+    rows = rows or _ROWS
+    sums = MomentSums()
+    for lo in range(0, len(x), rows):
+        sums.add(read_rows(x, slice(lo, lo + rows)))
+    return sums.result()
 
 
 def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -205,11 +242,19 @@ class Whitener:
         self.seed = seed
 
     def fit(self, features: np.ndarray) -> "Whitener":
+        """Estimate on the rows of ``features`` (n, p): all, or ``n_images`` drawn by seed."""
+        return self.fit_chunks([self._rows(features)])
+
+    def fit_chunks(self, chunks: Iterable[np.ndarray]) -> "Whitener":
+        """Estimate on every row of ``chunks`` (each (b, p)), one chunk in memory at a time."""
         if self.covariance not in COVARIANCES:
             raise ValueError(f"{CONFIG_KEY}.covariance: unknown {self.covariance!r}; allowed: {list(COVARIANCES)}")
-        x = self._rows(features)
-        n = len(x)
-        self.mean_, scatter, fourth = feature_moments(x)
+        sums = MomentSums()
+        for chunk in chunks:
+            for lo in range(0, len(chunk), _ROWS):
+                sums.add(read_rows(chunk, slice(lo, lo + _ROWS)))
+        n = sums.n
+        self.mean_, scatter, fourth = sums.result()
         if self.covariance == "ledoit_wolf":
             cov, self.shrinkage_ = ledoit_wolf_from_moments(scatter, fourth, n)
         else:
@@ -221,13 +266,18 @@ class Whitener:
 
     def _rows(self, features: np.ndarray) -> np.ndarray:
         """The rows the statistics come from: all, or ``n_images`` drawn by seed."""
-        n = len(features)
-        if self.n_images is None or self.n_images >= n:
+        if self.n_images is None or self.n_images >= len(features):
             return features
+        return read_rows(features, self.draw(np.arange(len(features))))
+
+    def draw(self, pool: np.ndarray) -> np.ndarray:
+        """The members of ``pool`` (sorted positions) the statistics come from: all, or ``n_images`` by seed."""
+        if self.n_images is None or self.n_images >= len(pool):
+            return pool
         if self.n_images < 2:
             raise ValueError(f"{CONFIG_KEY}.covariance_images={self.n_images}: a covariance needs at least 2 "
                              "images; give at least 2, or null for every image")
-        return features[draw_sorted(n, self.n_images, self.seed)]
+        return draw_sorted(pool, self.n_images, self.seed)
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         """Whitened features (n, p): ``L^-1 (f - mean)``."""
@@ -261,26 +311,49 @@ def transform_features(net: Callable[[torch.Tensor], torch.Tensor], normalise: C
 
 def draw_train_positions(split: np.ndarray, hw: np.ndarray, n_images: int, seed: int, source: str) -> np.ndarray:
     """``n_images`` rows drawn by seed from the training images of the whole-image cache, sorted."""
-    train = np.flatnonzero((np.asarray(split) == "train") & (np.asarray(hw).min(1) > 0))
+    train = train_positions(split, hw)
     if n_images > len(train):
         raise ValueError(f"{CONFIG_KEY}.n_images={n_images} but {source} has only {len(train)} training images "
                          f"in its whole-image cache; set {CONFIG_KEY}.n_images to at most {len(train)}")
     return draw_sorted(train, n_images, seed)
 
 
+def train_positions(split: np.ndarray, hw: np.ndarray) -> np.ndarray:
+    """Index rows of the training images the whole-image cache holds."""
+    return np.flatnonzero((np.asarray(split) == "train") & (np.asarray(hw).min(1) > 0))
+
+
+def clean_crop_features(net: Callable[[torch.Tensor], torch.Tensor], normalise: Callable[[torch.Tensor], torch.Tensor],
+                        images: np.ndarray, hw: np.ndarray, positions: np.ndarray, size: int, batch_size: int,
+                        device: str) -> Iterator[np.ndarray]:
+    """Features (b, D) of the clean centre crops (``clean_crop``) of the cached whole images at
+    ``positions``, ``batch_size`` images at a time: the view the transformed crops are compared in."""
+    for lo in range(0, len(positions), batch_size):
+        batch, sizes = full_batch(images, hw, positions[lo:lo + batch_size], device)
+        crops = torch.cat([clean_crop(batch[k, :, :h, :w], size) for k, (h, w) in enumerate(sizes)])
+        with torch.inference_mode():
+            yield net(normalise(crops.float().div(255.0))).double().cpu().numpy()
+
+
+def crop_view(short: int, size: int) -> str:
+    """The preprocessing of the compared crops: the whole image's short side ``short``, centre crop ``size``."""
+    return f"resize_short{short}_bicubic+center_crop{size}"
+
+
 def evaluate_invariance(
     *, weights: str | os.PathLike, full_cache: str | os.PathLike, index: str | os.PathLike,
-    features: str | os.PathLike, out_rows: Mapping[str, str | os.PathLike],
-    out_predictions: Mapping[str, str | os.PathLike], model: str, dataset: str, size: int,
-    transforms: Mapping[str, Sequence[float]], n_images: int = 8, covariance: str = "ledoit_wolf",
-    ridge: float = 1e-6, covariance_images: int | None = None, batch_size: int = 64, n_bootstrap: int = 1000,
-    seed: int = 0, device: str = "auto",
+    out_rows: Mapping[str, str | os.PathLike], out_predictions: Mapping[str, str | os.PathLike], model: str,
+    dataset: str, size: int, transforms: Mapping[str, Sequence[float]], n_images: int = 8,
+    covariance: str = "ledoit_wolf", ridge: float = 1e-6, covariance_images: int | None = None, batch_size: int = 64,
+    n_bootstrap: int = 1000, seed: int = 0, device: str = "auto",
 ) -> dict[str, np.ndarray]:
     """Synthetic-transform invariance of one (model, dataset): rows and per-image values per transform.
 
     ``out_rows`` / ``out_predictions``: transform name -> file, for every transform of
     ``transforms`` (name -> grid of values). ``size``: the model's input (the study's
-    image_size). Returns transform -> per-image whitened cosine.
+    image_size). The whitening comes from the clean crops of the cache's training images
+    (``covariance_images`` of them drawn by ``seed``, or all). Returns transform -> per-image
+    whitened cosine.
     """
     check_transforms(transforms)
     missing = sorted(set(transforms) - set(out_rows) | set(transforms) - set(out_predictions))
@@ -288,33 +361,54 @@ def evaluate_invariance(
         raise ValueError(f"no output file given for transform(s) {missing}")
     frame = read_index(index)
     images, hw = load_full_cache(full_cache, frame=frame)
-    positions = draw_train_positions(frame["split"].to_numpy(str), hw, n_images, seed, f"dataset {dataset!r}")
-    fs = load_features(features)
-    whitener = Whitener(covariance, ridge, covariance_images, seed).fit(fs.features)
+    split = frame["split"].to_numpy(str)
+    positions = draw_train_positions(split, hw, n_images, seed, f"dataset {dataset!r}")
     device = resolve_device(device)
     net, wmeta = frozen_backbone(weights, device)
+    model_input = functools.partial(normalise, meta=wmeta)
+    whitener = Whitener(covariance, ridge, covariance_images, seed)
+    fitted_on = whitener.draw(train_positions(split, hw))
+    whitener.fit_chunks(clean_crop_features(net, model_input, images, hw, fitted_on, size, batch_size, device))
     clean, moved = [], {t: [] for t in transforms}
     for pos in positions:
         full = full_batch(images, hw, np.array([pos]), device)[0][0].float().div(255.0)
-        f0, ft = transform_features(net, lambda x: normalise(x, wmeta), full, size, transforms, batch_size)
+        f0, ft = transform_features(net, model_input, full, size, transforms, batch_size)
         clean.append(f0)
         for t in transforms:
             moved[t].append(ft[t])
     clean = np.stack(clean)
-    meta = _meta(fs.meta, covariance=covariance, ridge=ridge, shrinkage=whitener.shrinkage_, n_images=n_images,
+    view = crop_view(int(hw[positions].min()), size)
+    meta = run_meta(model=model, dataset=dataset, weights_meta=wmeta, index=frame, precision="fp32", size=size,
+                    seed=seed)
+    meta["preprocessing"] = meta["preprocessing"].replace(preprocessing_name(size), view)
+    meta = _meta(meta, covariance=covariance, ridge=ridge, shrinkage=whitener.shrinkage_, n_images=n_images,
                  covariance_images=whitener.n_fitted_)
     labels = frame["label"].to_numpy(np.int64)[positions]
+    whitening = f"clean centre crops ({view}) of {whitener.n_fitted_} training images of the whole-image cache"
     result = {}
     for t, grid in transforms.items():
         stack = np.stack(moved[t])  # (N, P, D)
         cos, dist = whitener.compare(np.repeat(clean, len(grid), axis=0), stack.reshape(-1, stack.shape[-1]))
         cos, dist = cos.reshape(len(positions), -1), dist.reshape(len(positions), -1)
         extra = {"transform": t, "grid": list(grid), "cosine_by_value": cos.mean(0).round(6).tolist(),
-                 "images_from": "whole-image cache (train split)", "applied": "before the centre crop"}
+                 "images_from": "whole-image cache (train split)", "applied": "before the centre crop",
+                 "whitening_view": whitening, **preprocessing_note(wmeta, t)}
         write_measure(out_rows[t], out_predictions[t], meta=meta, setting=t, positions=positions, labels=labels,
                       cosine=cos.mean(1), mahalanobis=dist.mean(1), n_bootstrap=n_bootstrap, seed=seed, extra=extra)
         result[t] = cos.mean(1)
     return result
+
+
+def preprocessing_note(wmeta: Any, transform: str) -> dict[str, str]:
+    """``invariant_by_preprocessing`` where the model's own preprocessing undoes ``transform``.
+
+    A histogram-equalised model (``normalisation: histeq``) equalises each transformed crop,
+    which undoes a monotone map of its grey values (brightness, contrast): its cosine is
+    about 1 by construction, whatever its features. Measured as the model is used, but marked.
+    """
+    if getattr(wmeta, "normalisation", "") == "histeq" and transform in MONOTONE_TRANSFORMS:
+        return {"invariant_by_preprocessing": "per-image histogram equalisation undoes this monotone grey-value map"}
+    return {}
 
 
 def _meta(feature_meta: Mapping[str, Any], **settings: Any) -> dict[str, Any]:
@@ -376,5 +470,7 @@ def evaluate_multiview(
                   labels=frame["label"].to_numpy(np.int64)[pairs[:, 0]], cosine=cos, mahalanobis=dist,
                   n_bootstrap=n_bootstrap, seed=seed,
                   extra={"transform": MULTIVIEW, "views": views, "pairs_available": available,
-                         "second_rows": pairs[:, 1].tolist()})
+                         "second_rows": pairs[:, 1].tolist(),
+                         "whitening_view": f"features stage ({fs.meta.get('preprocessing', '')}) of "
+                                           f"{whitener.n_fitted_} images, the view both images are compared in"})
     return cos

@@ -174,7 +174,8 @@ def estimate(config: Mapping, *, index_dir: str | os.PathLike = "results/data",
                                                          rates=rec_rates)
             + resources.score_seconds(settings=protocols["reconstruction"], rates=rec_rates),
             "saliency": resources.saliency_seconds(settings=protocols["saliency"], rates=rates),
-            "invariance": resources.invariance_seconds(image_size=size, settings=protocols["invariance"], rates=rates),
+            "invariance": resources.invariance_seconds(n, image_size=size, settings=protocols["invariance"],
+                                                       rates=rates),
         }
         rows.append({"stage": "data (decode, CPU)", "dataset": name, "images": n, "size_from": source,
                      "hours": resources.cache_seconds(n, rates=rates) / 3600, "unit": "CPU core-hours"})

@@ -9,13 +9,15 @@ the marks come from the ``<metric>_diff_vs_best`` rows (``compare.py``, Holm-cor
 
 Published values (``published/anton2022.csv``, see its README) are joined on
 (model, dataset, protocol, setting, metric) and shown beside ours with the difference.
+Notes on the invariance rows follow: the colour transforms left out for grey datasets,
+and the (model, transform) rows marked invariant by the model's preprocessing.
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from html import escape
 from pathlib import Path
 
@@ -138,21 +140,50 @@ def _published_frame(cells: pd.DataFrame, reference: pd.DataFrame | None) -> pd.
     return out
 
 
+LEFT_OUT = ("Colour transforms left out (a colour-only transform leaves a grey image unchanged, so every "
+            "model would score about 1): {items}.")
+BY_PREPROCESSING = ("Invariant by preprocessing (the model equalises each image's histogram, which undoes a "
+                    "monotone grey-value map: its cosine is about 1 by construction, whatever its features): {items}.")
+
+
+def invariance_notes(table: pd.DataFrame, left_out: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """Sentences on the invariance rows: transforms left out per grey dataset (``left_out``:
+    dataset -> transforms), and the rows whose details mark them ``invariant_by_preprocessing``."""
+    notes = []
+    if left_out:
+        notes.append(LEFT_OUT.format(items="; ".join(f"{d}: {', '.join(t)}" for d, t in sorted(left_out.items()))))
+    rows = table[table["protocol"] == "invariance"] if "protocol" in table else table.iloc[:0]
+    marked = sorted({(m, d, t) for m, d, t, text in rows[["model", "dataset", "setting", "details"]].to_numpy()
+                     if details(text).get("invariant_by_preprocessing")})
+    if marked:
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for model, dataset, transform in marked:
+            grouped.setdefault((model, dataset), []).append(transform)
+        notes.append(BY_PREPROCESSING.format(
+            items="; ".join(f"{m} on {d}: {', '.join(t)}" for (m, d), t in grouped.items())))
+    return notes
+
+
 def write_summary(*, table: str | os.PathLike, markdown: str | os.PathLike, latex: str | os.PathLike,
                   cells_csv: str | os.PathLike, headline: Mapping[str, str], study: str = "",
-                  html: str | os.PathLike | None = None, reference: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Write the summary tables of ``table`` as Markdown, LaTeX (and HTML) and the tidy cells as CSV."""
+                  html: str | os.PathLike | None = None, reference: pd.DataFrame | None = None,
+                  left_out: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """Write the summary tables of ``table`` as Markdown, LaTeX (and HTML) and the tidy cells as CSV.
+
+    ``left_out``: dataset -> the invariance transforms it does not get (its images are grey).
+    """
     frame = pd.read_csv(table)
+    notes = invariance_notes(frame, left_out)
     cells = summary_cells(frame, headline)
     second = summary_cells(frame, headline, second=True)
     both = pd.concat([cells.assign(table="headline"), second.assign(table=SECOND_METRIC)], ignore_index=True)
     write_csv(cells_csv, both)
     demo = bool(frame["weights_demo"].astype(bool).any())
     comparison = _published_frame(pd.concat([cells, second], ignore_index=True), reference)
-    write_bytes(markdown, _markdown(cells, second, comparison, study, demo).encode())
-    write_bytes(latex, _latex(cells, second, comparison, study, demo).encode())
+    write_bytes(markdown, _markdown(cells, second, comparison, study, demo, notes).encode())
+    write_bytes(latex, _latex(cells, second, comparison, study, demo, notes).encode())
     if html is not None:
-        write_bytes(html, _html(cells, second, comparison, study, demo).encode())
+        write_bytes(html, _html(cells, second, comparison, study, demo, notes).encode())
     return both
 
 
@@ -175,7 +206,10 @@ def _sections(cells: pd.DataFrame, second: pd.DataFrame):
             yield f"{registry.get(protocol).title}: {what}", frame, protocol, legend
 
 
-def _markdown(cells, second, comparison, study, demo) -> str:
+NOTES_TITLE = "Invariance notes"
+
+
+def _markdown(cells, second, comparison, study, demo, notes=()) -> str:
     out = [f"# Summary of the {study or 'study'} study", ""]
     if demo:
         out += [f"> {DEMO}", ""]
@@ -187,10 +221,12 @@ def _markdown(cells, second, comparison, study, demo) -> str:
     else:
         out += [f"Published: {PUBLISHED_SOURCE}; difference = ours - published, in percentage points.", "",
                 comparison.astype(object).where(comparison.notna(), None).to_markdown(index=False, missingval=""), ""]
+    if notes:
+        out += [f"## {NOTES_TITLE}", "", *[f"- {note}" for note in notes], ""]
     return "\n".join(out)
 
 
-def _latex(cells, second, comparison, study, demo) -> str:
+def _latex(cells, second, comparison, study, demo, notes=()) -> str:
     out = [f"% Summary of the {_tex(study or 'study')} study, written by medtransfer.reporting.summary", ""]
     if demo:
         out += [f"\\paragraph{{}} {DEMO}", ""]
@@ -209,6 +245,8 @@ def _latex(cells, second, comparison, study, demo) -> str:
         out += [shown.to_latex(index=False, escape=False, float_format="%.2f", na_rep="",
                                caption=f"Published numbers ({_tex(PUBLISHED_SOURCE)}) beside ours.",
                                label="tab:published"), ""]
+    if notes:
+        out += [f"\\paragraph{{{NOTES_TITLE}}}", "\n\n".join(_tex(note) for note in notes), ""]
     return "\n".join(out)
 
 
@@ -217,7 +255,7 @@ STYLE = ("body{font-family:sans-serif;margin:1.5em;color:#222} table{border-coll
          ".demo{background:#fff3cd;padding:.5em;border-left:4px solid #E69F00} p.legend{font-size:90%;color:#555}")
 
 
-def _html(cells, second, comparison, study, demo) -> str:
+def _html(cells, second, comparison, study, demo, notes=()) -> str:
     title = f"Summary of the {escape(study or 'study')} study"
     out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
            f"<style>{STYLE}</style></head><body><h1>{title}</h1>"]
@@ -233,4 +271,6 @@ def _html(cells, second, comparison, study, demo) -> str:
     else:
         out += [f"<p>Published: {escape(PUBLISHED_SOURCE)}; difference = ours - published, in percentage points.</p>",
                 comparison.to_html(index=False, na_rep="", border=0)]
+    if notes:
+        out += [f"<h2>{NOTES_TITLE}</h2>", "<ul>", *[f"<li>{escape(note)}</li>" for note in notes], "</ul>"]
     return "\n".join(out + ["</body></html>"]) + "\n"

@@ -59,8 +59,8 @@ from medtransfer.data.index import (
     write_index,
 )
 
-__all__ = ["ADAPTERS", "DATASET_KINDS", "MULTIVIEW_KINDS", "Adapter", "build_index", "describe", "get_adapter",
-           "index_dataset"]
+__all__ = ["ADAPTERS", "COLOUR_FLAG_KINDS", "DATASET_KINDS", "MULTIVIEW_KINDS", "Adapter", "build_index", "describe",
+           "get_adapter", "index_dataset"]
 
 # The order users see (describe, the CLI's choices, error messages): keep it when adding a kind.
 ADAPTERS.update((a.kind, a) for a in (
@@ -72,6 +72,9 @@ ADAPTERS.update((a.kind, a) for a in (
 DATASET_KINDS: tuple[str, ...] = tuple(ADAPTERS)
 #: Kinds whose index carries view_group and view (the invariance protocol's multi-view pairs).
 MULTIVIEW_KINDS: tuple[str, ...] = tuple(kind for kind, a in ADAPTERS.items() if a.multiview)
+#: Kinds whose config says whether the images are colour (``datasets.<name>.colour``, default
+#: true); every other kind's record says it.
+COLOUR_FLAG_KINDS: tuple[str, ...] = ("csv", "imagefolder")
 
 
 # ---------------------------------------------------------------------------- entry points

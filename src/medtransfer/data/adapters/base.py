@@ -50,8 +50,10 @@ class Adapter:
     ChestX-ray14: the rows kept after the label filter), the size of a job before its index
     exists and of a cost estimate for data not on this machine, 0 where there is none (users'
     data; a demo dataset's size is its config's ``n_images``); ``colour``: the images are colour
-    photographs (False: grey-scale radiographs or CT; users' data is taken as colour). Only a
-    fact: ``cache.decode`` makes every image RGB either way.
+    photographs (False: grey-scale radiographs or CT; users' data, kinds csv and imagefolder,
+    says so in its config's ``colour``, default true). ``cache.decode`` makes every image RGB
+    either way; the cache rules check the fact against the decoded images, and grey datasets
+    get no colour-only invariance transform.
     """
 
     kind: str
