@@ -16,6 +16,7 @@ from medtransfer.features import FeatureSet, save_features
 from medtransfer.protocols.invariance import (
     MomentSums,
     Whitener,
+    held_out_halves,
     check_transforms,
     clean_crop,
     evaluate_invariance,
@@ -286,18 +287,41 @@ def test_whitening_comes_from_the_clean_crops_of_the_training_images(study, tmp_
         full = full_batch(images, hw, np.array([pos]), "cpu")[0][0].float().div(255.0)
         return full, net(normalise(clean_crop(full, 32), wmeta)).double().detach().numpy()[0]
 
-    for covariance_images, fitted in ((None, np.arange(6)), (3, draw_sorted(np.arange(6), 3, seed=0))):
-        _run(study, tmp_path, transforms, covariance_images=covariance_images)
-        whitener = Whitener().fit(np.stack([crop(p)[1] for p in fitted]))
+    for covariance_images, pool, n_images in ((None, np.arange(6), 4), (4, draw_sorted(np.arange(6), 4, seed=0), 2)):
+        _run(study, tmp_path, transforms, n_images=n_images, covariance_images=covariance_images)
         positions = Predictions.load(tmp_path / "rotation.npz")["positions"]
+        half = held_out_halves(len(positions), seed=0)
+        assert sorted(np.bincount(half)) == [n_images // 2] * 2
         for t in transforms:
-            moved = [transform_features(net, lambda x: normalise(x, wmeta), crop(p)[0], 32, {t: transforms[t]})[1][t]
-                     for p in positions]
-            cos, dist = whitener.compare(np.stack([crop(p)[1] for p in positions]), np.concatenate(moved))
+            cos, dist = [], []
+            for p, k in zip(positions, half):  # each image whitened without its half of the evaluated ones
+                held_out = [q for q in pool if q not in positions[half == k]]
+                whitener = Whitener().fit(np.stack([crop(q)[1] for q in held_out]))
+                moved = transform_features(net, lambda x: normalise(x, wmeta), crop(p)[0], 32, {t: transforms[t]})[1][t]
+                c, d = whitener.compare(crop(p)[1][None], moved)
+                cos.append(c.mean())
+                dist.append(d.mean())
             rows = read_rows([tmp_path / f"{t}.csv"]).set_index("metric")
-            assert rows.loc["cosine", "value"] == pytest.approx(cos.mean(), abs=1e-6), (t, covariance_images)
-            assert rows.loc["mahalanobis", "value"] == pytest.approx(dist.mean(), rel=1e-5), (t, covariance_images)
-            assert details(rows.loc["cosine"])["covariance_images"] == len(fitted)
+            assert rows.loc["cosine", "value"] == pytest.approx(np.mean(cos), abs=1e-6), (t, covariance_images)
+            assert rows.loc["mahalanobis", "value"] == pytest.approx(np.mean(dist), rel=1e-5), (t, covariance_images)
+            assert details(rows.loc["cosine"])["covariance_images"] == len(pool)
+    x = np.random.default_rng(0).normal(size=(3, 8))
+    with pytest.raises(ValueError, match=r"1 image\(s\) to estimate a covariance from.*covariance_images"):
+        Whitener().fit_sums(MomentSums().add(x[:1]))
+    with pytest.raises(ValueError, match=r"covariance of 2 images is singular .*covariance_images"):
+        Whitener().fit(x[:2])  # two rows: Ledoit-Wolf shrinks nothing
+
+
+def test_an_image_in_the_whitening_sample_looks_less_invariant_than_one_held_out():
+    """Why the whitening leaves each image's half out: with more dimensions than images, an image
+    of the sample whitens into the sample's span and its transformed copy does not."""
+    rng = np.random.default_rng(0)
+    p, n = 512, 40
+    x = rng.normal(size=(n + 1, p)) * np.linspace(3, 0.3, p)
+    moved = x + rng.normal(size=x.shape)  # a transform of every image
+    inside = Whitener().fit(x[:n]).compare(x[:1], moved[:1])[0][0]  # measured: 0.76
+    held_out = Whitener().fit(x[1:]).compare(x[:1], moved[:1])[0][0]  # 0.88
+    assert held_out > inside + 0.08, (inside, held_out)
 
 
 def test_histogram_equalised_models_are_marked_invariant_to_monotone_maps(study, tmp_path):
@@ -332,6 +356,14 @@ def test_multiview_rows_from_the_features_stage(tmp_path):
                              out_predictions=tmp_path / "p.npz", dataset="dr", n_images=4, n_bootstrap=10)
     rows = read_rows([tmp_path / "r.csv"])
     assert set(rows["setting"]) == {"multiview"} and rows["value"].iloc[0] == pytest.approx(cos.mean())
+    # whitened on the training images only: the test pairs are held out of their own statistics
+    train = (frame["split"] == "train").to_numpy()
+    pairs = Predictions.load(tmp_path / "p.npz")
+    first, second = pairs["positions"], np.array(details(rows.iloc[0])["second_rows"])
+    expect, _ = Whitener().fit(feats[train]).compare(feats[first], feats[second])
+    np.testing.assert_allclose(cos, expect, rtol=1e-9)
+    assert details(rows.iloc[0])["whitening_view"].endswith(f"of {train.sum()} training images (the test pairs "
+                                                            "held out), the view both images are compared in")
     with pytest.raises(ValueError, match=r"n_images=11 but dataset 'dr' has only 10 multi-view test pairs"):
         evaluate_multiview(features=tmp_path / "f.npz", index=tmp_path / "index.csv", out_rows=tmp_path / "r.csv",
                            out_predictions=tmp_path / "p.npz", dataset="dr", n_images=11)

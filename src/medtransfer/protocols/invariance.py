@@ -12,13 +12,15 @@ feature mean and covariance:
 The whitening of the transforms is estimated on the view they are compared in: the clean
 centre crops of the whole-image cache's training images (short side ``full_scale`` x
 ``image_size``, then the ``image_size`` crop: Resize(256) + CenterCrop(224), as the
-published code), computed in the job, a batch at a time. Each image's value is the mean
+published code), computed in the job, a batch at a time, and held out: the evaluated
+images are split in two halves by seed and each half is whitened without its own images
+(``held_out_halves``). Each image's value is the mean
 over the transform's grid (the identity counts where the grid holds it); the row is the
 mean over images with a bootstrap CI. Multi-view pairs (``multiview``: CheXpert frontal
 and lateral images of one study, EyePACS left and right eye of one patient, with equal
-labels) compare two real images, so their features, and their whitening, come from the
-features stage unchanged. A grey dataset gets no colour-only transform (``hue``: see
-``protocols.COLOUR_TRANSFORMS``); rows of a histogram-equalised model (``normalisation:
+labels) compare two real images, so their features, and their whitening (on the training
+images; the pairs are test images), come from the features stage unchanged. A grey
+dataset gets no colour-only transform (``hue``: see ``protocols.COLOUR_TRANSFORMS``); rows of a histogram-equalised model (``normalisation:
 histeq``) under a monotone grey-value map (``protocols.MONOTONE_TRANSFORMS``) are marked
 ``invariant_by_preprocessing`` in their details: the equalisation undoes the transform.
 
@@ -153,16 +155,23 @@ class MomentSums:
     features computed in batches (the invariance crops) need never be kept.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shift: np.ndarray | None = None) -> None:
         self.n, self.shift = 0, None
+        if shift is not None:
+            self._start(np.asarray(shift, dtype=np.float64))
+
+    def _start(self, shift: np.ndarray) -> None:
+        p = len(shift)
+        self.shift = shift
+        self.sum, self.cross, self.norm_y = np.zeros(p), np.zeros((p, p)), np.zeros(p)
+        self.norms, self.norms2 = 0.0, 0.0
 
     def add(self, chunk: np.ndarray) -> "MomentSums":
         y = np.asarray(chunk, dtype=np.float64)
+        if not len(y):
+            return self
         if self.shift is None:
-            p = y.shape[1]
-            self.shift = y.mean(0)
-            self.sum, self.cross, self.norm_y = np.zeros(p), np.zeros((p, p)), np.zeros(p)
-            self.norms, self.norms2 = 0.0, 0.0
+            self._start(y.mean(0))
         y = y - self.shift
         a = (y * y).sum(1)  # ||y_i||^2
         self.n += len(y)
@@ -172,6 +181,18 @@ class MomentSums:
         self.norms += float(a.sum())
         self.norms2 += float(a @ a)
         return self
+
+    def __add__(self, other: "MomentSums") -> "MomentSums":
+        """The sums of both sets of rows; both must share one shift (``MomentSums(shift)``)."""
+        if other.n == 0 or self.n == 0:
+            return self if other.n == 0 else other
+        if self.shift is not other.shift and not np.array_equal(self.shift, other.shift):
+            raise ValueError("MomentSums of different shifts cannot be added; give both the same shift")
+        out = MomentSums(self.shift)
+        out.n = self.n + other.n
+        for name in ("sum", "cross", "norm_y", "norms", "norms2"):
+            setattr(out, name, getattr(self, name) + getattr(other, name))
+        return out
 
     def result(self) -> tuple[np.ndarray, np.ndarray, float]:
         """(mean, scatter, fourth) of every row added."""
@@ -247,13 +268,20 @@ class Whitener:
 
     def fit_chunks(self, chunks: Iterable[np.ndarray]) -> "Whitener":
         """Estimate on every row of ``chunks`` (each (b, p)), one chunk in memory at a time."""
-        if self.covariance not in COVARIANCES:
-            raise ValueError(f"{CONFIG_KEY}.covariance: unknown {self.covariance!r}; allowed: {list(COVARIANCES)}")
+        self._check()
         sums = MomentSums()
         for chunk in chunks:
             for lo in range(0, len(chunk), _ROWS):
                 sums.add(read_rows(chunk, slice(lo, lo + _ROWS)))
+        return self.fit_sums(sums)
+
+    def fit_sums(self, sums: MomentSums) -> "Whitener":
+        """Estimate from the moment sums of the rows (``MomentSums``)."""
+        self._check()
         n = sums.n
+        if n < 2:
+            raise ValueError(f"the whitening has {n} image(s) to estimate a covariance from; it needs at least 2: "
+                             f"raise {CONFIG_KEY}.covariance_images (or null for every training image)")
         self.mean_, scatter, fourth = sums.result()
         if self.covariance == "ledoit_wolf":
             cov, self.shrinkage_ = ledoit_wolf_from_moments(scatter, fourth, n)
@@ -261,8 +289,17 @@ class Whitener:
             cov, self.shrinkage_ = scatter / max(n - 1, 1), 0.0  # np.cov's unbiased divisor
             cov.flat[::cov.shape[0] + 1] += self.ridge
         self.n_fitted_ = n
-        self.cholesky_ = np.linalg.cholesky(cov)
+        try:
+            self.cholesky_ = np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError as err:
+            raise ValueError(f"the whitening covariance of {n} images is singular ({self.covariance}, shrinkage "
+                             f"{self.shrinkage_:.3g}): raise {CONFIG_KEY}.covariance_images (or null for every "
+                             f"training image), or give covariance: ridge with a ridge above 0") from err
         return self
+
+    def _check(self) -> None:
+        if self.covariance not in COVARIANCES:
+            raise ValueError(f"{CONFIG_KEY}.covariance: unknown {self.covariance!r}; allowed: {list(COVARIANCES)}")
 
     def _rows(self, features: np.ndarray) -> np.ndarray:
         """The rows the statistics come from: all, or ``n_images`` drawn by seed."""
@@ -335,6 +372,51 @@ def clean_crop_features(net: Callable[[torch.Tensor], torch.Tensor], normalise: 
             yield net(normalise(crops.float().div(255.0))).double().cpu().numpy()
 
 
+def held_out_halves(n: int, seed: int) -> np.ndarray:
+    """(n,) 0 or 1: which half of the ``n`` evaluated images each is in, drawn by ``seed``.
+
+    Each image is whitened with statistics that leave its half out: an image inside the
+    covariance sample lies in the span of the sample's large eigenvalues, its transformed copy
+    does not, and with more feature dimensions than images (2,048 against a few hundred) that
+    alone drives the whitened cosine towards 0. Halves, rather than leaving every evaluated
+    image out, keep at least half of a small training split (Montgomery: 110 images, 100
+    evaluated) in each fit.
+    """
+    half = np.zeros(n, dtype=np.int64)
+    half[np.random.default_rng(seed).permutation(n)[:n // 2]] = 1
+    return half
+
+
+def grouped_moments(chunks: Iterable[np.ndarray], group: np.ndarray, groups: int) -> list[MomentSums]:
+    """``MomentSums`` of the rows of each group (``group``: one per row, in chunk order), one shift
+    shared by all (the first chunk's mean), so any of them can be added together."""
+    sums, at = None, 0
+    for chunk in chunks:
+        if sums is None:
+            shift = np.asarray(chunk, dtype=np.float64).mean(0)
+            sums = [MomentSums(shift) for _ in range(groups)]
+        labels = group[at:at + len(chunk)]
+        for k in range(groups):
+            sums[k].add(chunk[labels == k])
+        at += len(chunk)
+    if sums is None:
+        raise ValueError("no training images to estimate the whitening from")
+    return sums
+
+
+def compare_held_out(whiteners: Mapping[int, Whitener], half: np.ndarray, clean: np.ndarray,
+                     moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whitened cosine and distance (N, P) of each clean feature (N, D) against its P transformed
+    ones (N, P, D), each image in the whitening of its half (``held_out_halves``)."""
+    n, grid = moved.shape[:2]
+    cos, dist = np.empty((n, grid)), np.empty((n, grid))
+    for k, whitener in whiteners.items():
+        rows = np.flatnonzero(half == k)
+        c, d = whitener.compare(np.repeat(clean[rows], grid, axis=0), moved[rows].reshape(-1, moved.shape[-1]))
+        cos[rows], dist[rows] = c.reshape(-1, grid), d.reshape(-1, grid)
+    return cos, dist
+
+
 def crop_view(short: int, size: int) -> str:
     """The preprocessing of the compared crops: the whole image's short side ``short``, centre crop ``size``."""
     return f"resize_short{short}_bicubic+center_crop{size}"
@@ -366,9 +448,15 @@ def evaluate_invariance(
     device = resolve_device(device)
     net, wmeta = frozen_backbone(weights, device)
     model_input = functools.partial(normalise, meta=wmeta)
-    whitener = Whitener(covariance, ridge, covariance_images, seed)
-    fitted_on = whitener.draw(train_positions(split, hw))
-    whitener.fit_chunks(clean_crop_features(net, model_input, images, hw, fitted_on, size, batch_size, device))
+    half = held_out_halves(len(positions), seed)
+    pool = Whitener(covariance, ridge, covariance_images, seed).draw(train_positions(split, hw))
+    group = np.full(len(pool), 2)  # 0, 1: in that half of the evaluated images; 2: not evaluated
+    for k in (0, 1):
+        group[np.isin(pool, positions[half == k])] = k
+    sums = grouped_moments(clean_crop_features(net, model_input, images, hw, pool, size, batch_size, device),
+                           group, 3)
+    whiteners = {k: Whitener(covariance, ridge, covariance_images, seed).fit_sums(sums[2] + sums[1 - k])
+                 for k in np.unique(half)}
     clean, moved = [], {t: [] for t in transforms}
     for pos in positions:
         full = full_batch(images, hw, np.array([pos]), device)[0][0].float().div(255.0)
@@ -381,15 +469,17 @@ def evaluate_invariance(
     meta = run_meta(model=model, dataset=dataset, weights_meta=wmeta, index=frame, precision="fp32", size=size,
                     seed=seed)
     meta["preprocessing"] = meta["preprocessing"].replace(preprocessing_name(size), view)
-    meta = _meta(meta, covariance=covariance, ridge=ridge, shrinkage=whitener.shrinkage_, n_images=n_images,
-                 covariance_images=whitener.n_fitted_)
+    fitted = sorted({w.n_fitted_ for w in whiteners.values()})
+    meta = _meta(meta, covariance=covariance, ridge=ridge,
+                 shrinkage=float(np.mean([w.shrinkage_ for w in whiteners.values()])), n_images=n_images,
+                 covariance_images=len(pool))
     labels = frame["label"].to_numpy(np.int64)[positions]
-    whitening = f"clean centre crops ({view}) of {whitener.n_fitted_} training images of the whole-image cache"
+    whitening = (f"clean centre crops ({view}) of {len(pool)} training images of the whole-image cache, held out: "
+                 f"each image whitened without its half of the {len(positions)} evaluated images "
+                 f"({' and '.join(map(str, fitted))} images fitted)")
     result = {}
     for t, grid in transforms.items():
-        stack = np.stack(moved[t])  # (N, P, D)
-        cos, dist = whitener.compare(np.repeat(clean, len(grid), axis=0), stack.reshape(-1, stack.shape[-1]))
-        cos, dist = cos.reshape(len(positions), -1), dist.reshape(len(positions), -1)
+        cos, dist = compare_held_out(whiteners, half, clean, np.stack(moved[t]))  # (N, P) each
         extra = {"transform": t, "grid": list(grid), "cosine_by_value": cos.mean(0).round(6).tolist(),
                  "images_from": "whole-image cache (train split)", "applied": "before the centre crop",
                  "whitening_view": whitening, **preprocessing_note(wmeta, t)}
@@ -460,7 +550,9 @@ def evaluate_multiview(
                          f"multi-view test pairs; set {CONFIG_KEY}.n_images to at most {len(pairs)}")
     available = len(pairs)
     pairs = pairs[draw_sorted(available, n_images, seed)]
-    whitener = Whitener(covariance, ridge, covariance_images, seed).fit(fs.features)
+    whitener = Whitener(covariance, ridge, covariance_images, seed)
+    fitted = whitener.draw(np.flatnonzero(frame["split"].to_numpy(str) == "train"))  # the test pairs held out
+    whitener.fit_chunks(read_rows(fs.features, fitted[lo:lo + _ROWS]) for lo in range(0, len(fitted), _ROWS))
     cos, dist = whitener.compare(fs.features[pairs[:, 0]], fs.features[pairs[:, 1]])
     meta = _meta(fs.meta, covariance=covariance, ridge=ridge, shrinkage=whitener.shrinkage_, n_images=n_images,
                  covariance_images=whitener.n_fitted_)
@@ -472,5 +564,6 @@ def evaluate_multiview(
                   extra={"transform": MULTIVIEW, "views": views, "pairs_available": available,
                          "second_rows": pairs[:, 1].tolist(),
                          "whitening_view": f"features stage ({fs.meta.get('preprocessing', '')}) of "
-                                           f"{whitener.n_fitted_} images, the view both images are compared in"})
+                                           f"{whitener.n_fitted_} training images (the test pairs held out), "
+                                           "the view both images are compared in"})
     return cos
