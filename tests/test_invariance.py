@@ -16,12 +16,12 @@ from medtransfer.features import FeatureSet, save_features
 from medtransfer.protocols.invariance import (
     MomentSums,
     Whitener,
-    held_out_halves,
     check_transforms,
     clean_crop,
     evaluate_invariance,
     evaluate_multiview,
     feature_moments,
+    held_out_halves,
     ledoit_wolf,
     multiview_pairs,
     transform_features,

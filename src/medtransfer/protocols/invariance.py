@@ -20,9 +20,10 @@ mean over images with a bootstrap CI. Multi-view pairs (``multiview``: CheXpert 
 and lateral images of one study, EyePACS left and right eye of one patient, with equal
 labels) compare two real images, so their features, and their whitening (on the training
 images; the pairs are test images), come from the features stage unchanged. A grey
-dataset gets no colour-only transform (``hue``: see ``protocols.COLOUR_TRANSFORMS``); rows of a histogram-equalised model (``normalisation:
-histeq``) under a monotone grey-value map (``protocols.MONOTONE_TRANSFORMS``) are marked
-``invariant_by_preprocessing`` in their details: the equalisation undoes the transform.
+dataset gets no colour-only transform (``hue``: see ``protocols.COLOUR_TRANSFORMS``); rows
+of a histogram-equalised model (``normalisation: histeq``) under a monotone grey-value map
+(``protocols.MONOTONE_TRANSFORMS``) are marked ``invariant_by_preprocessing`` in their
+details: the equalisation undoes the transform.
 
 The covariance is Ledoit-Wolf shrunk (``covariance: ledoit_wolf``; 2,048 feature
 dimensions from a few hundred images are otherwise singular) or, as published, the sample
