@@ -96,3 +96,15 @@ def test_the_reconstruction_api_loads_lazily_and_whole():
             "bad = [n for n in r.__all__ if isinstance(getattr(r, n), types.ModuleType)]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_set_threads_loads_no_torch_and_a_later_torch_uses_the_count():
+    """Every job script calls runtime.set_threads; it must not import torch itself (the probes,
+    the episodes and the comparisons never need it), yet torch imported afterwards runs on the
+    rule's threads, and torch already imported is set directly."""
+    code = ("import sys; from medtransfer.runtime import set_threads; set_threads(1); "
+            "print('torch' in sys.modules); import torch; print(torch.get_num_threads()); "
+            "set_threads(2); print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PATH": "", "OMP_NUM_THREADS": "2"}).stdout.split()
+    assert out == ["False", "1", "2"]
