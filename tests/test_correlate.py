@@ -147,6 +147,23 @@ def test_undefined_per_dataset_r_is_skipped_in_the_point_and_the_ci(tmp_path):
         assert details(got)["datasets"] == ["x", "y"] and details(got)["undefined"] == ["z"]
 
 
+def test_a_pooled_row_with_no_defined_dataset_is_nan_with_the_provenance_of_its_models(tmp_path):
+    """Every dataset's r undefined (the demo's finetune at chance): the pooled row is NaN from 0
+    datasets, yet names the models and carries their provenance, as every row must."""
+    path = _table(tmp_path)
+    table = read_rows([path])
+    table.loc[table["protocol"] == "linear", "value"] = 0.5  # constant everywhere: no r anywhere
+    table["weights_demo"] = True
+    table.to_csv(tmp_path / "flat.csv", index=False)
+    out = correlate(rows=[tmp_path / "flat.csv"], out=tmp_path / "c.csv", top1=TOP1,
+                    headline=dict.fromkeys("xy", "accuracy"), n_bootstrap=20)
+    got = _row(out, "pooled", "linear_manyshot", "pearson_lpips_vgg", model=ALL)
+    per_dataset = _row(out, "dataset", "linear_manyshot", "pearson_lpips_vgg", dataset="x")
+    assert math.isnan(got["value"]) and got["n"] == 0 and details(got)["undefined"] == ["x", "y"]
+    assert details(got)["models"] == MODELS and bool(got["weights_demo"])
+    assert got["weights_sha256"] == per_dataset["weights_sha256"]
+
+
 def test_one_dataset_under_two_entries_is_pooled_once_except_for_its_fewshot_tasks(tmp_path):
     path = _table(tmp_path, datasets=("c2", "c5", "x", "y"))
     table = read_rows([path])

@@ -171,7 +171,12 @@ def test_default_config_validates_and_builds_the_dag(tmp_path):
 def test_reconstruction_rows_figures_and_lpips_weights_through_the_download_rule(finished):
     table = pd.read_csv(finished / "reports" / "table.csv")
     rec = table[(table["protocol"] == "reconstruction") & ~table["metric"].str.endswith("_diff_vs_best")]
-    assert set(rec["metric"]) == {"lpips_alex", "lpips_vgg", "lpips_squeeze", "lpips_mean", "psnr", "ssim"}
+    raw = {"lpips_alex", "lpips_vgg", "lpips_squeeze", "lpips_mean", "psnr", "ssim"}
+    assert set(rec["metric"]) == raw | {f"{m}_model_view" for m in raw}
+    # no demo model equalises its input, so each pair as the model sees it is the raw pair
+    both = rec.pivot_table(index=["model", "dataset"], columns="metric", values="value")
+    for metric in raw:
+        np.testing.assert_allclose(both[f"{metric}_model_view"], both[metric], rtol=1e-9, err_msg=metric)
     assert (rec.groupby("dataset")["model"].nunique() == len(MODELS)).all() and (rec["n"] == 2).all()
     assert rec["weights_sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
     for dataset in ("demo_cxr", "demo_fundus"):

@@ -242,7 +242,9 @@ class _Cell:
         used = [d for d in self.kept if np.isfinite(r_of[d])]
         undefined = [d for d in self.kept if d not in used]
         pairs = [_xy(self.groups[d]) for d in used]
-        models = sorted({m for d in used for m in self.groups[d]["model"]})
+        # the models of the datasets pooled; of every dataset looked at when none is defined, so
+        # an undefined row still carries the provenance of what it was computed from
+        models = sorted({m for d in used or self.kept for m in self.groups[d]["model"]})
         ci = _bootstrap(pairs, method, self.n_bootstrap, self.seed, pooled=True)
         return self.row(model=ALL, dataset=ALL, method=method, value=float(fisher_mean([r_of[d] for d in used])),
                         ci=ci, n=len(used), models=models, view="pooled", transfer_metric=self._metrics(),
