@@ -263,7 +263,7 @@ class Study:
         """The invariance protocol's synthetic transforms for colour datasets, or (``colour=False``)
         for grey ones, without the colour-only transforms (all known ones when it does not run)."""
         names = self.setting_names("invariance") if "invariance" in self.protocols else list(registry.TRANSFORMS)
-        return names if colour else [n for n in names if n not in registry.COLOUR_TRANSFORMS]
+        return names if colour else [n for n in names if n not in registry.get("invariance").colour_only]
 
     def invariance_datasets(self, colour: bool = True) -> list[str]:
         """The datasets of each invariance rule: those that get every transform (``colour``: the
